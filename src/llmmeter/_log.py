@@ -1,0 +1,49 @@
+"""llmmeter's own error handling: nothing inside llmmeter may break the host application."""
+
+from __future__ import annotations
+
+import logging
+import os
+import threading
+from collections.abc import Iterator
+from contextlib import contextmanager
+
+logger = logging.getLogger("llmmeter")
+
+_seen: set[str] = set()
+_seen_lock = threading.Lock()
+
+
+def strict_mode() -> bool:
+    """True when ``LLMMETER_STRICT=1``: internal errors are raised (for llmmeter's own tests)."""
+    return os.environ.get("LLMMETER_STRICT") == "1"
+
+
+def log_once(key: str, message: str, *args: object, exc_info: bool = False) -> None:
+    """Log ``message`` at WARNING the first time ``key`` is seen, at DEBUG afterwards."""
+    with _seen_lock:
+        first = key not in _seen
+        _seen.add(key)
+    level = logging.WARNING if first else logging.DEBUG
+    logger.log(level, message, *args, exc_info=exc_info)
+
+
+def internal_error(stage: str) -> None:
+    """Report the exception being handled as an llmmeter bug in ``stage`` (call from ``except``)."""
+    log_once(f"internal:{stage}", "llmmeter: internal error in %s (the call itself is unaffected)",
+             stage, exc_info=True)
+
+
+@contextmanager
+def guard(stage: str) -> Iterator[None]:
+    """Run a block of llmmeter's own work; an ``Exception`` in it is logged once and swallowed.
+
+    Only ``Exception`` is caught: ``KeyboardInterrupt``, ``SystemExit`` and cancellation belong to
+    the application.
+    """
+    try:
+        yield
+    except Exception:
+        if strict_mode():
+            raise
+        internal_error(stage)

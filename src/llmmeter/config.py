@@ -1,0 +1,175 @@
+"""``llmmeter.configure()``: where records go, how they are priced, what goes on metrics.
+
+Configuration is optional: the first measured call configures llmmeter with the defaults
+(local SQLite store, bundled prices, the application's global OTel providers). Calling
+:func:`configure` again replaces the settings; the previous store is flushed and closed.
+"""
+
+from __future__ import annotations
+
+import os
+import threading
+from collections.abc import Callable, Iterable, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, Final
+
+from opentelemetry import metrics, trace
+
+from llmmeter._log import guard, log_once
+from llmmeter.export.otel import OtelTelemetry
+from llmmeter.record import CallRecord
+
+if TYPE_CHECKING:
+    from llmmeter.export.sqlite import SQLiteStore
+    from llmmeter.pricing import PricingRegistry
+
+RecordCallback = Callable[[CallRecord], None]
+
+
+class _Default:
+    def __repr__(self) -> str:
+        return "DEFAULT"
+
+
+DEFAULT: Final[Any] = _Default()
+"""Marker for "use the default" (distinct from ``None``, which switches a stage off)."""
+
+DEFAULT_METRIC_ATTRIBUTES: Final = ("team", "feature")
+
+
+@dataclass(slots=True)
+class Settings:
+    """The settings in force. Read with :func:`get_settings`; change with :func:`configure`."""
+
+    telemetry: OtelTelemetry
+    store: SQLiteStore | None = None
+    pricing: PricingRegistry | None = None
+    callbacks: tuple[RecordCallback, ...] = ()
+    capture_content: bool = False
+    stream_usage: bool = True
+    """May llmmeter add ``stream_options.include_usage`` for endpoints known to accept it?"""
+    stream_usage_hosts: frozenset[str] = field(default_factory=frozenset)
+    """Extra hosts (``host`` or ``host:port``) known to accept ``stream_options``."""
+    enabled: bool = True
+
+
+_settings: Settings | None = None
+_lock = threading.Lock()
+
+
+def configure(
+    *,
+    store: str | os.PathLike[str] | None = DEFAULT,
+    pricing: PricingRegistry | None = DEFAULT,
+    on_record: RecordCallback | Sequence[RecordCallback] | None = None,
+    metric_attributes: Iterable[str] = DEFAULT_METRIC_ATTRIBUTES,
+    capture_content: bool = False,
+    stream_usage: bool = True,
+    stream_usage_hosts: Iterable[str] = (),
+    per_chunk_metrics: bool = False,
+    tracer_provider: trace.TracerProvider | None = None,
+    meter_provider: metrics.MeterProvider | None = None,
+    enabled: bool = True,
+) -> Settings:
+    """Configure llmmeter. Every argument is optional; ``configure()`` alone gives the defaults.
+
+    Args:
+        store: path of the local SQLite store; default ``$LLMMETER_STORE`` or
+            ``~/.local/share/llmmeter/records.sqlite3``; ``None`` disables the store.
+        pricing: a :class:`~llmmeter.PricingRegistry`; default: bundled prices;
+            ``None`` disables pricing (cost status ``disabled``).
+        on_record: callable(s) handed every finished :class:`~llmmeter.CallRecord`, e.g. for
+            budgets or a custom sink. Their exceptions are logged, never raised into the call.
+        metric_attributes: attribution keys allowed on metrics (others go on spans and the store
+            only, keeping metric cardinality bounded). Default ``("team", "feature")``.
+        capture_content: record prompts and completions on spans (off by default).
+        stream_usage: let llmmeter ask endpoints known to support it (OpenAI, Azure OpenAI, vLLM)
+            for the usage chunk of a stream, and hide that extra chunk from the caller.
+        stream_usage_hosts: further hosts (``"host"`` or ``"host:port"``) that accept
+            ``stream_options`` (e.g. your own vLLM deployment's address).
+        per_chunk_metrics: also record ``gen_ai.client.operation.time_per_output_chunk`` (one
+            histogram point per streamed chunk; off by default for its hot-path cost).
+        tracer_provider, meter_provider: use these instead of the global providers.
+        enabled: ``False`` turns measurement off (instrumented calls pass straight through).
+    """
+    global _settings
+    new = Settings(
+        telemetry=OtelTelemetry(
+            tracer_provider=tracer_provider,
+            meter_provider=meter_provider,
+            metric_attribute_keys=metric_attributes,
+            per_chunk_metrics=per_chunk_metrics,
+        ),
+        store=_make_store(store),
+        pricing=_make_pricing(pricing),
+        callbacks=_callbacks(on_record),
+        capture_content=capture_content,
+        stream_usage=stream_usage,
+        stream_usage_hosts=frozenset(stream_usage_hosts),
+        enabled=enabled,
+    )
+    with _lock:
+        old, _settings = _settings, new
+    if old is not None and old.store is not None and old.store is not new.store:
+        with guard("closing the previous store"):
+            old.store.close()
+    return new
+
+
+def get_settings() -> Settings:
+    """The settings in force, configuring the defaults on first use."""
+    settings = _settings
+    if settings is not None:
+        return settings
+    with _lock:
+        if _settings is not None:
+            return _settings
+    return configure()
+
+
+def flush(timeout: float = 5.0) -> bool:
+    """Wait until the local store has written every record handed to it so far."""
+    settings = _settings
+    if settings is None or settings.store is None:
+        return True
+    return settings.store.flush(timeout)
+
+
+def _make_store(store: str | os.PathLike[str] | None) -> SQLiteStore | None:
+    if store is None:
+        return None
+    from llmmeter.export.sqlite import SQLiteStore, default_store_path
+
+    path = Path(os.environ.get("LLMMETER_STORE") or default_store_path()) if store is DEFAULT else Path(store)
+    try:
+        return SQLiteStore(path)
+    except Exception:
+        log_once(f"store:{path}", "llmmeter: cannot open the local store at %s; records will not be "
+                 "stored locally", path, exc_info=True)
+        return None
+
+
+def _make_pricing(pricing: PricingRegistry | None) -> PricingRegistry | None:
+    if pricing is not DEFAULT:
+        return pricing
+    try:
+        from llmmeter.pricing import PricingRegistry
+
+        return PricingRegistry.default()
+    except Exception:
+        log_once("pricing:default", "llmmeter: the bundled price table could not be loaded; "
+                 "calls will not be priced", exc_info=True)
+        return None
+
+
+def _callbacks(on_record: RecordCallback | Sequence[RecordCallback] | None) -> tuple[RecordCallback, ...]:
+    if on_record is None:
+        return ()
+    if callable(on_record):
+        return (on_record,)
+    callbacks = tuple(on_record)
+    for callback in callbacks:
+        if not callable(callback):
+            raise TypeError(f"llmmeter.configure: on_record item {callback!r} is not callable")
+    return callbacks

@@ -1,0 +1,263 @@
+"""Export a :class:`~llmmeter.record.CallRecord` as an OpenTelemetry span and metric points.
+
+llmmeter always uses the application's providers: the global TracerProvider/MeterProvider (the
+API's proxies until the application installs real ones) or the ones passed to
+:func:`llmmeter.configure`. It never installs or replaces a global provider.
+
+The span is started when the call starts (so spans the call creates become its children) and
+ended here, from the finished record, with every attribute at once. Metric points are recorded in
+the span's context, so an SDK with exemplars enabled links a histogram bucket to the trace.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Mapping
+from typing import Any
+
+from opentelemetry import metrics, trace
+from opentelemetry.context import Context
+from opentelemetry.trace import Span, SpanKind, Status, StatusCode
+
+from llmmeter import semconv as sc
+from llmmeter.record import AttributeValue, CallKind, CallRecord, CostStatus, Usage
+
+_INSTRUMENTATION_NAME = "llmmeter"
+
+
+def _version() -> str:
+    from llmmeter._version import __version__
+
+    return __version__
+
+
+class OtelTelemetry:
+    """Spans and metrics for records, following the GenAI semantic conventions."""
+
+    def __init__(
+        self,
+        *,
+        tracer_provider: trace.TracerProvider | None = None,
+        meter_provider: metrics.MeterProvider | None = None,
+        metric_attribute_keys: Iterable[str] = ("team", "feature"),
+        per_chunk_metrics: bool = False,
+    ) -> None:
+        version = _version()
+        self.tracer = trace.get_tracer(_INSTRUMENTATION_NAME, version, tracer_provider=tracer_provider)
+        meter = metrics.get_meter(_INSTRUMENTATION_NAME, version, meter_provider=meter_provider)
+        self.metric_attribute_keys = frozenset(metric_attribute_keys)
+        self.per_chunk_metrics = per_chunk_metrics
+        self._histograms: dict[str, metrics.Histogram] = {}
+        self._counters: dict[str, metrics.Counter] = {}
+        for key, spec in sc.METRICS.items():
+            if spec.instrument == "histogram":
+                self._histograms[key] = meter.create_histogram(
+                    spec.name, unit=spec.unit, description=spec.description,
+                    explicit_bucket_boundaries_advisory=spec.buckets,
+                )
+            else:
+                self._counters[key] = meter.create_counter(
+                    spec.name, unit=spec.unit, description=spec.description
+                )
+
+    # --- spans ----------------------------------------------------------------------------------
+    def start_span(self, record: CallRecord) -> Span:
+        """Start the span of a call that is about to be made (sampling-relevant attributes set)."""
+        if record.kind is CallKind.STEP:
+            return self.tracer.start_span(
+                record.name or record.operation, kind=SpanKind.INTERNAL,
+                attributes={sc.OPERATION_NAME: record.operation, sc.CALL_KIND: "step"},
+            )
+        attributes: dict[str, AttributeValue] = {
+            sc.OPERATION_NAME: record.operation,
+            sc.PROVIDER_NAME: record.provider,
+        }
+        if record.request_model:
+            attributes[sc.REQUEST_MODEL] = record.request_model
+        if record.server_address:
+            attributes[sc.SERVER_ADDRESS] = record.server_address
+            if record.server_port is not None:
+                attributes[sc.SERVER_PORT] = record.server_port
+        if record.streaming:
+            attributes[sc.REQUEST_STREAM] = True
+        name = f"{record.operation} {record.request_model}" if record.request_model else record.operation
+        return self.tracer.start_span(name, kind=self.span_kind(record), attributes=attributes)
+
+    @staticmethod
+    def span_kind(record: CallRecord) -> SpanKind:
+        """CLIENT for a call that crosses a process boundary, INTERNAL for in-process engines."""
+        return SpanKind.INTERNAL if record.server_address is None and record.provider == "vllm" else (
+            SpanKind.CLIENT
+        )
+
+    def finish(self, record: CallRecord, span: Span | None) -> None:
+        """End ``span`` with the record's attributes and record the call's metric points."""
+        context: Context | None = None
+        if span is not None:
+            if span.is_recording():
+                span.set_attributes(span_attributes(record))
+                if record.error_type is not None:
+                    span.set_status(Status(StatusCode.ERROR, record.error_type))
+            end_ns = None
+            if record.timings.duration_s is not None and span.is_recording():
+                start_ns = getattr(span, "start_time", None)
+                if isinstance(start_ns, int):
+                    end_ns = start_ns + int(record.timings.duration_s * 1e9)
+            span.end(end_time=end_ns)
+            context = trace.set_span_in_context(span)
+        if record.kind is CallKind.LLM:
+            self._record_metrics(record, context)
+
+    def record_chunk_gap(self, record: CallRecord, gap_s: float) -> None:
+        """Opt-in per-chunk histogram (``gen_ai.client.operation.time_per_output_chunk``)."""
+        self._histograms["time_per_output_chunk"].record(gap_s, self.metric_attributes(record))
+
+    # --- metrics --------------------------------------------------------------------------------
+    def metric_attributes(self, record: CallRecord) -> dict[str, AttributeValue]:
+        """Low-cardinality attributes: model, provider, operation, error, allow-listed keys."""
+        attributes: dict[str, AttributeValue] = {
+            sc.OPERATION_NAME: record.operation,
+            sc.PROVIDER_NAME: record.provider,
+        }
+        if record.request_model:
+            attributes[sc.REQUEST_MODEL] = record.request_model
+        if record.response_model:
+            attributes[sc.RESPONSE_MODEL] = record.response_model
+        if record.server_address:
+            attributes[sc.SERVER_ADDRESS] = record.server_address
+            if record.server_port is not None:
+                attributes[sc.SERVER_PORT] = record.server_port
+        if record.error_type is not None:
+            attributes[sc.ERROR_TYPE] = record.error_type
+        for key in self.metric_attribute_keys:
+            value = record.attributes.get(key)
+            if value is not None:
+                attributes[key] = value
+        return attributes
+
+    def _record_metrics(self, record: CallRecord, context: Context | None) -> None:
+        attributes = self.metric_attributes(record)
+        timings = record.timings
+        hist = self._histograms
+        if timings.duration_s is not None:
+            hist["duration"].record(timings.duration_s, attributes, context=context)
+        if timings.ttfc_s is not None:
+            hist["time_to_first_chunk"].record(timings.ttfc_s, attributes, context=context)
+        if timings.ttft_s is not None:
+            hist["time_to_first_token"].record(timings.ttft_s, attributes, context=context)
+        if timings.tpot_s is not None:
+            hist["time_per_output_token"].record(timings.tpot_s, attributes, context=context)
+        usage = record.usage
+        if usage is not None:
+            self._record_usage(usage, attributes, context)
+            if record.cost_status is CostStatus.UNPRICED:
+                unpriced = usage.total_tokens
+                if unpriced:
+                    self._counters["unpriced_tokens"].add(unpriced, attributes, context=context)
+        if record.cost is not None:
+            cost_attributes = {**attributes, sc.COST_CURRENCY: record.cost.currency}
+            hist["cost"].record(float(record.cost.amount), cost_attributes, context=context)
+
+    def _record_usage(
+        self, usage: Usage, attributes: Mapping[str, AttributeValue], context: Context | None
+    ) -> None:
+        token_usage = self._histograms["token_usage"]
+        if usage.input_tokens is not None:
+            token_usage.record(usage.input_tokens, {**attributes, sc.TOKEN_TYPE: "input"}, context=context)
+        if usage.output_tokens is not None:
+            token_usage.record(usage.output_tokens, {**attributes, sc.TOKEN_TYPE: "output"}, context=context)
+        parts = self._counters["token_parts"]
+        for field_name, kind in sc.TOKEN_KINDS.items():
+            value = getattr(usage, field_name)
+            if value:
+                parts.add(value, {**attributes, sc.TOKEN_KIND: kind}, context=context)
+
+
+def span_attributes(record: CallRecord) -> dict[str, AttributeValue | tuple[str, ...]]:
+    """Every span attribute of a finished record (start-time ones included, harmlessly)."""
+    out: dict[str, Any] = {}
+    if record.kind is CallKind.STEP:
+        _step_attributes(record, out)
+    else:
+        _llm_attributes(record, out)
+    out[sc.OUTCOME] = record.outcome.value
+    if record.error_type is not None:
+        out[sc.ERROR_TYPE] = record.error_type
+    for key, value in record.attributes.items():
+        out[key] = value
+    return out
+
+
+def _llm_attributes(record: CallRecord, out: dict[str, Any]) -> None:
+    out[sc.OPERATION_NAME] = record.operation
+    out[sc.PROVIDER_NAME] = record.provider
+    if record.request_model:
+        out[sc.REQUEST_MODEL] = record.request_model
+    if record.response_model:
+        out[sc.RESPONSE_MODEL] = record.response_model
+    if record.response_id:
+        out[sc.RESPONSE_ID] = record.response_id
+    if record.finish_reasons:
+        out[sc.RESPONSE_FINISH_REASONS] = record.finish_reasons
+    if record.service_tier:
+        out[sc.OPENAI_RESPONSE_SERVICE_TIER] = record.service_tier
+    if record.streaming:
+        out[sc.REQUEST_STREAM] = True
+    out.update(record.request_params)
+    timings = record.timings
+    if timings.ttfc_s is not None:
+        out[sc.RESPONSE_TIME_TO_FIRST_CHUNK] = timings.ttfc_s
+    if timings.ttft_s is not None:
+        out[sc.TTFT] = timings.ttft_s
+    if timings.tpot_s is not None:
+        out[sc.TPOT] = timings.tpot_s
+    if timings.chunks is not None:
+        out[sc.CHUNKS] = timings.chunks
+    if timings.server is not None:
+        for name in ("ttft_s", "tpot_s", "queue_s", "prefill_s", "decode_s", "e2e_s"):
+            value = getattr(timings.server, name)
+            if value is not None:
+                out[sc.SERVER_TIMING_PREFIX + name[:-2]] = value
+    usage = record.usage
+    if usage is not None:
+        for field_name, value in usage.counts().items():
+            out[sc.USAGE_ATTRIBUTES[field_name]] = value
+        out[sc.USAGE_SOURCE] = usage.source.value
+        if usage.estimate_method:
+            out[sc.USAGE_ESTIMATE_METHOD] = usage.estimate_method
+    else:
+        out[sc.USAGE_SOURCE] = "missing"
+    _cost_attributes(record, out)
+    if record.content:
+        import json
+
+        for key, value in record.content.items():
+            out[key] = value if isinstance(value, str) else json.dumps(value, default=str)
+
+
+def _cost_attributes(record: CallRecord, out: dict[str, Any]) -> None:
+    out[sc.COST_STATUS] = record.cost_status.value
+    cost = record.cost
+    if cost is None:
+        return
+    out[sc.COST_AMOUNT] = float(cost.amount)
+    out[sc.COST_CURRENCY] = cost.currency
+    out[sc.COST_SOURCE] = "provider" if cost.source == "provider" else "local"
+    if cost.price_ref:
+        out[sc.COST_PRICE_REF] = cost.price_ref
+    for component, amount in cost.components.items():
+        out[sc.COST_COMPONENT_PREFIX + component] = float(amount)
+
+
+def _step_attributes(record: CallRecord, out: dict[str, Any]) -> None:
+    out[sc.OPERATION_NAME] = record.operation
+    out[sc.CALL_KIND] = record.kind.value
+    if record.name:
+        out[sc.STEP_NAME] = record.name
+    out[sc.ROLLUP_CALLS] = record.rollup_calls
+    out[sc.ROLLUP_UNPRICED_CALLS] = record.rollup_unpriced_calls
+    if record.rollup_cost is not None:
+        out[sc.ROLLUP_COST] = float(record.rollup_cost)
+    if record.rollup_usage is not None:
+        for field_name, value in record.rollup_usage.counts().items():
+            # e.g. llmmeter.rollup.gen_ai.usage.input_tokens
+            out[sc.ROLLUP_USAGE_PREFIX + sc.USAGE_ATTRIBUTES[field_name]] = value

@@ -1,0 +1,304 @@
+"""``@llmmeter.metered``: measure any function -- an LLM call of your own, or a step around several.
+
+* ``@metered(model="gpt-4o-mini", provider="openai")`` on a function that calls an LLM and returns
+  its response (an OpenAI/Anthropic/Gemini-style object or dict with usage): one LLM record with
+  the usage and cost read from the return value.
+* ``@metered(name="plan-trip")`` on a step that is not an LLM call itself (an agent step, a tool,
+  a routing decision): a step record whose span carries the rolled-up tokens and cost of every
+  measured call made inside it.
+* bare ``@metered``: a step, unless the function returns a response with usage, in which case it
+  is recorded as that LLM call.
+
+When a function declared as an LLM call turns out to contain instrumented calls itself (say it
+wraps an instrumented OpenAI client), it is recorded as a step over those calls instead, so no
+token is counted twice. Works on sync and async functions, generators and async generators; the
+function's return value, yielded items and exceptions pass through unchanged.
+"""
+
+from __future__ import annotations
+
+import functools
+import inspect
+from collections.abc import AsyncIterator, Callable, Iterator, Mapping
+from typing import Any, TypeVar, overload
+
+from llmmeter._log import guard
+from llmmeter.config import get_settings
+from llmmeter.measure import Measurement, outcome_of
+from llmmeter.providers import extract_response_info, extract_usage
+from llmmeter.record import AttributeValue, CallKind, CallRecord, Outcome
+
+F = TypeVar("F", bound=Callable[..., Any])
+
+
+class _Spec:
+    """What one decorated function declares about itself."""
+
+    __slots__ = ("attributes", "is_llm", "model", "name", "operation", "provider")
+
+    def __init__(
+        self, fn: Callable[..., Any], model: str | None, provider: str | None, name: str | None,
+        operation: str | None, attributes: Mapping[str, AttributeValue] | None,
+    ) -> None:
+        self.is_llm = model is not None or provider is not None
+        self.model = model
+        self.provider = provider
+        self.name = name or fn.__qualname__
+        self.operation = operation or ("chat" if self.is_llm else "step")
+        self.attributes = dict(attributes or {})
+
+    def begin(self, *, streaming: bool) -> Measurement | None:
+        settings = get_settings()
+        if not settings.enabled:
+            return None
+        record = CallRecord(
+            operation=self.operation,
+            provider=self.provider or "unknown",
+            request_model=self.model,
+            kind=CallKind.LLM if self.is_llm else CallKind.STEP,
+            name=self.name,
+            streaming=streaming,
+            attributes=dict(self.attributes),
+        )
+        reader = _YieldedItems(self) if streaming else None
+        return Measurement(settings, record, reader)
+
+    def fill_from_result(self, measurement: Measurement, result: Any) -> None:
+        """Read usage from the function's return value; decide LLM call vs. step."""
+        record = measurement.record
+        if record.rollup_calls:
+            _become_step(measurement)
+            return
+        usage = extract_usage(result)
+        if usage is None:
+            return
+        record.kind = CallKind.LLM
+        record.usage = usage
+        _apply_response_info(record, result)
+        if record.operation == "step":
+            record.operation = "chat"
+        if measurement.span is not None and not self.is_llm:
+            with guard("renaming the span"):
+                measurement.span.update_name(f"{record.operation} {record.response_model or record.name}")
+
+
+def _apply_response_info(record: CallRecord, result: Any) -> None:
+    info = extract_response_info(result)
+    record.response_id = info.response_id or record.response_id
+    record.response_model = info.response_model or record.response_model
+    record.finish_reasons = info.finish_reasons or record.finish_reasons
+    record.service_tier = info.service_tier or record.service_tier
+    if info.provider_cost is not None:
+        record.cost = info.provider_cost
+
+
+def _become_step(measurement: Measurement) -> None:
+    record = measurement.record
+    record.kind = CallKind.STEP
+    record.usage = None
+
+
+class _YieldedItems:
+    """Chunk reader for generator functions: each yielded item is a chunk of the response."""
+
+    __slots__ = ("last_with_usage", "spec")
+
+    def __init__(self, spec: _Spec) -> None:
+        self.spec = spec
+        self.last_with_usage: Any = None
+
+    def feed(self, chunk: Any) -> bool:
+        if isinstance(chunk, str | bytes):
+            return bool(chunk)
+        usage = chunk.get("usage") if isinstance(chunk, dict) else getattr(chunk, "usage", None)
+        if usage is not None:
+            self.last_with_usage = chunk
+        return True
+
+    def finalize(self, record: CallRecord) -> None:
+        if record.rollup_calls:
+            record.kind = CallKind.STEP
+            record.usage = None
+            return
+        if self.last_with_usage is not None:
+            record.usage = extract_usage(self.last_with_usage)
+            if record.usage is not None:
+                record.kind = CallKind.LLM
+                _apply_response_info(record, self.last_with_usage)
+
+
+@overload
+def metered(func: F, /) -> F: ...
+
+
+@overload
+def metered(
+    *,
+    model: str | None = None,
+    provider: str | None = None,
+    name: str | None = None,
+    operation: str | None = None,
+    attributes: Mapping[str, AttributeValue] | None = None,
+) -> Callable[[F], F]: ...
+
+
+def metered(
+    func: F | None = None,
+    /,
+    *,
+    model: str | None = None,
+    provider: str | None = None,
+    name: str | None = None,
+    operation: str | None = None,
+    attributes: Mapping[str, AttributeValue] | None = None,
+) -> F | Callable[[F], F]:
+    """Measure every call of the decorated function (see the module docstring).
+
+    Args:
+        model: the model the function calls (makes it an LLM call: span ``"chat {model}"``).
+        provider: ``gen_ai.provider.name`` of that model (``openai``, ``anthropic``...).
+        name: the step's name (default: the function's qualified name).
+        operation: ``gen_ai.operation.name``; default ``chat`` for LLM calls, ``step`` otherwise
+            (use e.g. ``invoke_agent`` or ``execute_tool`` for agent steps and tools).
+        attributes: fixed attribution attributes for this function (merged under the ones from
+            :func:`llmmeter.attributes`).
+    """
+
+    def decorate(fn: F) -> F:
+        spec = _Spec(fn, model, provider, name, operation, attributes)
+        if inspect.isasyncgenfunction(fn):
+            return _wrap_async_generator(fn, spec)  # type: ignore[return-value]
+        if inspect.iscoroutinefunction(fn):
+            return _wrap_coroutine(fn, spec)  # type: ignore[return-value]
+        if inspect.isgeneratorfunction(fn):
+            return _wrap_generator(fn, spec)  # type: ignore[return-value]
+        return _wrap_function(fn, spec)  # type: ignore[return-value]
+
+    if func is not None:
+        return decorate(func)
+    return decorate
+
+
+def _start(spec: _Spec, *, streaming: bool) -> Measurement | None:
+    with guard("starting a measurement"):
+        return spec.begin(streaming=streaming)
+    return None
+
+
+def _attach(measurement: Measurement | None) -> object:
+    if measurement is not None:
+        with guard("attaching the span context"):
+            return measurement.attach()
+    return None
+
+
+def _detach(token: object) -> None:
+    if token is not None:
+        with guard("detaching the span context"):
+            Measurement.detach(token)
+
+
+def _finish_ok(spec: _Spec, measurement: Measurement | None, result: Any) -> None:
+    if measurement is not None:
+        measurement.finish(Outcome.OK, fill=lambda _record: spec.fill_from_result(measurement, result))
+
+
+def _finish_failed(measurement: Measurement | None, exc: BaseException) -> None:
+    if measurement is not None:
+        if measurement.record.rollup_calls:
+            _become_step(measurement)
+        measurement.finish(outcome_of(exc), exc)
+
+
+def _wrap_function(fn: Callable[..., Any], spec: _Spec) -> Callable[..., Any]:
+    @functools.wraps(fn)
+    def wrapper(*args: Any, **kwargs: Any) -> Any:
+        measurement = _start(spec, streaming=False)
+        token = _attach(measurement)
+        try:
+            result = fn(*args, **kwargs)
+        except BaseException as exc:
+            _detach(token)
+            _finish_failed(measurement, exc)
+            raise
+        _detach(token)
+        _finish_ok(spec, measurement, result)
+        return result
+
+    return wrapper
+
+
+def _wrap_coroutine(fn: Callable[..., Any], spec: _Spec) -> Callable[..., Any]:
+    @functools.wraps(fn)
+    async def wrapper(*args: Any, **kwargs: Any) -> Any:
+        measurement = _start(spec, streaming=False)
+        token = _attach(measurement)
+        try:
+            result = await fn(*args, **kwargs)
+        except BaseException as exc:
+            _detach(token)
+            _finish_failed(measurement, exc)
+            raise
+        _detach(token)
+        _finish_ok(spec, measurement, result)
+        return result
+
+    return wrapper
+
+
+def _wrap_generator(fn: Callable[..., Iterator[Any]], spec: _Spec) -> Callable[..., Iterator[Any]]:
+    @functools.wraps(fn)
+    def wrapper(*args: Any, **kwargs: Any) -> Iterator[Any]:
+        measurement = _start(spec, streaming=True)
+        generator = fn(*args, **kwargs)
+        try:
+            while True:
+                # The span is current only while the generator's own code runs, not while the
+                # caller handles a yielded item.
+                token = _attach(measurement)
+                try:
+                    item = next(generator)
+                finally:
+                    _detach(token)
+                if measurement is not None:
+                    with guard("reading a yielded item"):
+                        measurement.on_chunk(item)
+                yield item
+        except StopIteration:
+            _finish_ok(spec, measurement, None)
+            return
+        except BaseException as exc:
+            generator.close()
+            _finish_failed(measurement, exc)
+            raise
+
+    return wrapper
+
+
+def _wrap_async_generator(
+    fn: Callable[..., AsyncIterator[Any]], spec: _Spec
+) -> Callable[..., AsyncIterator[Any]]:
+    @functools.wraps(fn)
+    async def wrapper(*args: Any, **kwargs: Any) -> AsyncIterator[Any]:
+        measurement = _start(spec, streaming=True)
+        generator = fn(*args, **kwargs)
+        try:
+            while True:
+                token = _attach(measurement)
+                try:
+                    item = await anext(generator)
+                finally:
+                    _detach(token)
+                if measurement is not None:
+                    with guard("reading a yielded item"):
+                        measurement.on_chunk(item)
+                yield item
+        except StopAsyncIteration:
+            _finish_ok(spec, measurement, None)
+            return
+        except BaseException as exc:
+            await generator.aclose()  # type: ignore[attr-defined]
+            _finish_failed(measurement, exc)
+            raise
+
+    return wrapper

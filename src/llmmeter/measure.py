@@ -1,0 +1,243 @@
+"""A :class:`Measurement` is one call in flight: its clock, its span, its record.
+
+Instrumentation creates a Measurement just before it calls the wrapped function, feeds it stream
+chunks as they arrive (:meth:`Measurement.on_chunk`, the hot path), and finishes it exactly once.
+Finishing runs the rest of the pipeline: pricing, OTel export, the local store, user callbacks,
+and the roll-up into an enclosing ``@metered`` step.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import threading
+import time
+from collections.abc import Callable
+from contextvars import ContextVar
+from decimal import Decimal
+from typing import Any, Protocol
+
+from opentelemetry import context as otel_context
+from opentelemetry import trace
+from opentelemetry.trace import Span
+
+from llmmeter._log import guard
+from llmmeter.config import Settings
+from llmmeter.context import current_attributes
+from llmmeter.record import CallKind, CallRecord, CostStatus, Outcome, Usage
+
+_current: ContextVar[Measurement | None] = ContextVar("llmmeter_measurement", default=None)
+
+_perf_ns = time.perf_counter_ns
+
+
+class ChunkReader(Protocol):
+    """A provider adapter's view of a stream: told about every chunk, asked for results once."""
+
+    def feed(self, chunk: Any) -> bool:
+        """Take one chunk; return True when it carries generated output (text, tool args...)."""
+        ...
+
+    def finalize(self, record: CallRecord) -> None:
+        """Fill the record's usage and response info from what was seen (estimating if needed)."""
+        ...
+
+
+def outcome_of(exc: BaseException) -> Outcome:
+    """ABORTED for cancellation and interrupts, ERROR for everything else."""
+    if isinstance(exc, asyncio.CancelledError | KeyboardInterrupt | GeneratorExit):
+        return Outcome.ABORTED
+    return Outcome.ERROR
+
+
+def error_type_of(exc: BaseException) -> str:
+    """The exception's public qualified name: ``openai.BadRequestError``, ``ValueError``."""
+    cls = type(exc)
+    if cls.__module__ == "builtins":
+        return cls.__qualname__
+    public = ".".join(part for part in cls.__module__.split(".") if not part.startswith("_"))
+    return f"{public}.{cls.__qualname__}" if public else cls.__qualname__
+
+
+class Measurement:
+    """One measured call. Not thread-safe by design except :meth:`add_child` (see below)."""
+
+    __slots__ = (
+        "_children_lock",
+        "_finished",
+        "_t0",
+        "_t_first_chunk",
+        "_t_first_output",
+        "_t_last_chunk",
+        "_t_last_output",
+        "chunks",
+        "parent",
+        "reader",
+        "record",
+        "settings",
+        "span",
+    )
+
+    def __init__(self, settings: Settings, record: CallRecord, reader: ChunkReader | None = None) -> None:
+        self.settings = settings
+        self.record = record
+        self.reader = reader
+        self.parent = _current.get()
+        self.span: Span | None = None
+        self.chunks = 0
+        self._finished = False
+        self._t_first_chunk: int | None = None
+        self._t_first_output: int | None = None
+        self._t_last_output: int | None = None
+        self._t_last_chunk: int | None = None
+        self._children_lock: threading.Lock | None = None
+        attrs = current_attributes()
+        if attrs:
+            record.attributes.update(attrs)
+        with guard("starting the span"):
+            self.span = settings.telemetry.start_span(record)
+        record.timings.start_time_unix_ns = time.time_ns()
+        self._t0 = _perf_ns()
+
+    # --- context ----------------------------------------------------------------------------
+    def attach(self) -> object:
+        """Make this call's span (and, for steps, this measurement) current; returns a token."""
+        otel_token = None
+        if self.span is not None:
+            otel_token = otel_context.attach(trace.set_span_in_context(self.span))
+        return (otel_token, _current.set(self))
+
+    @staticmethod
+    def detach(token: object) -> None:
+        """Undo :meth:`attach` (same thread/task)."""
+        otel_token, measurement_token = token  # type: ignore[misc]
+        _current.reset(measurement_token)
+        if otel_token is not None:
+            otel_context.detach(otel_token)
+
+    # --- streams (hot path) -------------------------------------------------------------------
+    def on_chunk(self, chunk: Any) -> None:
+        """Record the arrival of one streamed chunk. Reads the clock first."""
+        now = _perf_ns()
+        if self._t_first_chunk is None:
+            self._t_first_chunk = now
+        elif self.settings.telemetry.per_chunk_metrics and self._t_last_chunk is not None:
+            self.settings.telemetry.record_chunk_gap(self.record, (now - self._t_last_chunk) / 1e9)
+        self._t_last_chunk = now
+        self.chunks += 1
+        reader = self.reader
+        if reader is not None and reader.feed(chunk):
+            if self._t_first_output is None:
+                self._t_first_output = now
+            self._t_last_output = now
+
+    # --- end --------------------------------------------------------------------------------
+    @property
+    def finished(self) -> bool:
+        """True once :meth:`finish` ran."""
+        return self._finished
+
+    def finish(
+        self,
+        outcome: Outcome = Outcome.OK,
+        exc: BaseException | None = None,
+        *,
+        fill: Callable[[CallRecord], None] | None = None,
+    ) -> None:
+        """Finish the call exactly once: timings, usage, then the rest of the pipeline.
+
+        ``fill`` (or the stream reader) fills usage and response info from the result. Never
+        raises: llmmeter's own failures are logged and the record is exported with what is known.
+        """
+        if self._finished:
+            return
+        self._finished = True
+        end = _perf_ns()
+        record = self.record
+        with guard("finishing the measurement"):
+            record.outcome = outcome
+            if exc is not None and outcome is not Outcome.OK:
+                record.error_type = error_type_of(exc)
+            if outcome is Outcome.ABANDONED and self._t_last_chunk is not None:
+                end = self._t_last_chunk  # the last moment the call was observed alive
+            self._fill_timings(end)
+            if fill is not None:
+                with guard("reading the response"):
+                    fill(record)
+            if self.reader is not None:
+                with guard("reading the stream"):
+                    self.reader.finalize(record)
+            self._fill_tpot()
+        complete(self.settings, record, self.span, self.parent)
+
+    def _fill_timings(self, end: int) -> None:
+        t0 = self._t0
+        timings = self.record.timings
+        timings.duration_s = (end - t0) / 1e9
+        if self.record.streaming:
+            timings.chunks = self.chunks
+            if self._t_first_chunk is not None:
+                timings.ttfc_s = (self._t_first_chunk - t0) / 1e9
+            if self._t_first_output is not None:
+                timings.ttft_s = (self._t_first_output - t0) / 1e9
+
+    def _fill_tpot(self) -> None:
+        record = self.record
+        usage = record.usage
+        if (
+            not record.streaming
+            or usage is None
+            or usage.output_tokens is None
+            or usage.output_tokens < 2
+            or self._t_first_output is None
+            or self._t_last_output is None
+        ):
+            return
+        record.timings.tpot_s = (self._t_last_output - self._t_first_output) / 1e9 / (usage.output_tokens - 1)
+
+    # --- roll-up of nested calls into a step ---------------------------------------------------
+    def add_child(self, child: CallRecord) -> None:
+        """Roll a finished inner call up into this (outer) measurement's record.
+
+        Inner calls may finish on other threads (a thread pool inside a step), hence the lock.
+        """
+        lock = self._children_lock
+        if lock is None:
+            lock = self._children_lock = threading.Lock()
+        with lock:
+            record = self.record
+            record.rollup_calls += child.rollup_calls if child.kind is CallKind.STEP else 1
+            if child.kind is CallKind.STEP:
+                record.rollup_unpriced_calls += child.rollup_unpriced_calls
+                usage, cost = child.rollup_usage, child.rollup_cost
+            else:
+                usage = child.usage
+                cost = child.cost.amount if child.cost is not None else None
+                if child.cost is None and child.usage is not None:
+                    record.rollup_unpriced_calls += 1
+            if usage is not None:
+                if record.rollup_usage is None:
+                    record.rollup_usage = Usage(source=usage.source)
+                record.rollup_usage.add(usage)
+            if cost is not None:
+                record.rollup_cost = (record.rollup_cost or Decimal(0)) + cost
+
+
+def complete(settings: Settings, record: CallRecord, span: Span | None, parent: Measurement | None) -> None:
+    """The pipeline after a call finished: price -> export -> store -> callbacks -> roll-up."""
+    if record.kind is CallKind.LLM:
+        if settings.pricing is None:
+            record.cost_status = CostStatus.DISABLED
+        else:
+            with guard("pricing"):
+                settings.pricing.price(record)
+    with guard("exporting to OpenTelemetry"):
+        settings.telemetry.finish(record, span)
+    if settings.store is not None:
+        with guard("writing to the local store"):
+            settings.store.write(record)
+    for callback in settings.callbacks:
+        with guard(f"on_record callback {getattr(callback, '__qualname__', callback)!r}"):
+            callback(record)
+    if parent is not None and not parent.finished:
+        with guard("rolling up into the enclosing step"):
+            parent.add_child(record)
