@@ -41,6 +41,12 @@ class Telemetry:
     reader: InMemoryMetricReader
     records: list[CallRecord] = field(default_factory=list)
     settings: llmmeter.Settings | None = None
+    configure_kwargs: dict[str, object] = field(default_factory=dict)
+
+    def reconfigure(self, **overrides: object) -> llmmeter.Settings:
+        """Configure llmmeter again with the same in-memory providers, plus ``overrides``."""
+        self.settings = llmmeter.configure(**{**self.configure_kwargs, **overrides})  # type: ignore[arg-type]
+        return self.settings
 
     def finished_spans(self) -> list[ReadableSpan]:
         return list(self.spans.get_finished_spans())
@@ -78,12 +84,13 @@ def telemetry(tmp_path: Path) -> Iterator[Telemetry]:
     reader = InMemoryMetricReader()
     meter_provider = MeterProvider(metric_readers=[reader])
     result = Telemetry(spans=exporter, reader=reader)
-    result.settings = llmmeter.configure(
-        store=tmp_path / "records.sqlite3",
-        on_record=result.records.append,
-        tracer_provider=tracer_provider,
-        meter_provider=meter_provider,
-    )
+    result.configure_kwargs = {
+        "store": tmp_path / "records.sqlite3",
+        "on_record": result.records.append,
+        "tracer_provider": tracer_provider,
+        "meter_provider": meter_provider,
+    }
+    result.reconfigure()
     yield result
     llmmeter.flush()
     llmmeter.configure(store=None, pricing=None)
