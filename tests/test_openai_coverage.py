@@ -183,3 +183,26 @@ def _assert_measured(record: llmmeter.CallRecord, operation: str, *, streaming: 
         assert record.timings.ttft_s is not None
     else:
         assert record.timings.ttft_s is None and record.timings.ttfc_s is None
+
+
+def test_prompts_and_completions_are_not_recorded_by_default(server: LocalOpenAIServer, telemetry: Telemetry) -> None:
+    client = llmmeter.instrument(openai.OpenAI(base_url=server.base_url, api_key="test"))
+    client.chat.completions.create(model="gpt-4o-mini", messages=MESSAGES)
+    (record,) = telemetry.records
+    assert record.content is None
+    (span,) = telemetry.finished_spans()
+    assert not [key for key in span.attributes or {} if "messages" in key]
+
+
+@pytest.mark.parametrize("stream", [False, True])
+def test_content_capture_is_opt_in_and_records_both_directions(stream: bool, server: LocalOpenAIServer, telemetry: Telemetry) -> None:
+    telemetry.reconfigure(capture_content=True)
+    client = llmmeter.instrument(openai.OpenAI(base_url=server.base_url, api_key="test"))
+    _drain(client.chat.completions.create(model="gpt-4o-mini", messages=MESSAGES, stream=stream))
+    (record,) = telemetry.records
+    assert record.content is not None
+    assert record.content["gen_ai.input.messages"] == MESSAGES
+    (message,) = record.content["gen_ai.output.messages"]
+    assert message["role"] == "assistant" and len(message["parts"][0]["content"].split()) == TOKENS
+    (span,) = telemetry.finished_spans()
+    assert "Write a haiku" in str((span.attributes or {})["gen_ai.input.messages"])

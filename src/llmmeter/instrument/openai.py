@@ -30,7 +30,12 @@ from llmmeter._log import guard
 from llmmeter.config import Settings, get_settings
 from llmmeter.instrument.streams import AsyncMeteredStream, MeteredStream
 from llmmeter.measure import ChunkReader, Measurement, outcome_of
-from llmmeter.providers.openai_stream import ChatStreamReader, CompletionStreamReader, ResponsesStreamReader
+from llmmeter.providers.openai_stream import (
+    ChatStreamReader,
+    CompletionStreamReader,
+    ResponsesStreamReader,
+    output_messages,
+)
 from llmmeter.record import CallRecord, Outcome
 
 T = TypeVar("T")
@@ -202,8 +207,26 @@ def _fill_from_response(plan: _Plan, response: Any) -> Callable[[CallRecord], No
             record.cost = info.provider_cost
         if record.provider == "openai_compatible" and _is_vllm_response(response):
             record.provider = "vllm"
+        if record.content is not None:
+            text = _output_text(response)
+            if text:
+                record.content["gen_ai.output.messages"] = output_messages(text)
 
     return fill
+
+
+def _output_text(response: Any) -> str | None:
+    """The generated text of a non-streamed response (content capture only)."""
+    text = getattr(response, "output_text", None)  # Responses API
+    if isinstance(text, str):
+        return text
+    parts: list[str] = []
+    for choice in getattr(response, "choices", None) or ():
+        message = getattr(choice, "message", None)
+        content = getattr(message, "content", None) if message is not None else getattr(choice, "text", None)
+        if isinstance(content, str):
+            parts.append(content)
+    return "".join(parts) or None
 
 
 def _is_vllm_response(response: Any) -> bool:

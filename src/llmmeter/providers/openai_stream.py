@@ -25,6 +25,11 @@ def _extra(model: Any) -> Mapping[str, Any] | None:
     return getattr(model, "__pydantic_extra__", None)
 
 
+def output_messages(text: str) -> list[dict[str, Any]]:
+    """Generated text in the semantic conventions' output-message shape (content capture only)."""
+    return [{"role": "assistant", "parts": [{"type": "text", "content": text}]}]
+
+
 class _OpenAIReaderBase:
     __slots__ = ("first", "last", "last_usage", "request", "texts")
 
@@ -35,7 +40,12 @@ class _OpenAIReaderBase:
         self.last_usage: Any = None
         self.texts: list[str] = []
 
+    def _capture_output(self, record: CallRecord) -> None:
+        if record.content is not None and self.texts:
+            record.content["gen_ai.output.messages"] = output_messages("".join(self.texts))
+
     def _finalize_common(self, record: CallRecord) -> None:
+        self._capture_output(record)
         first = self.first
         if first is not None:
             record.response_id = getattr(first, "id", None)
@@ -204,6 +214,7 @@ class ResponsesStreamReader(_OpenAIReaderBase):
         return False
 
     def finalize(self, record: CallRecord) -> None:
+        self._capture_output(record)
         response = self.response
         if response is not None:
             record.response_id = response.id
