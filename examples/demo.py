@@ -44,9 +44,14 @@ def chat_traffic(client: openai.OpenAI) -> None:
 @llmmeter.metered(name="triage-agent", operation="invoke_agent")
 def triage_agent(client: openai.OpenAI, ticket: str) -> str:
     """An agent step: two LLM calls whose tokens and cost roll up into the step's span."""
-    label = client.chat.completions.create(model="gpt-4o-mini", messages=[{"role": "user", "content": ticket}])
-    answer = client.responses.create(model="o4-mini", input=f"Draft a reply to: {ticket}",
-                                     extra_headers=pacing_headers(reasoning_tokens=30))
+    label = client.chat.completions.create(
+        model="gpt-4o-mini", messages=[{"role": "user", "content": ticket}]
+    )
+    answer = client.responses.create(
+        model="o4-mini",
+        input=f"Draft a reply to: {ticket}",
+        extra_headers=pacing_headers(reasoning_tokens=30),
+    )
     return f"{label.choices[0].message.content} / {answer.output_text}"
 
 
@@ -73,7 +78,9 @@ def main() -> int:
     pacing = Pacing(ttft_ms=120, itl_ms=15, tokens=24)
     with LocalOpenAIServer(pacing=pacing, served_model=None) as server:
         # The local server stands in for api.openai.com: record (and price) its calls as OpenAI's.
-        client = llmmeter.instrument(openai.OpenAI(base_url=server.base_url, api_key="demo"), provider="openai")
+        client = llmmeter.instrument(
+            openai.OpenAI(base_url=server.base_url, api_key="demo"), provider="openai"
+        )
         print(f"local OpenAI-compatible server: {server.base_url}\n")
         chat_traffic(client)
         with llmmeter.attributes(team="support", feature="triage"):

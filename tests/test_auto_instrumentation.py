@@ -28,7 +28,11 @@ def test_opentelemetry_instrument_measures_every_openai_call(tmp_path: Path) -> 
         }
         result = subprocess.run(
             [str(instrument), sys.executable, str(EXAMPLE)],
-            env=env, capture_output=True, text=True, timeout=120, check=False,
+            env=env,
+            capture_output=True,
+            text=True,
+            timeout=120,
+            check=False,
         )
     assert result.returncode == 0, result.stderr
     records = read_records(store)

@@ -39,21 +39,48 @@ async def _adrain(result: Any) -> Any:
 
 SYNC_CALLS: dict[str, tuple[str, Callable[[openai.OpenAI], Any]]] = {
     "chat.create": ("chat", lambda c: c.chat.completions.create(model="gpt-4o-mini", messages=MESSAGES)),
-    "chat.create(stream)": ("chat", lambda c: c.chat.completions.create(
-        model="gpt-4o-mini", messages=MESSAGES, stream=True, stream_options={"include_usage": True})),
+    "chat.create(stream)": (
+        "chat",
+        lambda c: c.chat.completions.create(
+            model="gpt-4o-mini", messages=MESSAGES, stream=True, stream_options={"include_usage": True}
+        ),
+    ),
     "chat.parse": ("chat", lambda c: c.chat.completions.parse(model="gpt-4o-mini", messages=MESSAGES)),
-    "chat.stream()": ("chat", lambda c: _helper_stream(c.chat.completions.stream(
-        model="gpt-4o-mini", messages=MESSAGES, stream_options={"include_usage": True}))),
-    "completions.create": ("text_completion", lambda c: c.completions.create(
-        model="gpt-3.5-turbo-instruct", prompt="Say hi")),
-    "completions.create(stream)": ("text_completion", lambda c: c.completions.create(
-        model="gpt-3.5-turbo-instruct", prompt="Say hi", stream=True, stream_options={"include_usage": True})),
-    "embeddings.create": ("embeddings", lambda c: c.embeddings.create(
-        model="text-embedding-3-small", input=["one two three"])),
+    "chat.stream()": (
+        "chat",
+        lambda c: _helper_stream(
+            c.chat.completions.stream(
+                model="gpt-4o-mini", messages=MESSAGES, stream_options={"include_usage": True}
+            )
+        ),
+    ),
+    "completions.create": (
+        "text_completion",
+        lambda c: c.completions.create(model="gpt-3.5-turbo-instruct", prompt="Say hi"),
+    ),
+    "completions.create(stream)": (
+        "text_completion",
+        lambda c: c.completions.create(
+            model="gpt-3.5-turbo-instruct",
+            prompt="Say hi",
+            stream=True,
+            stream_options={"include_usage": True},
+        ),
+    ),
+    "embeddings.create": (
+        "embeddings",
+        lambda c: c.embeddings.create(model="text-embedding-3-small", input=["one two three"]),
+    ),
     "responses.create": ("chat", lambda c: c.responses.create(model="gpt-4o-mini", input="Say hi")),
-    "responses.create(stream)": ("chat", lambda c: c.responses.create(model="gpt-4o-mini", input="Say hi", stream=True)),
+    "responses.create(stream)": (
+        "chat",
+        lambda c: c.responses.create(model="gpt-4o-mini", input="Say hi", stream=True),
+    ),
     "responses.parse": ("chat", lambda c: c.responses.parse(model="gpt-4o-mini", input="Say hi")),
-    "responses.stream()": ("chat", lambda c: _helper_stream(c.responses.stream(model="gpt-4o-mini", input="Say hi"))),
+    "responses.stream()": (
+        "chat",
+        lambda c: _helper_stream(c.responses.stream(model="gpt-4o-mini", input="Say hi")),
+    ),
 }
 
 
@@ -65,7 +92,9 @@ def _helper_stream(manager: Any) -> Any:
 
 
 @pytest.mark.parametrize("name", list(SYNC_CALLS))
-def test_sync_entry_point_is_measured_once(name: str, server: LocalOpenAIServer, telemetry: Telemetry) -> None:
+def test_sync_entry_point_is_measured_once(
+    name: str, server: LocalOpenAIServer, telemetry: Telemetry
+) -> None:
     operation, call = SYNC_CALLS[name]
     plain = openai.OpenAI(base_url=server.base_url, api_key="test")
     client = llmmeter.instrument(openai.OpenAI(base_url=server.base_url, api_key="test"))
@@ -79,21 +108,39 @@ def test_sync_entry_point_is_measured_once(name: str, server: LocalOpenAIServer,
 
 ASYNC_CALLS: dict[str, tuple[str, Callable[[openai.AsyncOpenAI], Awaitable[Any]]]] = {
     "chat.create": ("chat", lambda c: c.chat.completions.create(model="gpt-4o-mini", messages=MESSAGES)),
-    "chat.create(stream)": ("chat", lambda c: c.chat.completions.create(
-        model="gpt-4o-mini", messages=MESSAGES, stream=True, stream_options={"include_usage": True})),
+    "chat.create(stream)": (
+        "chat",
+        lambda c: c.chat.completions.create(
+            model="gpt-4o-mini", messages=MESSAGES, stream=True, stream_options={"include_usage": True}
+        ),
+    ),
     "chat.parse": ("chat", lambda c: c.chat.completions.parse(model="gpt-4o-mini", messages=MESSAGES)),
-    "completions.create(stream)": ("text_completion", lambda c: c.completions.create(
-        model="gpt-3.5-turbo-instruct", prompt="Say hi", stream=True, stream_options={"include_usage": True})),
-    "embeddings.create": ("embeddings", lambda c: c.embeddings.create(
-        model="text-embedding-3-small", input=["one two three"])),
+    "completions.create(stream)": (
+        "text_completion",
+        lambda c: c.completions.create(
+            model="gpt-3.5-turbo-instruct",
+            prompt="Say hi",
+            stream=True,
+            stream_options={"include_usage": True},
+        ),
+    ),
+    "embeddings.create": (
+        "embeddings",
+        lambda c: c.embeddings.create(model="text-embedding-3-small", input=["one two three"]),
+    ),
     "responses.create": ("chat", lambda c: c.responses.create(model="gpt-4o-mini", input="Say hi")),
-    "responses.create(stream)": ("chat", lambda c: c.responses.create(model="gpt-4o-mini", input="Say hi", stream=True)),
+    "responses.create(stream)": (
+        "chat",
+        lambda c: c.responses.create(model="gpt-4o-mini", input="Say hi", stream=True),
+    ),
     "responses.parse": ("chat", lambda c: c.responses.parse(model="gpt-4o-mini", input="Say hi")),
 }
 
 
 @pytest.mark.parametrize("name", list(ASYNC_CALLS))
-async def test_async_entry_point_is_measured_once(name: str, server: LocalOpenAIServer, telemetry: Telemetry) -> None:
+async def test_async_entry_point_is_measured_once(
+    name: str, server: LocalOpenAIServer, telemetry: Telemetry
+) -> None:
     operation, call = ASYNC_CALLS[name]
     client = llmmeter.instrument(openai.AsyncOpenAI(base_url=server.base_url, api_key="test"))
     await _adrain(await call(client))
@@ -110,11 +157,14 @@ async def test_async_stream_helpers_are_measured(server: LocalOpenAIServer, tele
     async with client.responses.stream(model="gpt-4o-mini", input="Say hi") as responses_stream:
         await responses_stream.get_final_response()
     assert [(r.operation, r.streaming, r.outcome) for r in telemetry.records] == [
-        ("chat", True, Outcome.OK), ("chat", True, Outcome.OK)
+        ("chat", True, Outcome.OK),
+        ("chat", True, Outcome.OK),
     ]
 
 
-async def test_async_raw_and_streaming_responses_are_measured(server: LocalOpenAIServer, telemetry: Telemetry) -> None:
+async def test_async_raw_and_streaming_responses_are_measured(
+    server: LocalOpenAIServer, telemetry: Telemetry
+) -> None:
     client = llmmeter.instrument(openai.AsyncOpenAI(base_url=server.base_url, api_key="test"))
     raw = await client.chat.completions.with_raw_response.create(model="gpt-4o-mini", messages=MESSAGES)
     assert raw.headers["content-type"].startswith("application/json")
@@ -137,7 +187,9 @@ def test_with_options_copies_stay_instrumented(server: LocalOpenAIServer, teleme
     assert len(telemetry.records) == 1
 
 
-def test_instrument_openai_measures_every_client_and_uninstrument_stops(server: LocalOpenAIServer, telemetry: Telemetry) -> None:
+def test_instrument_openai_measures_every_client_and_uninstrument_stops(
+    server: LocalOpenAIServer, telemetry: Telemetry
+) -> None:
     llmmeter.instrument_openai()
     try:
         openai.OpenAI(base_url=server.base_url, api_key="test").chat.completions.create(
@@ -185,7 +237,9 @@ def _assert_measured(record: llmmeter.CallRecord, operation: str, *, streaming: 
         assert record.timings.ttft_s is None and record.timings.ttfc_s is None
 
 
-def test_prompts_and_completions_are_not_recorded_by_default(server: LocalOpenAIServer, telemetry: Telemetry) -> None:
+def test_prompts_and_completions_are_not_recorded_by_default(
+    server: LocalOpenAIServer, telemetry: Telemetry
+) -> None:
     client = llmmeter.instrument(openai.OpenAI(base_url=server.base_url, api_key="test"))
     client.chat.completions.create(model="gpt-4o-mini", messages=MESSAGES)
     (record,) = telemetry.records
@@ -195,7 +249,9 @@ def test_prompts_and_completions_are_not_recorded_by_default(server: LocalOpenAI
 
 
 @pytest.mark.parametrize("stream", [False, True])
-def test_content_capture_is_opt_in_and_records_both_directions(stream: bool, server: LocalOpenAIServer, telemetry: Telemetry) -> None:
+def test_content_capture_is_opt_in_and_records_both_directions(
+    stream: bool, server: LocalOpenAIServer, telemetry: Telemetry
+) -> None:
     telemetry.reconfigure(capture_content=True)
     client = llmmeter.instrument(openai.OpenAI(base_url=server.base_url, api_key="test"))
     _drain(client.chat.completions.create(model="gpt-4o-mini", messages=MESSAGES, stream=stream))

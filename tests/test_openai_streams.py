@@ -26,7 +26,9 @@ MESSAGES = [{"role": "user", "content": "Tell me a story about a meter"}]
 
 @pytest.fixture(scope="module")
 def server() -> Iterator[LocalOpenAIServer]:
-    with LocalOpenAIServer(pacing=Pacing(ttft_ms=5, itl_ms=1, tokens=6), served_model="gpt-4o-mini-2024-07-18") as srv:
+    with LocalOpenAIServer(
+        pacing=Pacing(ttft_ms=5, itl_ms=1, tokens=6), served_model="gpt-4o-mini-2024-07-18"
+    ) as srv:
         yield srv
 
 
@@ -44,9 +46,15 @@ def _stream(client: openai.OpenAI, **kwargs: object) -> openai.Stream[object]:
     return client.chat.completions.create(model="gpt-4o-mini", messages=MESSAGES, stream=True, **kwargs)  # type: ignore[call-overload,no-any-return]
 
 
-def test_stream_is_still_an_openai_stream_and_yields_the_same_chunks(client: openai.OpenAI, server: LocalOpenAIServer, telemetry: Telemetry) -> None:
+def test_stream_is_still_an_openai_stream_and_yields_the_same_chunks(
+    client: openai.OpenAI, server: LocalOpenAIServer, telemetry: Telemetry
+) -> None:
     plain = openai.OpenAI(base_url=server.base_url, api_key="test")
-    expected = [c.choices[0].delta.content for c in _stream(plain, stream_options={"include_usage": True}) if c.choices]
+    expected = [
+        c.choices[0].delta.content
+        for c in _stream(plain, stream_options={"include_usage": True})
+        if c.choices
+    ]
     stream = _stream(client, stream_options={"include_usage": True})
     assert isinstance(stream, openai.Stream)
     assert stream.response.status_code == 200
@@ -55,7 +63,9 @@ def test_stream_is_still_an_openai_stream_and_yields_the_same_chunks(client: ope
     assert not [name for name in vars(stream.__wrapped__) if "llmmeter" in name or name.startswith("_self_")]
 
 
-def test_exhausted_stream_gives_one_ok_record_with_provider_usage_and_timings(client: openai.OpenAI, telemetry: Telemetry) -> None:
+def test_exhausted_stream_gives_one_ok_record_with_provider_usage_and_timings(
+    client: openai.OpenAI, telemetry: Telemetry
+) -> None:
     for _ in _stream(client, stream_options={"include_usage": True}):
         pass
     (record,) = telemetry.records
@@ -71,7 +81,9 @@ def test_exhausted_stream_gives_one_ok_record_with_provider_usage_and_timings(cl
     assert timings.chunks == 1 + 6 + 1 + 1  # role, 6 tokens, finish, usage
 
 
-def test_usage_chunk_llmmeter_asked_for_is_hidden_from_the_caller(client: openai.OpenAI, server: LocalOpenAIServer, telemetry: Telemetry) -> None:
+def test_usage_chunk_llmmeter_asked_for_is_hidden_from_the_caller(
+    client: openai.OpenAI, server: LocalOpenAIServer, telemetry: Telemetry
+) -> None:
     telemetry.reconfigure(stream_usage_hosts=["127.0.0.1"])
     chunks = list(_stream(client))
     assert all(chunk.choices for chunk in chunks), "caller code indexing choices[0] must keep working"
@@ -81,12 +93,16 @@ def test_usage_chunk_llmmeter_asked_for_is_hidden_from_the_caller(client: openai
     assert record.usage.output_tokens == 6
 
 
-def test_nothing_is_added_to_the_request_of_an_unknown_server(client: openai.OpenAI, server: LocalOpenAIServer, telemetry: Telemetry) -> None:
+def test_nothing_is_added_to_the_request_of_an_unknown_server(
+    client: openai.OpenAI, server: LocalOpenAIServer, telemetry: Telemetry
+) -> None:
     list(_stream(client))
     assert "stream_options" not in server.last_request().body
 
 
-def test_stream_without_usage_is_estimated_locally_and_marked(client: openai.OpenAI, telemetry: Telemetry) -> None:
+def test_stream_without_usage_is_estimated_locally_and_marked(
+    client: openai.OpenAI, telemetry: Telemetry
+) -> None:
     list(_stream(client))
     (record,) = telemetry.records
     assert record.usage is not None
@@ -118,7 +134,9 @@ def test_stream_never_iterated_keeps_nothing_alive(client: openai.OpenAI, teleme
     assert record.timings.ttfc_s is None
 
 
-def test_close_after_partial_read_is_aborted_and_closing_twice_records_once(client: openai.OpenAI, telemetry: Telemetry) -> None:
+def test_close_after_partial_read_is_aborted_and_closing_twice_records_once(
+    client: openai.OpenAI, telemetry: Telemetry
+) -> None:
     stream = _stream(client, stream_options={"include_usage": True})
     next(stream)
     next(stream)
@@ -148,7 +166,9 @@ def test_break_inside_with_is_aborted(client: openai.OpenAI, telemetry: Telemetr
     assert record.outcome is Outcome.ABORTED
 
 
-def test_user_exception_inside_with_propagates_unchanged_and_is_recorded(client: openai.OpenAI, telemetry: Telemetry) -> None:
+def test_user_exception_inside_with_propagates_unchanged_and_is_recorded(
+    client: openai.OpenAI, telemetry: Telemetry
+) -> None:
     error = ValueError("user code failed")
     with pytest.raises(ValueError) as caught, _stream(client) as stream:
         next(stream)
@@ -159,7 +179,9 @@ def test_user_exception_inside_with_propagates_unchanged_and_is_recorded(client:
     assert record.error_type == "ValueError"
 
 
-def test_server_dropping_the_stream_midway_raises_the_sdk_error_once(client: openai.OpenAI, telemetry: Telemetry) -> None:
+def test_server_dropping_the_stream_midway_raises_the_sdk_error_once(
+    client: openai.OpenAI, telemetry: Telemetry
+) -> None:
     stream = _stream(client, extra_headers=pacing_headers(fail_after=3))
     with pytest.raises(openai.APIError) as caught:
         for _ in stream:
@@ -172,7 +194,9 @@ def test_server_dropping_the_stream_midway_raises_the_sdk_error_once(client: ope
     assert record.timings.chunks == 3
 
 
-def test_http_error_propagates_as_the_same_openai_exception(client: openai.OpenAI, telemetry: Telemetry) -> None:
+def test_http_error_propagates_as_the_same_openai_exception(
+    client: openai.OpenAI, telemetry: Telemetry
+) -> None:
     with pytest.raises(openai.BadRequestError) as caught:
         _stream(client, extra_headers=pacing_headers(error_status=400))
     assert caught.value.status_code == 400
@@ -182,7 +206,9 @@ def test_http_error_propagates_as_the_same_openai_exception(client: openai.OpenA
     assert record.usage is None
 
 
-def test_raw_response_stream_keeps_headers_and_parse_returns_the_measured_stream(client: openai.OpenAI, telemetry: Telemetry) -> None:
+def test_raw_response_stream_keeps_headers_and_parse_returns_the_measured_stream(
+    client: openai.OpenAI, telemetry: Telemetry
+) -> None:
     raw = client.chat.completions.with_raw_response.create(
         model="gpt-4o-mini", messages=MESSAGES, stream=True, stream_options={"include_usage": True}
     )
@@ -197,7 +223,9 @@ def test_raw_response_stream_keeps_headers_and_parse_returns_the_measured_stream
 
 
 def test_streaming_response_context_manager_is_measured(client: openai.OpenAI, telemetry: Telemetry) -> None:
-    with client.chat.completions.with_streaming_response.create(model="gpt-4o-mini", messages=MESSAGES) as response:
+    with client.chat.completions.with_streaming_response.create(
+        model="gpt-4o-mini", messages=MESSAGES
+    ) as response:
         assert response.status_code == 200
         completion = response.parse()
     assert completion.choices[0].message.content
@@ -207,7 +235,9 @@ def test_streaming_response_context_manager_is_measured(client: openai.OpenAI, t
 
 
 def test_chat_stream_helper_is_measured(client: openai.OpenAI, telemetry: Telemetry) -> None:
-    with client.chat.completions.stream(model="gpt-4o-mini", messages=MESSAGES, stream_options={"include_usage": True}) as stream:
+    with client.chat.completions.stream(
+        model="gpt-4o-mini", messages=MESSAGES, stream_options={"include_usage": True}
+    ) as stream:
         final = stream.get_final_completion()
     assert final.choices[0].message.content
     (record,) = telemetry.records
@@ -227,8 +257,14 @@ def test_responses_stream_ttft_is_the_first_delta_event(client: openai.OpenAI, t
 
 
 def test_legacy_completions_stream_is_measured(client: openai.OpenAI, telemetry: Telemetry) -> None:
-    list(client.completions.create(model="gpt-3.5-turbo-instruct", prompt="Say hi", stream=True,
-                                   stream_options={"include_usage": True}))
+    list(
+        client.completions.create(
+            model="gpt-3.5-turbo-instruct",
+            prompt="Say hi",
+            stream=True,
+            stream_options={"include_usage": True},
+        )
+    )
     (record,) = telemetry.records
     assert record.operation == "text_completion"
     assert record.usage is not None and record.usage.output_tokens == 6
@@ -248,7 +284,9 @@ async def test_async_stream_exhausted(async_client: openai.AsyncOpenAI, telemetr
     assert record.timings.ttft_s is not None
 
 
-async def test_async_break_inside_async_with_is_aborted(async_client: openai.AsyncOpenAI, telemetry: Telemetry) -> None:
+async def test_async_break_inside_async_with_is_aborted(
+    async_client: openai.AsyncOpenAI, telemetry: Telemetry
+) -> None:
     stream = await async_client.chat.completions.create(model="gpt-4o-mini", messages=MESSAGES, stream=True)
     async with stream:
         async for _ in stream:
@@ -257,12 +295,16 @@ async def test_async_break_inside_async_with_is_aborted(async_client: openai.Asy
     assert record.outcome is Outcome.ABORTED
 
 
-async def test_cancelled_task_is_recorded_as_aborted_and_cancellation_propagates(async_client: openai.AsyncOpenAI, telemetry: Telemetry) -> None:
+async def test_cancelled_task_is_recorded_as_aborted_and_cancellation_propagates(
+    async_client: openai.AsyncOpenAI, telemetry: Telemetry
+) -> None:
     started = asyncio.Event()
 
     async def consume() -> None:
         stream = await async_client.chat.completions.create(
-            model="gpt-4o-mini", messages=MESSAGES, stream=True,
+            model="gpt-4o-mini",
+            messages=MESSAGES,
+            stream=True,
             extra_headers=pacing_headers(tokens=50, itl_ms=50),
         )
         async for _ in stream:

@@ -30,8 +30,12 @@ def log_once(key: str, message: str, *args: object, exc_info: bool = False) -> N
 
 def internal_error(stage: str) -> None:
     """Report the exception being handled as an llmmeter bug in ``stage`` (call from ``except``)."""
-    log_once(f"internal:{stage}", "llmmeter: internal error in %s (the call itself is unaffected)",
-             stage, exc_info=True)
+    log_once(
+        f"internal:{stage}",
+        "llmmeter: internal error in %s (the call itself is unaffected)",
+        stage,
+        exc_info=True,
+    )
 
 
 @contextmanager

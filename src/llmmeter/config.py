@@ -145,8 +145,12 @@ def _make_store(store: str | os.PathLike[str] | None) -> SQLiteStore | None:
     try:
         return SQLiteStore(path)
     except Exception:
-        log_once(f"store:{path}", "llmmeter: cannot open the local store at %s; records will not be "
-                 "stored locally", path, exc_info=True)
+        log_once(
+            f"store:{path}",
+            "llmmeter: cannot open the local store at %s; records will not be stored locally",
+            path,
+            exc_info=True,
+        )
         return None
 
 
@@ -158,8 +162,11 @@ def _make_pricing(pricing: PricingRegistry | None) -> PricingRegistry | None:
 
         return PricingRegistry.default()
     except Exception:
-        log_once("pricing:default", "llmmeter: the bundled price table could not be loaded; "
-                 "calls will not be priced", exc_info=True)
+        log_once(
+            "pricing:default",
+            "llmmeter: the bundled price table could not be loaded; calls will not be priced",
+            exc_info=True,
+        )
         return None
 
 

@@ -12,12 +12,13 @@ import asyncio
 import threading
 import time
 from collections.abc import Callable
-from contextvars import ContextVar
+from contextvars import ContextVar, Token
 from decimal import Decimal
-from typing import Any, Protocol
+from typing import Any, NamedTuple, Protocol
 
 from opentelemetry import context as otel_context
 from opentelemetry import trace
+from opentelemetry.context import Context
 from opentelemetry.trace import Span
 
 from llmmeter._log import guard
@@ -56,6 +57,13 @@ def error_type_of(exc: BaseException) -> str:
         return cls.__qualname__
     public = ".".join(part for part in cls.__module__.split(".") if not part.startswith("_"))
     return f"{public}.{cls.__qualname__}" if public else cls.__qualname__
+
+
+class Attached(NamedTuple):
+    """Context tokens of an attached measurement."""
+
+    otel: Token[Context] | None
+    measurement: Token[Measurement | None]
 
 
 class Measurement:
@@ -99,20 +107,19 @@ class Measurement:
         self._t0 = _perf_ns()
 
     # --- context ----------------------------------------------------------------------------
-    def attach(self) -> object:
-        """Make this call's span (and, for steps, this measurement) current; returns a token."""
+    def attach(self) -> Attached:
+        """Make this call's span and this measurement current; returns what :meth:`detach` needs."""
         otel_token = None
         if self.span is not None:
             otel_token = otel_context.attach(trace.set_span_in_context(self.span))
-        return (otel_token, _current.set(self))
+        return Attached(otel_token, _current.set(self))
 
     @staticmethod
-    def detach(token: object) -> None:
+    def detach(token: Attached) -> None:
         """Undo :meth:`attach` (same thread/task)."""
-        otel_token, measurement_token = token  # type: ignore[misc]
-        _current.reset(measurement_token)
-        if otel_token is not None:
-            otel_context.detach(otel_token)
+        _current.reset(token.measurement)
+        if token.otel is not None:
+            otel_context.detach(token.otel)
 
     # --- streams (hot path) -------------------------------------------------------------------
     def on_chunk(self, chunk: Any) -> None:

@@ -51,7 +51,9 @@ class OtelTelemetry:
         for key, spec in sc.METRICS.items():
             if spec.instrument == "histogram":
                 self._histograms[key] = meter.create_histogram(
-                    spec.name, unit=spec.unit, description=spec.description,
+                    spec.name,
+                    unit=spec.unit,
+                    description=spec.description,
                     explicit_bucket_boundaries_advisory=spec.buckets,
                 )
             else:
@@ -64,7 +66,8 @@ class OtelTelemetry:
         """Start the span of a call that is about to be made (sampling-relevant attributes set)."""
         if record.kind is CallKind.STEP:
             return self.tracer.start_span(
-                record.name or record.operation, kind=SpanKind.INTERNAL,
+                record.name or record.operation,
+                kind=SpanKind.INTERNAL,
                 attributes={sc.OPERATION_NAME: record.operation, sc.CALL_KIND: "step"},
             )
         attributes: dict[str, AttributeValue] = {
@@ -85,8 +88,10 @@ class OtelTelemetry:
     @staticmethod
     def span_kind(record: CallRecord) -> SpanKind:
         """CLIENT for a call that crosses a process boundary, INTERNAL for in-process engines."""
-        return SpanKind.INTERNAL if record.server_address is None and record.provider == "vllm" else (
-            SpanKind.CLIENT
+        return (
+            SpanKind.INTERNAL
+            if record.server_address is None and record.provider == "vllm"
+            else (SpanKind.CLIENT)
         )
 
     def finish(self, record: CallRecord, span: Span | None) -> None:

@@ -18,10 +18,20 @@ from opentelemetry.instrumentation.instrumentor import BaseInstrumentor  # type:
 from llmmeter.config import configure
 from llmmeter.instrument.openai import instrument_openai, uninstrument_openai
 
-_CONFIGURE_KEYS = frozenset({
-    "tracer_provider", "meter_provider", "store", "pricing", "on_record", "metric_attributes",
-    "capture_content", "stream_usage", "stream_usage_hosts", "per_chunk_metrics",
-})
+_CONFIGURE_KEYS = frozenset(
+    {
+        "tracer_provider",
+        "meter_provider",
+        "store",
+        "pricing",
+        "on_record",
+        "metric_attributes",
+        "capture_content",
+        "stream_usage",
+        "stream_usage_hosts",
+        "per_chunk_metrics",
+    }
+)
 
 
 class OpenAIInstrumentor(BaseInstrumentor):  # type: ignore[misc]

@@ -19,12 +19,12 @@ from __future__ import annotations
 
 import functools
 import inspect
-from collections.abc import AsyncIterator, Callable, Iterator, Mapping
+from collections.abc import AsyncGenerator, AsyncIterator, Callable, Generator, Iterator, Mapping
 from typing import Any, TypeVar, overload
 
 from llmmeter._log import guard
 from llmmeter.config import get_settings
-from llmmeter.measure import Measurement, outcome_of
+from llmmeter.measure import Attached, Measurement, outcome_of
 from llmmeter.providers import extract_response_info, extract_usage
 from llmmeter.record import AttributeValue, CallKind, CallRecord, Outcome
 
@@ -37,8 +37,13 @@ class _Spec:
     __slots__ = ("attributes", "is_llm", "model", "name", "operation", "provider")
 
     def __init__(
-        self, fn: Callable[..., Any], model: str | None, provider: str | None, name: str | None,
-        operation: str | None, attributes: Mapping[str, AttributeValue] | None,
+        self,
+        fn: Callable[..., Any],
+        model: str | None,
+        provider: str | None,
+        name: str | None,
+        operation: str | None,
+        attributes: Mapping[str, AttributeValue] | None,
     ) -> None:
         self.is_llm = model is not None or provider is not None
         self.model = model
@@ -185,14 +190,14 @@ def _start(spec: _Spec, *, streaming: bool) -> Measurement | None:
     return None
 
 
-def _attach(measurement: Measurement | None) -> object:
+def _attach(measurement: Measurement | None) -> Attached | None:
     if measurement is not None:
         with guard("attaching the span context"):
             return measurement.attach()
     return None
 
 
-def _detach(token: object) -> None:
+def _detach(token: Attached | None) -> None:
     if token is not None:
         with guard("detaching the span context"):
             Measurement.detach(token)
@@ -246,7 +251,7 @@ def _wrap_coroutine(fn: Callable[..., Any], spec: _Spec) -> Callable[..., Any]:
     return wrapper
 
 
-def _wrap_generator(fn: Callable[..., Iterator[Any]], spec: _Spec) -> Callable[..., Iterator[Any]]:
+def _wrap_generator(fn: Callable[..., Generator[Any, Any, Any]], spec: _Spec) -> Callable[..., Iterator[Any]]:
     @functools.wraps(fn)
     def wrapper(*args: Any, **kwargs: Any) -> Iterator[Any]:
         measurement = _start(spec, streaming=True)
@@ -276,7 +281,7 @@ def _wrap_generator(fn: Callable[..., Iterator[Any]], spec: _Spec) -> Callable[.
 
 
 def _wrap_async_generator(
-    fn: Callable[..., AsyncIterator[Any]], spec: _Spec
+    fn: Callable[..., AsyncGenerator[Any, Any]], spec: _Spec
 ) -> Callable[..., AsyncIterator[Any]]:
     @functools.wraps(fn)
     async def wrapper(*args: Any, **kwargs: Any) -> AsyncIterator[Any]:
@@ -297,7 +302,7 @@ def _wrap_async_generator(
             _finish_ok(spec, measurement, None)
             return
         except BaseException as exc:
-            await generator.aclose()  # type: ignore[attr-defined]
+            await generator.aclose()
             _finish_failed(measurement, exc)
             raise
 

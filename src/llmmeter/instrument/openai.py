@@ -19,7 +19,7 @@ from __future__ import annotations
 
 import weakref
 from collections.abc import Awaitable, Callable, Mapping
-from contextvars import ContextVar
+from contextvars import ContextVar, Token
 from dataclasses import dataclass
 from typing import Any, TypeVar
 
@@ -29,7 +29,7 @@ from opentelemetry import context as otel_context
 from llmmeter._log import guard
 from llmmeter.config import Settings, get_settings
 from llmmeter.instrument.streams import AsyncMeteredStream, MeteredStream
-from llmmeter.measure import ChunkReader, Measurement, outcome_of
+from llmmeter.measure import Attached, ChunkReader, Measurement, outcome_of
 from llmmeter.providers.openai_stream import (
     ChatStreamReader,
     CompletionStreamReader,
@@ -69,19 +69,18 @@ class _Plan:
 
 
 # --- planning (pure: reads the request, never the network) -------------------------------------
-def _plan(client: Any, args: tuple[Any, ...], kwargs: Mapping[str, Any], settings: Settings,
-          provider: str | None) -> _Plan | None:
+def _plan(
+    client: Any, args: tuple[Any, ...], kwargs: Mapping[str, Any], settings: Settings, provider: str | None
+) -> _Plan | None:
     if len(args) < 2:
         return None
     options = args[1]
     if str(getattr(options, "method", "")).lower() != "post":
         return None
-    url = str(options.url)
-    for suffix, operation, api_type, reader_cls in _ENDPOINTS:
-        if url.endswith(suffix):
-            break
-    else:
+    endpoint = _endpoint_of(str(options.url))
+    if endpoint is None:
         return None
+    operation, api_type, reader_cls = endpoint
     body = options.json_data if isinstance(options.json_data, Mapping) else {}
     stream = bool(kwargs.get("stream", False))
     host, port = _server_of(client)
@@ -108,6 +107,13 @@ def _plan(client: Any, args: tuple[Any, ...], kwargs: Mapping[str, Any], setting
     if settings.capture_content:
         record.content = _input_content(body)
     return _Plan(record, body, reader_cls if stream else None, hide_usage_chunk, args)
+
+
+def _endpoint_of(url: str) -> tuple[str, str | None, type[Any] | None] | None:
+    for suffix, operation, api_type, reader_cls in _ENDPOINTS:
+        if url.endswith(suffix):
+            return operation, api_type, reader_cls
+    return None
 
 
 def _server_of(client: Any) -> tuple[str | None, int | None]:
@@ -173,7 +179,9 @@ def _request_params(body: Mapping[str, Any], api_type: str | None) -> dict[str, 
     if isinstance(n, int) and n != 1:
         params["gen_ai.request.choice.count"] = n
     reasoning = body.get("reasoning")
-    effort = body.get("reasoning_effort") or (reasoning.get("effort") if isinstance(reasoning, Mapping) else None)
+    effort = body.get("reasoning_effort") or (
+        reasoning.get("effort") if isinstance(reasoning, Mapping) else None
+    )
     if isinstance(effort, str):
         params["gen_ai.request.reasoning.level"] = effort
     response_format = body.get("response_format")
@@ -274,7 +282,7 @@ def _measure_parsed(parsed: Any, plan: _Plan, measurement: Measurement) -> Any:
     return parsed
 
 
-class MeteredRawResponse(wrapt.BaseObjectProxy):  # type: ignore[misc]
+class MeteredRawResponse(wrapt.BaseObjectProxy):  # type: ignore[misc,type-arg]
     """``with_raw_response`` / ``with_streaming_response`` result: headers etc. untouched;
     ``parse()`` returns the measured object (the same one on every call)."""
 
@@ -306,7 +314,7 @@ class MeteredRawResponse(wrapt.BaseObjectProxy):  # type: ignore[misc]
         return measured
 
 
-class AsyncMeteredRawResponse(wrapt.BaseObjectProxy):  # type: ignore[misc]
+class AsyncMeteredRawResponse(wrapt.BaseObjectProxy):  # type: ignore[misc,type-arg]
     """Async ``with_streaming_response`` result (``AsyncAPIResponse``: ``await parse()``)."""
 
     def __init__(self, response: Any, plan: _Plan, measurement: Measurement) -> None:
@@ -344,8 +352,9 @@ def _should_measure() -> bool:
     return not (_SUPPRESS_KEY is not None and otel_context.get_value(_SUPPRESS_KEY))
 
 
-def _begin(client: Any, args: tuple[Any, ...], kwargs: Mapping[str, Any],
-           provider: str | None) -> tuple[_Plan, Measurement] | None:
+def _begin(
+    client: Any, args: tuple[Any, ...], kwargs: Mapping[str, Any], provider: str | None
+) -> tuple[_Plan, Measurement] | None:
     settings = get_settings()
     if not settings.enabled:
         return None
@@ -355,8 +364,13 @@ def _begin(client: Any, args: tuple[Any, ...], kwargs: Mapping[str, Any],
     return plan, Measurement(settings, plan.record)
 
 
-def measured_request(wrapped: Callable[..., T], client: Any, args: tuple[Any, ...],
-                     kwargs: dict[str, Any], provider: str | None = None) -> T:
+def measured_request(
+    wrapped: Callable[..., T],
+    client: Any,
+    args: tuple[Any, ...],
+    kwargs: dict[str, Any],
+    provider: str | None = None,
+) -> T:
     """Measure one synchronous ``client.request(...)`` call."""
     if not _should_measure():
         return wrapped(*args, **kwargs)
@@ -379,8 +393,13 @@ def measured_request(wrapped: Callable[..., T], client: Any, args: tuple[Any, ..
     return result
 
 
-async def measured_async_request(wrapped: Callable[..., Awaitable[T]], client: Any, args: tuple[Any, ...],
-                                 kwargs: dict[str, Any], provider: str | None = None) -> T:
+async def measured_async_request(
+    wrapped: Callable[..., Awaitable[T]],
+    client: Any,
+    args: tuple[Any, ...],
+    kwargs: dict[str, Any],
+    provider: str | None = None,
+) -> T:
     """Measure one asynchronous ``client.request(...)`` call."""
     if not _should_measure():
         return await wrapped(*args, **kwargs)
@@ -403,20 +422,19 @@ async def measured_async_request(wrapped: Callable[..., Awaitable[T]], client: A
     return result
 
 
-def _attach(measurement: Measurement) -> object:
-    token = None
+def _attach(measurement: Measurement) -> tuple[Attached, Token[bool]] | None:
     with guard("attaching the span context"):
-        token = (measurement.attach(), _measuring.set(True))
-    return token
+        return measurement.attach(), _measuring.set(True)
+    return None
 
 
-def _detach(token: object) -> None:
+def _detach(token: tuple[Attached, Token[bool]] | None) -> None:
     if token is None:
         return
     with guard("detaching the span context"):
-        measurement_token, measuring_token = token  # type: ignore[misc]
-        _measuring.reset(measuring_token)
-        Measurement.detach(measurement_token)
+        attached, measuring = token
+        _measuring.reset(measuring)
+        Measurement.detach(attached)
 
 
 # --- per-client and process-wide installation ------------------------------------------------------
@@ -440,9 +458,11 @@ def instrument_client(client: T, *, provider: str | None = None) -> T:
     original_copy = client.copy  # type: ignore[attr-defined]
 
     if _is_async_client(client):
+
         async def request(*args: Any, **kwargs: Any) -> Any:
             return await measured_async_request(original_request, client, args, kwargs, provider)
     else:
+
         def request(*args: Any, **kwargs: Any) -> Any:  # type: ignore[misc]
             return measured_request(original_request, client, args, kwargs, provider)
 
@@ -466,12 +486,15 @@ def uninstrument_client(client: T) -> T:
 _installed = False
 
 
-def _sync_hook(wrapped: Callable[..., Any], instance: Any, args: tuple[Any, ...], kwargs: dict[str, Any]) -> Any:
+def _sync_hook(
+    wrapped: Callable[..., Any], instance: Any, args: tuple[Any, ...], kwargs: dict[str, Any]
+) -> Any:
     return measured_request(wrapped, instance, args, kwargs)
 
 
-def _async_hook(wrapped: Callable[..., Any], instance: Any, args: tuple[Any, ...],
-                kwargs: dict[str, Any]) -> Any:
+def _async_hook(
+    wrapped: Callable[..., Any], instance: Any, args: tuple[Any, ...], kwargs: dict[str, Any]
+) -> Any:
     return measured_async_request(wrapped, instance, args, kwargs)
 
 
@@ -497,5 +520,5 @@ def uninstrument_openai() -> None:
     for cls in (_base_client.SyncAPIClient, _base_client.AsyncAPIClient):
         method = cls.__dict__["request"]
         if isinstance(method, wrapt.FunctionWrapper):
-            cls.request = method.__wrapped__
+            setattr(cls, "request", method.__wrapped__)  # noqa: B010 (mypy: method assignment)
     _installed = False

@@ -32,7 +32,7 @@ def _is_usage_only(chunk: Any) -> bool:
     return not chunk.choices and chunk.usage is not None
 
 
-class MeteredStream(wrapt.BaseObjectProxy):  # type: ignore[misc]
+class MeteredStream(wrapt.BaseObjectProxy):  # type: ignore[misc,type-arg]
     """Measured proxy of a synchronous SDK stream (``openai.Stream``)."""
 
     def __init__(self, stream: Any, measurement: Measurement, *, hide_usage_chunk: bool = False) -> None:
@@ -88,17 +88,16 @@ class MeteredStream(wrapt.BaseObjectProxy):  # type: ignore[misc]
     def __enter__(self) -> MeteredStream:
         return self
 
-    def __exit__(self, exc_type: Any, exc: BaseException | None, tb: Any) -> bool:
+    def __exit__(self, exc_type: Any, exc: BaseException | None, tb: Any) -> None:
         if exc is None:
             self.close()
-            return False
+            return
         self._end(outcome_of(exc), exc)  # the user's exception wins over a failing close()
         with guard("closing the stream after an error"):
             self.__wrapped__.close()
-        return False
 
 
-class AsyncMeteredStream(wrapt.BaseObjectProxy):  # type: ignore[misc]
+class AsyncMeteredStream(wrapt.BaseObjectProxy):  # type: ignore[misc,type-arg]
     """Measured proxy of an asynchronous SDK stream (``openai.AsyncStream``)."""
 
     def __init__(self, stream: Any, measurement: Measurement, *, hide_usage_chunk: bool = False) -> None:
@@ -153,11 +152,10 @@ class AsyncMeteredStream(wrapt.BaseObjectProxy):  # type: ignore[misc]
     async def __aenter__(self) -> AsyncMeteredStream:
         return self
 
-    async def __aexit__(self, exc_type: Any, exc: BaseException | None, tb: Any) -> bool:
+    async def __aexit__(self, exc_type: Any, exc: BaseException | None, tb: Any) -> None:
         if exc is None:
             await self.close()
-            return False
+            return
         self._end(outcome_of(exc), exc)
         with guard("closing the stream after an error"):
             await self.__wrapped__.close()
-        return False

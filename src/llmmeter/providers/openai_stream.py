@@ -147,7 +147,9 @@ class ChatStreamReader(_OpenAIReaderBase):
                     has_output = True
                 else:
                     extra = _extra(delta)
-                    if extra and (extra.get("reasoning_content") or extra.get("reasoning") or extra.get("audio")):
+                    if extra and (
+                        extra.get("reasoning_content") or extra.get("reasoning") or extra.get("audio")
+                    ):
                         has_output = True
             if choice.finish_reason:
                 self.finish_reasons[choice.index] = choice.finish_reason
@@ -223,7 +225,9 @@ class ResponsesStreamReader(_OpenAIReaderBase):
                 record.service_tier = response.service_tier
             status = response.status
             if status:
-                reason = getattr(response.incomplete_details, "reason", None) if status == "incomplete" else None
+                reason = (
+                    getattr(response.incomplete_details, "reason", None) if status == "incomplete" else None
+                )
                 record.finish_reasons = (reason or status,)
             if response.usage is not None:
                 from llmmeter.providers.openai import usage_from_openai
