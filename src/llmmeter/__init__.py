@@ -34,7 +34,14 @@ from llmmeter.record import (
 )
 
 if TYPE_CHECKING:
-    from llmmeter.pricing import GpuHourPrice, ModelPrice, PriceSource, PricingRegistry
+    from llmmeter.pricing import (
+        GpuHourPrice,
+        ModelPrice,
+        PriceFileError,
+        PriceSource,
+        PricingRegistry,
+        ResolvedPrice,
+    )
 
 __all__ = [
     "CallKind",
@@ -44,8 +51,10 @@ __all__ = [
     "GpuHourPrice",
     "ModelPrice",
     "Outcome",
+    "PriceFileError",
     "PriceSource",
     "PricingRegistry",
+    "ResolvedPrice",
     "ServerTimings",
     "Settings",
     "Timings",
@@ -66,7 +75,9 @@ __all__ = [
 
 T = TypeVar("T")
 
-_PRICING_NAMES = frozenset({"GpuHourPrice", "ModelPrice", "PriceSource", "PricingRegistry"})
+_PRICING_NAMES = frozenset(
+    {"GpuHourPrice", "ModelPrice", "PriceFileError", "PriceSource", "PricingRegistry", "ResolvedPrice"}
+)
 
 
 def __getattr__(name: str) -> Any:

@@ -1,0 +1,295 @@
+"""Price models: what one model costs, validated by pydantic, exact as ``Decimal``.
+
+Rates are USD (or ``currency``) per million tokens, written as strings in price files so that
+``"0.60"`` stays exactly ``0.60``; YAML/JSON floats are converted through their shortest
+``repr`` (``0.15`` -> ``Decimal("0.15")``), never through their binary value.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+from decimal import Decimal
+from typing import Annotated, Any, Literal
+
+from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, model_validator
+
+__all__ = [
+    "RATE_NAMES",
+    "GpuHourPrice",
+    "ModelPrice",
+    "PromptTier",
+    "ServiceTierPrice",
+]
+
+
+def _exact_decimal(value: Any) -> Any:
+    """Turn floats into the ``Decimal`` of their shortest repr; reject booleans."""
+    if isinstance(value, bool):
+        raise ValueError("a price must be a number, not a boolean")
+    if isinstance(value, float):
+        return Decimal(repr(value))
+    return value
+
+
+Rate = Annotated[Decimal, BeforeValidator(_exact_decimal), Field(ge=0, allow_inf_nan=False)]
+"""A non-negative price, exact."""
+
+PositiveDecimal = Annotated[Decimal, BeforeValidator(_exact_decimal), Field(gt=0, allow_inf_nan=False)]
+
+RATE_NAMES: tuple[str, ...] = (
+    "input_per_mtok",
+    "cached_input_per_mtok",
+    "cache_write_per_mtok",
+    "cache_write_1h_per_mtok",
+    "output_per_mtok",
+    "reasoning_per_mtok",
+    "audio_input_per_mtok",
+    "cached_audio_input_per_mtok",
+    "audio_output_per_mtok",
+    "image_input_per_mtok",
+    "image_output_per_mtok",
+)
+"""Every per-million-token rate a :class:`ModelPrice` can carry."""
+
+RateName = Literal[
+    "input_per_mtok",
+    "cached_input_per_mtok",
+    "cache_write_per_mtok",
+    "cache_write_1h_per_mtok",
+    "output_per_mtok",
+    "reasoning_per_mtok",
+    "audio_input_per_mtok",
+    "cached_audio_input_per_mtok",
+    "audio_output_per_mtok",
+    "image_input_per_mtok",
+    "image_output_per_mtok",
+]
+
+
+_Card = tuple[dict[str, Decimal], tuple[str, ...]]
+# Rate cards by (id(price), prompt tier, service tier). The entry keeps its price alive, so an
+# id is never reused while its entry exists; pydantic private attributes are too slow here.
+_CARDS: dict[tuple[int, int | None, str | None], tuple[ModelPrice, _Card]] = {}
+_CARDS_LIMIT = 8192
+
+
+class _Strict(BaseModel):
+    # extra="forbid": a misspelt field in a price file is an error, never a silently ignored rate.
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class _RateOverrides(_Strict):
+    """Optional replacements for the base rates (used by prompt-size and service tiers)."""
+
+    input_per_mtok: Rate | None = None
+    cached_input_per_mtok: Rate | None = None
+    cache_write_per_mtok: Rate | None = None
+    cache_write_1h_per_mtok: Rate | None = None
+    output_per_mtok: Rate | None = None
+    reasoning_per_mtok: Rate | None = None
+    audio_input_per_mtok: Rate | None = None
+    cached_audio_input_per_mtok: Rate | None = None
+    audio_output_per_mtok: Rate | None = None
+    image_input_per_mtok: Rate | None = None
+    image_output_per_mtok: Rate | None = None
+
+    def overrides(self) -> dict[str, Decimal]:
+        """The rates this tier sets, by rate name."""
+        return {name: value for name in RATE_NAMES if (value := getattr(self, name)) is not None}
+
+
+class PromptTier(_RateOverrides):
+    """Rates that apply to the *whole* request when its prompt is larger than a threshold.
+
+    ``above_input_tokens=200_000`` means: a request whose ``input_tokens`` (cached and cache
+    writes included) exceed 200,000 is billed entirely at these rates (Anthropic, Gemini and
+    OpenAI long-context pricing all work this way). Rates not given keep their base value.
+    """
+
+    above_input_tokens: int = Field(gt=0)
+
+
+class ServiceTierPrice(_RateOverrides):
+    """How a service tier (``batch``, ``flex``, ``priority``...) changes the rates.
+
+    Every token rate in force is multiplied by ``factor`` (``0.5`` for a 50% batch discount),
+    except the rates listed in ``exempt`` and the rates given explicitly here, which replace
+    the base rate outright (for tiers whose prices are not a clean multiple). Per-request and
+    per-image fees are not affected.
+    """
+
+    factor: PositiveDecimal = Decimal(1)
+    exempt: tuple[RateName, ...] = ()
+
+
+class _PriceBase(_Strict):
+    effective_from: dt.date | None = None
+    """First day (UTC) this price applies to, inclusive. ``None``: since forever."""
+    effective_to: dt.date | None = None
+    """First day (UTC) this price no longer applies to (exclusive). ``None``: still in force."""
+    currency: str = Field(default="USD", min_length=3, max_length=3)
+    source_url: str | None = None
+    """Where the price was published."""
+    checked_on: dt.date | None = None
+    """When the price was last checked against its source."""
+    notes: str | None = None
+
+    @model_validator(mode="after")
+    def _dates_in_order(self) -> _PriceBase:
+        if (
+            self.effective_from is not None
+            and self.effective_to is not None
+            and self.effective_to <= self.effective_from
+        ):
+            raise ValueError("effective_to must be after effective_from")
+        return self
+
+    def in_force(self, day: dt.date) -> bool:
+        """Whether this price applies to a call made on ``day`` (UTC)."""
+        if self.effective_from is not None and day < self.effective_from:
+            return False
+        return self.effective_to is None or day < self.effective_to
+
+
+class ModelPrice(_PriceBase):
+    """Per-token price of a hosted model (rates per million tokens, exact ``Decimal``).
+
+    Rates left out fall back as a provider bills them: cached input and cache writes at the
+    input rate (no discount), one-hour cache writes at the 5-minute write rate, reasoning at the
+    output rate, audio and image tokens at the text rate of their direction, cached audio at the
+    audio rate.
+
+    >>> ModelPrice(input_per_mtok="0.60", output_per_mtok="2.40").input_per_mtok
+    Decimal('0.60')
+    """
+
+    input_per_mtok: Rate
+    output_per_mtok: Rate
+    cached_input_per_mtok: Rate | None = None
+    cache_write_per_mtok: Rate | None = None
+    """Writing to the prompt cache (Anthropic: the default 5-minute TTL)."""
+    cache_write_1h_per_mtok: Rate | None = None
+    """Writing to the prompt cache with a one-hour TTL (Anthropic)."""
+    reasoning_per_mtok: Rate | None = None
+    audio_input_per_mtok: Rate | None = None
+    cached_audio_input_per_mtok: Rate | None = None
+    audio_output_per_mtok: Rate | None = None
+    image_input_per_mtok: Rate | None = None
+    image_output_per_mtok: Rate | None = None
+    per_request: Rate | None = None
+    """A fixed fee per request (e.g. a search or tool-call surcharge)."""
+    per_image: Rate | None = None
+    """A fixed fee per generated image, when the caller knows the image count."""
+    tiers: tuple[PromptTier, ...] = ()
+    """Long-context prices; the tier with the highest threshold below the prompt size applies."""
+    service_tiers: dict[str, ServiceTierPrice] = Field(default_factory=dict)
+    """By tier name as the response reports it (``batch``, ``flex``, ``priority``...)."""
+
+    @model_validator(mode="after")
+    def _tiers_consistent(self) -> ModelPrice:
+        thresholds = [tier.above_input_tokens for tier in self.tiers]
+        if len(set(thresholds)) != len(thresholds):
+            raise ValueError("two prompt-size tiers have the same above_input_tokens")
+        if self.tiers:
+            for name, service_tier in self.service_tiers.items():
+                if service_tier.overrides():
+                    raise ValueError(
+                        f"service tier {name!r} sets explicit rates, which cannot be combined with "
+                        "prompt-size tiers: give it a factor instead"
+                    )
+        return self
+
+    def rates(self) -> dict[str, Decimal]:
+        """Every base rate, with the documented fallbacks applied."""
+        cached = _first(self.cached_input_per_mtok, self.input_per_mtok)
+        cache_write = _first(self.cache_write_per_mtok, self.input_per_mtok)
+        audio_input = _first(self.audio_input_per_mtok, self.input_per_mtok)
+        return {
+            "input_per_mtok": self.input_per_mtok,
+            "cached_input_per_mtok": cached,
+            "cache_write_per_mtok": cache_write,
+            "cache_write_1h_per_mtok": _first(self.cache_write_1h_per_mtok, cache_write),
+            "output_per_mtok": self.output_per_mtok,
+            "reasoning_per_mtok": _first(self.reasoning_per_mtok, self.output_per_mtok),
+            "audio_input_per_mtok": audio_input,
+            "cached_audio_input_per_mtok": _first(
+                self.cached_audio_input_per_mtok,
+                audio_input if self.audio_input_per_mtok is not None else cached,
+            ),
+            "audio_output_per_mtok": _first(self.audio_output_per_mtok, self.output_per_mtok),
+            "image_input_per_mtok": _first(self.image_input_per_mtok, self.input_per_mtok),
+            "image_output_per_mtok": _first(self.image_output_per_mtok, self.output_per_mtok),
+        }
+
+    def rate_card(self, input_tokens: int | None, service_tier: str | None) -> _Card:
+        """The per-million rates in force for one request, and notes on which tiers applied.
+
+        Order: base rates, then the prompt-size tier (its rates replace the base ones), then the
+        service tier (its explicit rates replace, its factor scales the rest). Cached per
+        (prompt tier, service tier): a price is immutable.
+        """
+        tier = self.tier_for(input_tokens)
+        service_name = service_tier if service_tier in self.service_tiers else None
+        key = (id(self), None if tier is None else tier.above_input_tokens, service_name)
+        cached = _CARDS.get(key)
+        if cached is not None and cached[0] is self:
+            return cached[1]
+        card = self._build_card(tier, service_name)
+        if len(_CARDS) >= _CARDS_LIMIT:
+            _CARDS.clear()
+        _CARDS[key] = (self, card)
+        return card
+
+    def _build_card(self, tier: PromptTier | None, service_name: str | None) -> _Card:
+        notes: list[str] = []
+        priced: ModelPrice = self
+        if tier is not None:
+            priced = priced.model_copy(update=tier.overrides())
+            notes.append(f"input_tokens>{tier.above_input_tokens}")
+        if service_name is None:
+            return priced.rates(), tuple(notes)
+        service = self.service_tiers[service_name]
+        explicit = service.overrides()
+        rates = priced.model_copy(update=explicit).rates()
+        for name in RATE_NAMES:
+            if name not in explicit and name not in service.exempt:
+                rates[name] = rates[name] * service.factor
+        notes.append(f"service_tier={service_name}")
+        return rates, tuple(notes)
+
+    def tier_for(self, input_tokens: int | None) -> PromptTier | None:
+        """The prompt-size tier a request of ``input_tokens`` falls in, if any."""
+        if input_tokens is None:
+            return None
+        applicable = [tier for tier in self.tiers if input_tokens > tier.above_input_tokens]
+        return max(applicable, key=lambda tier: tier.above_input_tokens, default=None)
+
+
+class GpuHourPrice(_PriceBase):
+    """Price of a self-hosted model from what its GPUs cost per hour.
+
+    ``hourly = usd_per_gpu_hour * gpu_count``. A request costs
+    ``hourly * seconds / 3600`` where ``seconds`` is
+
+    * ``tokens / tokens_per_second`` when a throughput is declared (``tokens`` counts input plus
+      output tokens, or output tokens only with ``throughput_counts="output"``), else
+    * the measured busy time of the request (``record.timings.duration_s``) divided by
+      ``concurrency``, the average number of requests the deployment serves at once (vLLM
+      batches requests, so one request does not occupy the GPUs alone).
+    """
+
+    usd_per_gpu_hour: Rate
+    gpu_count: int = Field(default=1, gt=0)
+    tokens_per_second: PositiveDecimal | None = None
+    """Declared sustained throughput of the whole deployment."""
+    throughput_counts: Literal["total", "output"] = "total"
+    concurrency: PositiveDecimal = Decimal(1)
+
+    @property
+    def hourly(self) -> Decimal:
+        """What the deployment costs per hour."""
+        return self.usd_per_gpu_hour * self.gpu_count
+
+
+def _first(value: Decimal | None, fallback: Decimal) -> Decimal:
+    return fallback if value is None else value

@@ -1,0 +1,558 @@
+"""The pricing registry: finds the price of a call and turns its usage into an exact cost.
+
+Layers, highest precedence first (each layer is asked with every candidate name before the
+next layer is asked at all):
+
+1. user registrations (:meth:`PricingRegistry.register`);
+2. user price files (:meth:`PricingRegistry.load`), the most recently loaded first;
+3. plugged :class:`~llmmeter.pricing.sources.PriceSource` objects
+   (:meth:`PricingRegistry.add_source`), the most recently added first;
+4. the bundled table (:meth:`PricingRegistry.default`).
+
+Nothing here touches the network. :meth:`PricingRegistry.price` never raises.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import datetime as dt
+import logging
+import os
+import re
+import threading
+from collections.abc import Iterator, Mapping
+from decimal import Context, Decimal
+from functools import cache
+
+from llmmeter.pricing.models import GpuHourPrice, ModelPrice
+from llmmeter.pricing.sources import (
+    BundledSource,
+    FileSource,
+    PriceEntry,
+    PriceSource,
+    ResolvedPrice,
+    TableSource,
+)
+from llmmeter.record import CallKind, CallRecord, Cost, CostStatus, Usage, UsageSource
+
+__all__ = ["PricingRegistry", "UsageInconsistentError", "normalize_provider"]
+
+_log = logging.getLogger("llmmeter.pricing")
+
+_MILLION = Decimal(1_000_000)
+# Token x rate products and their sum stay exact at this precision (no user context involved);
+# only GPU time divides by 3600 and is rounded, to 60 significant digits.
+_EXACT = Context(prec=60)
+_SECONDS_PER_HOUR = Decimal(3600)
+_CACHE_LIMIT = 4096
+_ALIAS_DEPTH = 16
+
+_ANY_PROVIDER = ""
+"""Marks a multi-vendor platform: its calls match every provider's prices."""
+
+_PROVIDER_KEYS: Mapping[str, str] = {
+    "openai": "openai",
+    "azure.ai.openai": "openai",
+    "azure": "openai",
+    "azure_openai": "openai",
+    "anthropic": "anthropic",
+    "gcp.gemini": "google",
+    "gcp.gen_ai": "google",
+    "gcp.vertex_ai": _ANY_PROVIDER,  # hosts Gemini and Claude at their makers' list prices
+    "google": "google",
+    "gemini": "google",
+    "vertex_ai": "google",
+    "mistral_ai": "mistral",
+    "mistral": "mistral",
+    "mistralai": "mistral",
+    "deepseek": "deepseek",
+    "x_ai": "xai",
+    "xai": "xai",
+    "x-ai": "xai",
+    "groq": "groq",
+    "together": "together",
+    "together_ai": "together",
+    "togetherai": "together",
+    "fireworks": "fireworks",
+    "fireworks_ai": "fireworks",
+}
+"""``gen_ai.provider.name`` values and model-name prefixes -> the bundled table's provider keys.
+
+Unknown names (``vllm``, ``openrouter``, ``ollama``...) stay as they are, so they match only
+prices registered for them, never a hosted API's bundled price.
+
+Azure OpenAI maps to OpenAI's prices: Azure's global deployments bill OpenAI's list prices
+(regional/data-zone deployments cost more: load a file or register them).
+"""
+
+_KNOWN_PROVIDERS = frozenset(_PROVIDER_KEYS.values()) - {_ANY_PROVIDER}
+
+_SNAPSHOT_SUFFIXES = (
+    re.compile(r"-\d{4}-\d{2}-\d{2}$"),  # gpt-4o-2024-08-06
+    re.compile(r"-20\d{6}$"),  # claude-sonnet-4-20250514
+    re.compile(r"@[\w.-]+$"),  # claude-sonnet-4@20250514 (Vertex AI)
+    re.compile(r"-(?:0[1-9]|1[0-2])\d{2}$"),  # gpt-4-0613, gpt-3.5-turbo-0125 (MMDD)
+)
+_STANDARD_TIERS = frozenset({"default", "standard", "auto", "on_demand"})
+
+
+class UsageInconsistentError(ValueError):
+    """The parts of a usage exceed its totals (e.g. more cached tokens than input tokens)."""
+
+
+def normalize_provider(provider: str | None) -> str | None:
+    """The bundled table's provider key for a ``gen_ai.provider.name`` (unknown names unchanged)."""
+    if provider is None:
+        return None
+    key = _PROVIDER_KEYS.get(provider.lower(), provider.lower())
+    return key or None
+
+
+@cache
+def _bundled() -> BundledSource:
+    return BundledSource()
+
+
+class PricingRegistry:
+    """Layered, offline price lookup and the cost engine.
+
+    >>> reg = PricingRegistry.default()
+    >>> reg.register("acme-llama-70b", ModelPrice(input_per_mtok="0.60", output_per_mtok="0.80"))
+    >>> reg.alias("my-azure-deployment", "gpt-4o-2024-08-06")
+
+    ``PricingRegistry()`` starts empty (only what you register, load or plug in);
+    :meth:`default` starts from the bundled table.
+    """
+
+    def __init__(self) -> None:
+        self._lock = threading.RLock()
+        self._registered: list[PriceEntry] = []
+        self._user = TableSource((), label="user")
+        self._files: list[FileSource] = []
+        self._plugged: list[PriceSource] = []
+        self._bundled: BundledSource | None = None
+        self._user_aliases: dict[str, str] = {}
+        self._aliases: dict[str, str] = {}
+        self._layers: tuple[PriceSource, ...] = (self._user,)
+        self._cache: dict[tuple[str, str | None, dt.date], ResolvedPrice | None] = {}
+        self._warned: set[str] = set()
+        self._failed: set[tuple[str, str]] = set()
+
+    @classmethod
+    def default(cls) -> PricingRegistry:
+        """A registry over the bundled price table (parsed once per process, no network)."""
+        registry = cls()
+        registry._bundled = _bundled()
+        registry._rebuild()
+        return registry
+
+    # -- configuration -------------------------------------------------------------------
+
+    def register(self, model: str, price: ModelPrice | GpuHourPrice, *, provider: str | None = None) -> None:
+        """Price ``model`` (a name, a glob such as ``acme-*`` or ``re:<regex>``) above every other layer.
+
+        A registration replaces an earlier one for the same model and provider whose effective
+        dates overlap. ``provider=None`` matches calls to any provider.
+        """
+        if not isinstance(price, ModelPrice | GpuHourPrice):
+            raise TypeError(f"price must be a ModelPrice or GpuHourPrice, not {type(price).__name__}")
+        entry = PriceEntry(model=model, price=price, provider=normalize_provider(provider))
+        with self._lock:
+            self._registered = [old for old in self._registered if not _same_slot(old, entry)] + [entry]
+            self._user = TableSource(self._registered, label="user")
+            self._rebuild()
+
+    def load(self, path: str | os.PathLike[str]) -> None:
+        """Load a YAML or JSON price file above the bundled table (all-or-nothing).
+
+        Raises :class:`~llmmeter.pricing.files.PriceFileError` listing every problem, in which
+        case nothing from the file is used. Loading the same path again replaces it.
+        """
+        source = FileSource(path)
+        with self._lock:
+            self._files = [source] + [old for old in self._files if old.path != source.path]
+            self._rebuild()
+
+    def alias(self, name: str, target: str) -> None:
+        """Price calls to ``name`` (an Azure deployment, a served model name) as ``target``."""
+        if name == target:
+            raise ValueError("an alias cannot target itself")
+        with self._lock:
+            candidate = {**self._aliases, **self._user_aliases, name: target}
+            if _alias_chain(name, candidate) is None:
+                raise ValueError(f"alias {name!r} -> {target!r} would create a cycle")
+            self._user_aliases[name] = target
+            self._rebuild()
+
+    def add_source(self, source: PriceSource) -> None:
+        """Plug in a price source; it sits below user files and above the bundled table."""
+        if not callable(getattr(source, "lookup", None)):
+            raise TypeError("a price source must have a lookup(model, provider, at) method")
+        with self._lock:
+            self._plugged.insert(0, source)
+            self._rebuild()
+
+    def clear_cache(self) -> None:
+        """Forget cached lookups (call it when a plugged source's prices changed)."""
+        self._cache = {}
+
+    @property
+    def unpriced_models(self) -> frozenset[str]:
+        """Models seen without a price (one warning was logged for each)."""
+        return frozenset(self._warned)
+
+    def _rebuild(self) -> None:
+        layers: list[PriceSource] = [self._user, *self._files, *self._plugged]
+        aliases: dict[str, str] = {}
+        if self._bundled is not None:
+            layers.append(self._bundled)
+            aliases.update(self._bundled.aliases)
+        for file_source in reversed(self._files):
+            aliases.update(file_source.aliases)
+        aliases.update(self._user_aliases)
+        self._aliases = aliases
+        self._layers = tuple(layers)
+        self._cache = {}
+
+    # -- lookup --------------------------------------------------------------------------
+
+    def lookup(
+        self, model: str, *, provider: str | None = None, at: dt.datetime | None = None
+    ) -> ResolvedPrice | None:
+        """The price in force for ``model`` at ``at`` (default: now), or ``None`` if unknown."""
+        when = at or dt.datetime.now(dt.UTC)
+        day = when.astimezone(dt.UTC).date() if when.tzinfo else when.date()
+        key = (model, provider, day)
+        cache_ = self._cache
+        if key in cache_:
+            return cache_[key]
+        resolved = self._lookup_uncached(model, normalize_provider(provider), when)
+        if len(cache_) >= _CACHE_LIMIT:
+            cache_.clear()
+        cache_[key] = resolved
+        return resolved
+
+    def _lookup_uncached(self, model: str, provider: str | None, at: dt.datetime) -> ResolvedPrice | None:
+        candidates = list(self._candidates(model, provider))
+        for layer in self._layers:
+            for name, candidate_provider, via in candidates:
+                found = layer.lookup(name, candidate_provider, at)
+                if found is not None:
+                    if found.matched_via == "pattern":
+                        via = "pattern" if via == "exact" else f"{via}+pattern"
+                    return dataclasses.replace(found, requested_model=model, matched_via=via)
+        return None
+
+    def _candidates(self, model: str, provider: str | None) -> Iterator[tuple[str, str | None, str]]:
+        """Every (name, provider, how) a model can be priced under, most specific first."""
+        seen: set[tuple[str, str | None]] = set()
+        target = _alias_chain(model, self._aliases)
+        starts = [(model, "exact")]
+        if target is not None and target != model:
+            starts.insert(0, (target, "alias"))
+        for start, start_via in starts:
+            for name, name_provider, via in _name_variants(start, provider):
+                if (name, name_provider) in seen:
+                    continue
+                seen.add((name, name_provider))
+                if start_via == "alias":
+                    via = "alias" if via == "exact" else f"alias+{via}"
+                yield name, name_provider, via
+
+    # -- cost ----------------------------------------------------------------------------
+
+    def cost(
+        self,
+        usage: Usage,
+        *,
+        model: str,
+        provider: str | None = None,
+        at: dt.datetime | None = None,
+        service_tier: str | None = None,
+        duration_s: float | None = None,
+        images: int | None = None,
+    ) -> Cost | None:
+        """What a call with ``usage`` cost, or ``None`` when the model has no price or nothing
+        can be priced (no token counts, and for GPU-hour prices no duration either).
+
+        Unknown models are logged once per model. Raises :class:`UsageInconsistentError` when
+        the usage parts exceed their totals.
+        """
+        resolved = self.lookup(model, provider=provider, at=at)
+        if resolved is None:
+            self._warn_unpriced(model, provider)
+            return None
+        return price_usage(resolved, usage, service_tier=service_tier, duration_s=duration_s, images=images)
+
+    def price(self, record: CallRecord) -> None:
+        """Set ``record.cost`` and ``record.cost_status``; never raises (errors are logged once)."""
+        if record.kind is CallKind.STEP:
+            return
+        try:
+            self._price(record)
+        except Exception as exc:
+            record.cost = None
+            record.cost_status = CostStatus.ERROR
+            self._log_failure(record, exc)
+
+    def _price(self, record: CallRecord) -> None:
+        if record.cost is not None and record.cost.source == "provider":
+            record.cost_status = CostStatus.PRICED
+            return
+        record.cost = None
+        at = _call_time(record)
+        resolved = None
+        for model in dict.fromkeys(m for m in (record.response_model, record.request_model) if m):
+            resolved = self.lookup(model, provider=record.provider, at=at)
+            if resolved is not None:
+                break
+        if resolved is None:
+            record.cost_status = CostStatus.UNPRICED
+            self._warn_unpriced(record.response_model or record.request_model, record.provider)
+            return
+        usage = record.usage if record.usage is not None else Usage(source=UsageSource.MISSING)
+        cost = price_usage(
+            resolved, usage, service_tier=record.service_tier, duration_s=record.timings.duration_s
+        )
+        record.cost = cost
+        record.cost_status = CostStatus.NO_USAGE if cost is None else CostStatus.PRICED
+
+    def _warn_unpriced(self, model: str | None, provider: str | None) -> None:
+        name = model or "<no model name>"
+        if name in self._warned:
+            return
+        with self._lock:
+            if name in self._warned:
+                return
+            self._warned.add(name)
+        _log.warning(
+            "llmmeter has no price for model %r (provider %r): its calls are recorded with cost "
+            "unknown (status 'unpriced'). Register a price, load a price file or add an alias.",
+            name,
+            provider,
+        )
+
+    def _log_failure(self, record: CallRecord, exc: Exception) -> None:
+        key = (record.response_model or record.request_model or "", type(exc).__name__)
+        if key in self._failed:
+            return
+        self._failed.add(key)
+        _log.warning("llmmeter could not price a call to %r: %s", key[0], exc, exc_info=True)
+
+
+# -- name rules -------------------------------------------------------------------------
+
+
+def _alias_chain(name: str, aliases: Mapping[str, str]) -> str | None:
+    """Follow aliases from ``name``; ``None`` on a cycle."""
+    current, seen = name, {name}
+    for _ in range(_ALIAS_DEPTH):
+        target = aliases.get(current)
+        if target is None:
+            return current
+        if target in seen:
+            return None
+        seen.add(target)
+        current = target
+    return None
+
+
+def _name_variants(model: str, provider: str | None) -> Iterator[tuple[str, str | None, str]]:
+    if model.startswith("models/"):  # Gemini API resource names
+        model = model.removeprefix("models/")
+    base = _fine_tune_base(model)
+    if base is not None:
+        for name, name_provider, via in _name_variants(base, provider):
+            yield f"ft:{name}", name_provider, "fine-tune" if via == "exact" else f"fine-tune+{via}"
+        return
+    for name, name_provider, via in _provider_variants(model, provider):
+        yield name, name_provider, via
+        for family, family_via in _family_names(name):
+            yield family, name_provider, family_via if via == "exact" else f"{via}+{family_via}"
+
+
+def _fine_tune_base(model: str) -> str | None:
+    """``ft:gpt-4o-mini-2024-07-18:org::id`` and legacy ``davinci-002:ft-org-...`` -> the base model."""
+    if model.startswith("ft:"):
+        base = model[3:].split(":", 1)[0]
+        return base or None
+    if ":ft-" in model:
+        return model.split(":ft-", 1)[0] or None
+    return None
+
+
+def _provider_variants(model: str, provider: str | None) -> Iterator[tuple[str, str | None, str]]:
+    yield model, provider, "exact"
+    prefix, slash, rest = model.partition("/")
+    prefix_provider = _PROVIDER_KEYS.get(prefix.lower()) or None if slash else None
+    if prefix_provider is None or not rest:
+        return
+    # A prefix never overrides a different known provider: Groq serving "openai/gpt-oss-20b"
+    # must not be priced at OpenAI's rates.
+    if provider is None or provider == prefix_provider or provider not in _KNOWN_PROVIDERS:
+        yield rest, prefix_provider, "provider-prefix"
+
+
+def _family_names(name: str) -> Iterator[tuple[str, str]]:
+    if name.startswith("gpt-35-"):  # Azure spells gpt-3.5 without the dot
+        dotted = "gpt-3.5-" + name.removeprefix("gpt-35-")
+        yield dotted, "azure-name"
+        name = dotted
+    if name.endswith("-latest"):
+        yield name.removesuffix("-latest"), "latest"
+        return
+    if "@" in name:  # Vertex AI: claude-sonnet-4@20250514 is Anthropic's claude-sonnet-4-20250514
+        yield name.replace("@", "-", 1), "snapshot"
+    for suffix in _SNAPSHOT_SUFFIXES:
+        family = suffix.sub("", name)
+        if family != name:
+            yield family, "snapshot"
+            return
+
+
+def _same_slot(old: PriceEntry, new: PriceEntry) -> bool:
+    if (old.model, old.provider) != (new.model, new.provider):
+        return False
+    a, b = old.price, new.price
+    return (b.effective_to is None or a.effective_from is None or a.effective_from < b.effective_to) and (
+        a.effective_to is None or b.effective_from is None or b.effective_from < a.effective_to
+    )
+
+
+def _call_time(record: CallRecord) -> dt.datetime | None:
+    start_ns = record.timings.start_time_unix_ns
+    if not start_ns:
+        return None
+    return dt.datetime.fromtimestamp(start_ns / 1e9, tz=dt.UTC)
+
+
+# -- cost engine ------------------------------------------------------------------------
+
+
+def price_usage(
+    resolved: ResolvedPrice,
+    usage: Usage,
+    *,
+    service_tier: str | None = None,
+    duration_s: float | None = None,
+    images: int | None = None,
+) -> Cost | None:
+    """Turn usage into a :class:`~llmmeter.record.Cost` at a resolved price (``None``: nothing to price)."""
+    price = resolved.price
+    notes: list[str] = []
+    if isinstance(price, GpuHourPrice):
+        components = _gpu_components(price, usage, duration_s)
+    elif usage.input_tokens is None and usage.output_tokens is None and not usage.counts():
+        components = None
+    else:
+        components, notes = _token_components(price, usage, service_tier)
+        components.update(_fee_components(price, images))
+    if components is None:
+        return None
+    amount = Decimal(0)
+    for part in components.values():
+        amount = _EXACT.add(amount, part)
+    return Cost(
+        amount=amount,
+        currency=price.currency,
+        components=components,
+        source="registry",
+        price_ref=";".join([resolved.ref, *notes]),
+    )
+
+
+def _token_components(
+    price: ModelPrice, usage: Usage, service_tier: str | None
+) -> tuple[dict[str, Decimal], list[str]]:
+    tier_name = _service_tier_key(price, service_tier)
+    rates, notes = price.rate_card(usage.input_tokens, tier_name)
+    components = {
+        component: _EXACT.divide(_EXACT.multiply(rates[rate], count), _MILLION)
+        for component, (count, rate) in _split_tokens(usage).items()
+        if count
+    }
+    return components, list(notes)
+
+
+def _service_tier_key(price: ModelPrice, service_tier: str | None) -> str | None:
+    """The price's service-tier entry for a response's tier name (standard names: none)."""
+    if service_tier is None or not price.service_tiers:
+        return None
+    if service_tier in price.service_tiers:
+        return service_tier
+    lowered = service_tier.lower()
+    if lowered in _STANDARD_TIERS or lowered not in price.service_tiers:
+        return None
+    return lowered
+
+
+def _split_tokens(usage: Usage) -> dict[str, tuple[int, str]]:
+    """Each billable token exactly once: component -> (token count, rate name)."""
+    cached = usage.cache_read_input_tokens or 0
+    cached_audio = usage.audio_cache_read_input_tokens or 0
+    writes = usage.cache_write_input_tokens or 0
+    writes_1h = usage.cache_write_1h_input_tokens or 0
+    audio_in = usage.audio_input_tokens or 0
+    image_in = usage.image_input_tokens or 0
+    _require(writes_1h <= writes, "cache_write_1h_input_tokens exceeds cache_write_input_tokens")
+    _require(cached_audio <= min(cached, audio_in), "audio_cache_read_input_tokens exceeds its totals")
+    uncached_audio = audio_in - cached_audio
+    plain_input = (usage.input_tokens or 0) - cached - writes - uncached_audio - image_in
+    _require(
+        usage.input_tokens is None or plain_input >= 0,
+        "cached, cache-write, audio and image input tokens exceed input_tokens",
+    )
+    reasoning = usage.reasoning_output_tokens or 0
+    audio_out = usage.audio_output_tokens or 0
+    image_out = usage.image_output_tokens or 0
+    plain_output = (usage.output_tokens or 0) - reasoning - audio_out - image_out
+    _require(
+        usage.output_tokens is None or plain_output >= 0,
+        "reasoning, audio and image output tokens exceed output_tokens",
+    )
+    return {
+        "input": (max(plain_input, 0), "input_per_mtok"),
+        "cached_input": (cached - cached_audio, "cached_input_per_mtok"),
+        "cached_audio_input": (cached_audio, "cached_audio_input_per_mtok"),
+        "cache_write": (writes - writes_1h, "cache_write_per_mtok"),
+        "cache_write_1h": (writes_1h, "cache_write_1h_per_mtok"),
+        "audio_input": (uncached_audio, "audio_input_per_mtok"),
+        "image_input": (image_in, "image_input_per_mtok"),
+        "output": (max(plain_output, 0), "output_per_mtok"),
+        "reasoning": (reasoning, "reasoning_per_mtok"),
+        "audio_output": (audio_out, "audio_output_per_mtok"),
+        "image_output": (image_out, "image_output_per_mtok"),
+    }
+
+
+def _require(condition: bool, message: str) -> None:
+    if not condition:
+        raise UsageInconsistentError(message)
+
+
+def _fee_components(price: ModelPrice, images: int | None) -> dict[str, Decimal]:
+    fees: dict[str, Decimal] = {}
+    if price.per_request is not None:
+        fees["request"] = price.per_request
+    if price.per_image is not None and images:
+        fees["image"] = price.per_image * images
+    return fees
+
+
+def _gpu_components(price: GpuHourPrice, usage: Usage, duration_s: float | None) -> dict[str, Decimal] | None:
+    """``hourly * seconds / 3600``; seconds from declared throughput, else measured busy time."""
+    if price.tokens_per_second is not None:
+        if price.throughput_counts == "output":
+            tokens = usage.output_tokens
+        elif usage.input_tokens is None and usage.output_tokens is None:
+            tokens = None
+        else:
+            tokens = (usage.input_tokens or 0) + (usage.output_tokens or 0)
+        if tokens is None:
+            return None
+        seconds = _EXACT.divide(Decimal(tokens), price.tokens_per_second)
+    elif duration_s is not None and duration_s >= 0:
+        seconds = _EXACT.divide(Decimal(repr(duration_s)), price.concurrency)
+    else:
+        return None
+    return {"gpu_time": _EXACT.divide(_EXACT.multiply(price.hourly, seconds), _SECONDS_PER_HOUR)}

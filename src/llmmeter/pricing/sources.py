@@ -1,0 +1,238 @@
+"""Price sources: where a :class:`~llmmeter.pricing.PricingRegistry` finds a model's price.
+
+A source answers one question: *what did ``model`` on ``provider`` cost on day ``at``?* The
+registry asks its sources in precedence order with each name a model can go by (see
+``docs/pricing.md``), so a source only needs exact and pattern matching. Everything here is
+offline: a source reads what it was given, never the network.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import fnmatch
+import os
+import re
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass
+from functools import cache
+from importlib import resources
+from pathlib import Path
+from typing import Protocol, runtime_checkable
+
+from llmmeter.pricing.models import GpuHourPrice, ModelPrice
+
+__all__ = [
+    "AnyPrice",
+    "BundledSource",
+    "DictSource",
+    "FileSource",
+    "GpuHourSource",
+    "PriceEntry",
+    "PriceSource",
+    "ResolvedPrice",
+    "TableSource",
+    "is_pattern",
+]
+
+AnyPrice = ModelPrice | GpuHourPrice
+
+
+@dataclass(frozen=True, slots=True)
+class ResolvedPrice:
+    """A price found for a call, with where it came from (for ``Cost.price_ref`` and audits)."""
+
+    price: AnyPrice
+    model: str
+    """The table key that matched: a name, a glob (``gpt-4o-*``) or ``re:<regex>``."""
+    provider: str | None
+    source: str
+    """The source's label: ``bundled``, ``user``, ``file:/path/prices.yaml``..."""
+    requested_model: str = ""
+    """The model name the lookup started from."""
+    matched_via: str = "exact"
+    """How the name was matched: ``exact``, ``alias``, ``provider-prefix``, ``snapshot``,
+    ``latest``, ``fine-tune``, ``pattern`` (several joined with ``+``)."""
+
+    @property
+    def ref(self) -> str:
+        """A stable reference to the price applied, e.g. ``bundled:openai/gpt-4o-mini``."""
+        key = f"{self.provider}/{self.model}" if self.provider else self.model
+        when = f"@{self.price.effective_from.isoformat()}" if self.price.effective_from else ""
+        return f"{self.source}:{key}{when}"
+
+
+@runtime_checkable
+class PriceSource(Protocol):
+    """Anything that can price a model: a company catalogue, a database, a negotiated table.
+
+    ``lookup`` is called with each candidate name of a model in turn (the registry already
+    handles aliases, provider prefixes, snapshots, ``-latest`` and fine-tunes), and with
+    ``provider`` normalized to the bundled table's keys (``openai``, ``anthropic``, ``google``,
+    ``mistral``, ``deepseek``, ``xai``, ``groq``, ``together``, ``fireworks``) or ``None``.
+    Return ``None`` when the source has no price; never raise for an unknown model. Results are
+    cached by the registry until it changes (:meth:`PricingRegistry.clear_cache`).
+    """
+
+    def lookup(self, model: str, provider: str | None, at: dt.datetime) -> ResolvedPrice | None:
+        """The price of ``model`` in force at ``at``, or ``None``."""
+        ...
+
+
+@dataclass(frozen=True, slots=True)
+class PriceEntry:
+    """One row of a price table: a model name (or pattern), an optional provider, a price."""
+
+    model: str
+    price: AnyPrice
+    provider: str | None = None
+
+
+def is_pattern(name: str) -> bool:
+    """Whether a table key is a family pattern (glob or ``re:``) rather than one name."""
+    return name.startswith("re:") or any(ch in name for ch in "*?[")
+
+
+def compile_pattern(name: str) -> re.Pattern[str]:
+    """The regex a table key stands for (raises ``re.error`` on a bad ``re:`` pattern)."""
+    if name.startswith("re:"):
+        return re.compile(name[3:])
+    return re.compile(fnmatch.translate(name))
+
+
+def _specificity(name: str) -> int:
+    # The more literal characters a pattern has, the narrower the family it names.
+    body = name[3:] if name.startswith("re:") else name
+    return sum(1 for ch in body if ch.isalnum() or ch in "-_./:")
+
+
+class TableSource:
+    """An in-memory price table with exact names and family patterns.
+
+    Exact names win over patterns; among patterns the most specific (most literal
+    characters) wins; among equals, the first in the table.
+    """
+
+    def __init__(self, entries: Iterable[PriceEntry], *, label: str) -> None:
+        self.label = label
+        self._exact: dict[str, list[PriceEntry]] = {}
+        patterns: list[tuple[int, int, re.Pattern[str], PriceEntry]] = []
+        for position, entry in enumerate(entries):
+            if is_pattern(entry.model):
+                patterns.append((-_specificity(entry.model), position, compile_pattern(entry.model), entry))
+            else:
+                self._exact.setdefault(entry.model, []).append(entry)
+        patterns.sort(key=lambda item: (item[0], item[1]))
+        self._patterns = [(regex, entry) for _, _, regex, entry in patterns]
+
+    @property
+    def entries(self) -> list[PriceEntry]:
+        """Every entry of the table (exact names first)."""
+        exact = [entry for entries in self._exact.values() for entry in entries]
+        return exact + [entry for _, entry in self._patterns]
+
+    def lookup(self, model: str, provider: str | None, at: dt.datetime) -> ResolvedPrice | None:
+        """The price of exactly ``model`` (or of a pattern matching it) in force at ``at``."""
+        day = at.astimezone(dt.UTC).date() if at.tzinfo else at.date()
+        for entry in self._exact.get(model, ()):
+            if _fits(entry, provider, day):
+                return self._resolved(entry, model, "exact")
+        for regex, entry in self._patterns:
+            if regex.fullmatch(model) and _fits(entry, provider, day):
+                return self._resolved(entry, model, "pattern")
+        return None
+
+    def _resolved(self, entry: PriceEntry, model: str, via: str) -> ResolvedPrice:
+        return ResolvedPrice(
+            price=entry.price,
+            model=entry.model,
+            provider=entry.provider,
+            source=self.label,
+            requested_model=model,
+            matched_via=via,
+        )
+
+
+def _fits(entry: PriceEntry, provider: str | None, day: dt.date) -> bool:
+    if provider is not None and entry.provider is not None and entry.provider != provider:
+        return False
+    return entry.price.in_force(day)
+
+
+class DictSource(TableSource):
+    """Prices given in code: ``{"model": ModelPrice(...)}`` or a price-file document (a dict)."""
+
+    def __init__(
+        self,
+        prices: Mapping[str, AnyPrice] | Mapping[str, object],
+        *,
+        provider: str | None = None,
+        label: str = "dict",
+    ) -> None:
+        from llmmeter.pricing.files import parse_price_document
+
+        if all(isinstance(value, ModelPrice | GpuHourPrice) for value in prices.values()):
+            entries = [
+                PriceEntry(model=name, price=price, provider=provider)  # type: ignore[arg-type]
+                for name, price in prices.items()
+            ]
+            self.aliases: dict[str, str] = {}
+        else:
+            document = parse_price_document(dict(prices), origin=label)
+            entries = list(document.entries)
+            self.aliases = dict(document.aliases)
+        super().__init__(entries, label=label)
+
+
+class FileSource(TableSource):
+    """Prices read once from a YAML or JSON price file (all-or-nothing, see ``files.py``)."""
+
+    def __init__(self, path: str | os.PathLike[str]) -> None:
+        from llmmeter.pricing.files import parse_price_file
+
+        self.path = Path(path).resolve()
+        document = parse_price_file(self.path)
+        self.aliases = dict(document.aliases)
+        super().__init__(document.entries, label=f"file:{self.path}")
+
+
+class GpuHourSource(TableSource):
+    """Self-hosted models priced by GPU time: ``{"meta-llama/Llama-3.1-8B-Instruct": GpuHourPrice(...)}``.
+
+    Keys may be patterns (``"meta-llama/*"``). Register it with
+    :meth:`PricingRegistry.add_source`; pass ``provider="vllm"`` to restrict it to calls whose
+    ``gen_ai.provider.name`` is ``vllm``.
+    """
+
+    def __init__(
+        self, prices: Mapping[str, GpuHourPrice], *, provider: str | None = None, label: str = "gpu-hour"
+    ) -> None:
+        super().__init__(
+            [PriceEntry(model=name, price=price, provider=provider) for name, price in prices.items()],
+            label=label,
+        )
+
+
+@cache
+def _bundled_document() -> tuple[tuple[PriceEntry, ...], tuple[tuple[str, str], ...]]:
+    """Parse the price files shipped in ``llmmeter/pricing/data`` once per process."""
+    from llmmeter.pricing.files import parse_price_text
+
+    entries: list[PriceEntry] = []
+    aliases: list[tuple[str, str]] = []
+    data_dir = resources.files("llmmeter.pricing") / "data"
+    for item in sorted(data_dir.iterdir(), key=lambda path: path.name):
+        if not item.name.endswith((".yaml", ".yml", ".json")):
+            continue
+        document = parse_price_text(item.read_text(encoding="utf-8"), origin=f"bundled/{item.name}")
+        entries.extend(document.entries)
+        aliases.extend(document.aliases.items())
+    return tuple(entries), tuple(aliases)
+
+
+class BundledSource(TableSource):
+    """The price table shipped with llmmeter (parsed once per process, no network)."""
+
+    def __init__(self) -> None:
+        entries, aliases = _bundled_document()
+        self.aliases = dict(aliases)
+        super().__init__(entries, label="bundled")
