@@ -1,0 +1,128 @@
+"""What every provider adapter shares: the :class:`ResponseInfo` it fills and cheap field access.
+
+Adapters read provider objects that arrive either as the SDK's pydantic models or as plain dicts
+(decoded JSON). :func:`field` reads both without ever raising, and without pydantic's slow path:
+a *missing* attribute on a pydantic v2 model goes through ``BaseModel.__getattr__``, which raises
+and catches an ``AttributeError`` (about 5 µs each), far too slow for a per-call hot path.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator, Mapping, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+from llmmeter.record import Cost, ServerTimings
+
+__all__ = ["ResponseInfo", "counts_from", "field", "fields_of", "int_or_none", "str_or_none", "sum_known"]
+
+_ABSENT: Any = object()
+_NO_FIELDS: dict[str, Any] = {}
+
+
+@dataclass(slots=True, frozen=True)
+class ResponseInfo:
+    """What a response says about itself, apart from token usage. ``None`` means *not reported*."""
+
+    response_id: str | None = None
+    response_model: str | None = None
+    finish_reasons: tuple[str, ...] | None = None
+    """One reason per choice/candidate that reported one, in order (``stop``, ``length``...)."""
+    service_tier: str | None = None
+    provider_cost: Cost | None = None
+    """What the response says the call cost (OpenRouter's ``usage.cost``), ``source="provider"``."""
+    server_timings: ServerTimings | None = None
+    """Timings the server reported about itself (Groq's ``queue_time``, ``prompt_time``...)."""
+
+
+def field(obj: Any, name: str) -> Any:
+    """``obj[name]`` for a dict, ``obj.name`` otherwise; ``None`` when absent. Never raises."""
+    if obj is None:
+        return None
+    if isinstance(obj, dict):
+        return obj.get(name)
+    value = getattr(obj, "__dict__", _NO_FIELDS).get(name, _ABSENT)
+    if value is not _ABSENT:
+        return value
+    extra = getattr(obj, "__pydantic_extra__", _ABSENT)
+    if extra is not _ABSENT:
+        # A pydantic model: undeclared fields live here; never fall into its raising __getattr__.
+        return extra.get(name) if extra else None
+    return getattr(obj, name, None)
+
+
+def fields_of(obj: Any) -> Mapping[str, Any]:
+    """All fields of ``obj`` as one mapping, for reading many of them at dict speed.
+
+    A dict is returned as is; a pydantic model gives its ``__dict__`` (declared fields) merged
+    with its extras (fields an OpenAI-compatible server added); ``None`` gives an empty mapping.
+    """
+    if obj is None:
+        return _NO_FIELDS
+    if isinstance(obj, dict):
+        return obj
+    values = getattr(obj, "__dict__", None)
+    if values is None:
+        return obj if isinstance(obj, Mapping) else _AttributeView(obj)
+    extra = getattr(obj, "__pydantic_extra__", None)
+    return {**values, **extra} if extra else values
+
+
+class _AttributeView(Mapping[str, Any]):
+    """Attribute access behind the ``Mapping.get`` interface, for objects without ``__dict__``."""
+
+    __slots__ = ("_obj",)
+
+    def __init__(self, obj: Any) -> None:
+        self._obj = obj
+
+    def __getitem__(self, name: str) -> Any:
+        try:
+            return getattr(self._obj, name)
+        except AttributeError:
+            raise KeyError(name) from None
+
+    def __iter__(self) -> Iterator[str]:
+        return iter(())
+
+    def __len__(self) -> int:
+        return 0
+
+
+CountTable = tuple[tuple[str, int, str], ...]
+"""``(Usage field, index of the source mapping, provider key)`` rows, read by :func:`counts_from`."""
+
+
+def counts_from(table: CountTable, sources: Sequence[Mapping[str, Any]]) -> dict[str, Any]:
+    """The token counts a table maps from provider fields; values that are not ints are left out.
+
+    One comprehension instead of a function call per field: this runs once per measured call.
+    """
+    return {target: value for target, source, key in table if type(value := sources[source].get(key)) is int}
+
+
+def int_or_none(value: Any) -> int | None:
+    """A token count as ``int``; ``None`` for absent or non-numeric values (never a made-up 0)."""
+    if value is None or isinstance(value, bool):
+        return None
+    if isinstance(value, int):
+        return value
+    if isinstance(value, float) and value.is_integer():
+        return int(value)
+    return None
+
+
+def str_or_none(value: Any) -> str | None:
+    """A string field as ``str`` (enum members by their value); ``None`` when absent."""
+    if value is None:
+        return None
+    if isinstance(value, str):
+        return str(value.value) if hasattr(value, "value") else value
+    inner = getattr(value, "value", None)
+    return inner if isinstance(inner, str) else None
+
+
+def sum_known(*values: int | None) -> int | None:
+    """The sum of the reported values; ``None`` when none of them was reported."""
+    known = [v for v in values if v is not None]
+    return sum(known) if known else None
