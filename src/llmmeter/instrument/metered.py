@@ -95,6 +95,8 @@ def _apply_response_info(record: CallRecord, result: Any) -> None:
     record.service_tier = info.service_tier or record.service_tier
     if info.provider_cost is not None:
         record.cost = info.provider_cost
+    if info.server_timings is not None:
+        record.timings.server = info.server_timings
 
 
 def _become_step(measurement: Measurement) -> None:

@@ -213,6 +213,8 @@ def _fill_from_response(plan: _Plan, response: Any) -> Callable[[CallRecord], No
         record.service_tier = info.service_tier
         if info.provider_cost is not None:
             record.cost = info.provider_cost
+        if info.server_timings is not None:
+            record.timings.server = info.server_timings
         if record.provider == "openai_compatible" and _is_vllm_response(response):
             record.provider = "vllm"
         if record.content is not None:

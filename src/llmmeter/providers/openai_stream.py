@@ -57,12 +57,19 @@ class _OpenAIReaderBase:
                 record.provider = "vllm"
         usage = self._provider_usage()
         if usage is not None:
-            from llmmeter.providers.openai import provider_cost_from_openai_usage, usage_from_openai
+            from llmmeter.providers.openai import (
+                provider_cost_from_openai_usage,
+                server_timings_from_openai_usage,
+                usage_from_openai,
+            )
 
             record.usage = usage_from_openai(usage)
             cost = provider_cost_from_openai_usage(usage)
             if cost is not None:
                 record.cost = cost
+            server = server_timings_from_openai_usage(usage)
+            if server is not None:
+                record.timings.server = server
         else:
             record.usage = self._estimate(record)
 
