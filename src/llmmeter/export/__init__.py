@@ -1,0 +1,1 @@
+"""Exporters: where finished :class:`~llmmeter.record.CallRecord` objects go (OTel, local store...)."""
