@@ -11,7 +11,6 @@ import os
 import threading
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
-from pathlib import Path
 from typing import TYPE_CHECKING, Any, Final
 
 from opentelemetry import metrics, trace
@@ -139,9 +138,9 @@ def flush(timeout: float = 5.0) -> bool:
 def _make_store(store: str | os.PathLike[str] | None) -> SQLiteStore | None:
     if store is None:
         return None
-    from llmmeter.export.sqlite import SQLiteStore, default_store_path
+    from llmmeter.export.sqlite import SQLiteStore, resolve_store_path
 
-    path = Path(os.environ.get("LLMMETER_STORE") or default_store_path()) if store is DEFAULT else Path(store)
+    path = resolve_store_path(None if store is DEFAULT else store)
     try:
         return SQLiteStore(path)
     except Exception:

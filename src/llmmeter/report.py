@@ -446,8 +446,9 @@ def _grid(headers: Sequence[str], rows: Sequence[Sequence[str]], left_columns: i
 
 
 def _shown_token_kinds(report: Report) -> list[str]:
-    present = set(report.token_kinds)
-    return [kind for kind in USAGE_COUNT_FIELDS if kind in _ALWAYS_SHOWN_TOKENS or kind in present]
+    """Totals always; a part only when some call reported a non-zero count (JSON/CSV keep all)."""
+    totals = report.total.tokens
+    return [kind for kind in USAGE_COUNT_FIELDS if kind in _ALWAYS_SHOWN_TOKENS or totals.get(kind)]
 
 
 TableCells = tuple[list[str], list[list[str]], int]
