@@ -15,6 +15,7 @@ from contextlib import contextmanager
 from contextvars import ContextVar
 from types import MappingProxyType
 
+from llmmeter._log import log_once
 from llmmeter.record import AttributeValue
 
 _EMPTY: Mapping[str, AttributeValue] = MappingProxyType({})
@@ -28,12 +29,18 @@ def _validated(values: Mapping[str, object]) -> dict[str, AttributeValue]:
     for key, value in values.items():
         if value is None:
             continue
-        if not isinstance(value, _ALLOWED_TYPES):
-            raise TypeError(
-                f"llmmeter.attributes: {key}={value!r} is a {type(value).__name__}; "
-                "use str, bool, int or float"
-            )
-        out[key] = value
+        if isinstance(value, _ALLOWED_TYPES):
+            out[key] = value
+            continue
+        # Telemetry must not break the call site: keep the value, as text, and say so once.
+        log_once(
+            f"attribute-type:{key}",
+            "llmmeter.attributes: %s=%r is a %s; recorded as its text. Use str, bool, int or float.",
+            key,
+            value,
+            type(value).__name__,
+        )
+        out[key] = str(value)
     return out
 
 
@@ -42,7 +49,8 @@ def attributes(**values: AttributeValue | None) -> Iterator[Mapping[str, Attribu
     """Attach attribution attributes to every call made inside the ``with`` block.
 
     ``None`` values are ignored, so ``attributes(user_id=maybe_user)`` is safe. A value of another
-    type raises ``TypeError`` here, at the call site, rather than failing later in an exporter.
+    type (a list, a Decimal...) is recorded as its ``str()`` and a warning is logged once: an
+    attribution mistake never breaks the code it wraps.
     """
     merged = {**_attributes.get(), **_validated(values)}
     token = _attributes.set(MappingProxyType(merged))

@@ -21,7 +21,7 @@ from opentelemetry import trace
 from opentelemetry.context import Context
 from opentelemetry.trace import Span
 
-from llmmeter._log import guard
+from llmmeter._log import guard, internal_error, strict_mode
 from llmmeter.config import Settings
 from llmmeter.context import current_attributes
 from llmmeter.record import CallKind, CallRecord, CostStatus, Outcome, Usage
@@ -102,7 +102,11 @@ class Measurement:
         if attrs:
             record.attributes.update(attrs)
         with guard("starting the span"):
-            self.span = settings.telemetry.start_span(record)
+            self.span = span = settings.telemetry.start_span(record)
+            span_context = span.get_span_context()
+            if span_context.is_valid:
+                record.trace_id = format(span_context.trace_id, "032x")
+                record.span_id = format(span_context.span_id, "016x")
         record.timings.start_time_unix_ns = time.time_ns()
         self._t0 = _perf_ns()
 
@@ -235,8 +239,13 @@ def complete(settings: Settings, record: CallRecord, span: Span | None, parent: 
         if settings.pricing is None:
             record.cost_status = CostStatus.DISABLED
         else:
-            with guard("pricing"):
+            try:
                 settings.pricing.price(record)
+            except Exception:
+                record.cost, record.cost_status = None, CostStatus.ERROR
+                if strict_mode():
+                    raise
+                internal_error("pricing")
     with guard("exporting to OpenTelemetry"):
         settings.telemetry.finish(record, span)
     if settings.store is not None:

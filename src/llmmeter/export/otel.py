@@ -19,6 +19,7 @@ from opentelemetry.context import Context
 from opentelemetry.trace import Span, SpanKind, Status, StatusCode
 
 from llmmeter import semconv as sc
+from llmmeter._log import guard
 from llmmeter.record import AttributeValue, CallKind, CallRecord, CostStatus, Usage
 
 _INSTRUMENTATION_NAME = "llmmeter"
@@ -98,19 +99,22 @@ class OtelTelemetry:
         """End ``span`` with the record's attributes and record the call's metric points."""
         context: Context | None = None
         if span is not None:
-            if span.is_recording():
-                span.set_attributes(span_attributes(record))
-                if record.error_type is not None:
-                    span.set_status(Status(StatusCode.ERROR, record.error_type))
-            end_ns = None
-            if record.timings.duration_s is not None and span.is_recording():
-                start_ns = getattr(span, "start_time", None)
-                if isinstance(start_ns, int):
-                    end_ns = start_ns + int(record.timings.duration_s * 1e9)
-            span.end(end_time=end_ns)
+            with guard("ending the OpenTelemetry span"):
+                self._end_span(record, span)
             context = trace.set_span_in_context(span)
         if record.kind is CallKind.LLM:
             self._record_metrics(record, context)
+
+    def _end_span(self, record: CallRecord, span: Span) -> None:
+        end_ns = None
+        if span.is_recording():
+            span.set_attributes(span_attributes(record))
+            if record.error_type is not None:
+                span.set_status(Status(StatusCode.ERROR, record.error_type))
+            start_ns = getattr(span, "start_time", None)
+            if record.timings.duration_s is not None and isinstance(start_ns, int):
+                end_ns = start_ns + int(record.timings.duration_s * 1e9)
+        span.end(end_time=end_ns)
 
     def record_chunk_gap(self, record: CallRecord, gap_s: float) -> None:
         """Opt-in per-chunk histogram (``gen_ai.client.operation.time_per_output_chunk``)."""

@@ -19,7 +19,7 @@ from __future__ import annotations
 
 import functools
 import inspect
-from collections.abc import AsyncGenerator, AsyncIterator, Callable, Generator, Iterator, Mapping
+from collections.abc import AsyncGenerator, AsyncIterator, Callable, Generator, Mapping
 from typing import Any, TypeVar, overload
 
 from llmmeter._log import guard
@@ -105,6 +105,29 @@ def _become_step(measurement: Measurement) -> None:
     record.usage = None
 
 
+def _get(obj: Any, name: str) -> Any:
+    return obj.get(name) if isinstance(obj, dict) else getattr(obj, name, None)
+
+
+_OUTPUT_FIELDS = (
+    "content",
+    "tool_calls",
+    "refusal",
+    "function_call",
+    "audio",
+    "reasoning_content",
+    "reasoning",
+)
+
+
+def _choice_has_output(choice: Any) -> bool:
+    """An OpenAI-style streamed choice carries output: text, tool-call arguments, audio..."""
+    if _get(choice, "text"):
+        return True
+    delta = _get(choice, "delta")
+    return delta is not None and any(_get(delta, name) for name in _OUTPUT_FIELDS)
+
+
 class _YieldedItems:
     """Chunk reader for generator functions: each yielded item is a chunk of the response."""
 
@@ -117,10 +140,13 @@ class _YieldedItems:
     def feed(self, chunk: Any) -> bool:
         if isinstance(chunk, str | bytes):
             return bool(chunk)
-        usage = chunk.get("usage") if isinstance(chunk, dict) else getattr(chunk, "usage", None)
+        usage = _get(chunk, "usage")
         if usage is not None:
             self.last_with_usage = chunk
-        return True
+        choices = _get(chunk, "choices")
+        if choices is None:
+            return usage is None  # an item of the user's own shape is output; a bare usage is not
+        return any(_choice_has_output(choice) for choice in choices)
 
     def finalize(self, record: CallRecord) -> None:
         if record.rollup_calls:
@@ -253,9 +279,11 @@ def _wrap_coroutine(fn: Callable[..., Any], spec: _Spec) -> Callable[..., Any]:
     return wrapper
 
 
-def _wrap_generator(fn: Callable[..., Generator[Any, Any, Any]], spec: _Spec) -> Callable[..., Iterator[Any]]:
+def _wrap_generator(
+    fn: Callable[..., Generator[Any, Any, Any]], spec: _Spec
+) -> Callable[..., Generator[Any, Any, Any]]:
     @functools.wraps(fn)
-    def wrapper(*args: Any, **kwargs: Any) -> Iterator[Any]:
+    def wrapper(*args: Any, **kwargs: Any) -> Generator[Any, Any, Any]:
         measurement = _start(spec, streaming=True)
         generator = fn(*args, **kwargs)
         try:
@@ -271,9 +299,9 @@ def _wrap_generator(fn: Callable[..., Generator[Any, Any, Any]], spec: _Spec) ->
                     with guard("reading a yielded item"):
                         measurement.on_chunk(item)
                 yield item
-        except StopIteration:
+        except StopIteration as stop:
             _finish_ok(spec, measurement, None)
-            return
+            return stop.value  # what `yield from` and send()-style callers receive
         except BaseException as exc:
             generator.close()
             _finish_failed(measurement, exc)
