@@ -34,6 +34,7 @@ from llmmeter.providers.openai_stream import (
     ChatStreamReader,
     CompletionStreamReader,
     ResponsesStreamReader,
+    looks_like_vllm,
     output_messages,
 )
 from llmmeter.record import CallRecord, Outcome
@@ -215,7 +216,7 @@ def _fill_from_response(plan: _Plan, response: Any) -> Callable[[CallRecord], No
             record.cost = info.provider_cost
         if info.server_timings is not None:
             record.timings.server = info.server_timings
-        if record.provider == "openai_compatible" and _is_vllm_response(response):
+        if record.provider == "openai_compatible" and looks_like_vllm(response):
             record.provider = "vllm"
         if record.content is not None:
             text = _output_text(response)
@@ -237,11 +238,6 @@ def _output_text(response: Any) -> str | None:
         if isinstance(content, str):
             parts.append(content)
     return "".join(parts) or None
-
-
-def _is_vllm_response(response: Any) -> bool:
-    extra = getattr(response, "__pydantic_extra__", None)
-    return bool(extra and ("prompt_logprobs" in extra or "kv_transfer_params" in extra))
 
 
 def _is_openai_type(obj: Any, name: str) -> bool:

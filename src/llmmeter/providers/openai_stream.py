@@ -53,7 +53,7 @@ class _OpenAIReaderBase:
             tier = getattr(self.last, "service_tier", None) or getattr(first, "service_tier", None)
             if tier:
                 record.service_tier = tier
-            if _looks_like_vllm(first) and record.provider == "openai_compatible":
+            if looks_like_vllm(first) and record.provider == "openai_compatible":
                 record.provider = "vllm"
         usage = self._provider_usage()
         if usage is not None:
@@ -109,15 +109,18 @@ class _OpenAIReaderBase:
         return usage
 
 
-def _looks_like_vllm(chunk: Any) -> bool:
-    """vLLM's chunks carry fields OpenAI never sends (``stop_reason`` on choices...)."""
-    choices = getattr(chunk, "choices", None)
+def looks_like_vllm(obj: Any) -> bool:
+    """vLLM's responses and chunks carry fields OpenAI never sends (``stop_reason`` on choices...)."""
+    choices = getattr(obj, "choices", None)
     if choices:
         extra = _extra(choices[0])
         if extra and "stop_reason" in extra:
             return True
-    extra = _extra(chunk)
-    return bool(extra and ("prompt_token_ids" in extra or "kv_transfer_params" in extra))
+    extra = _extra(obj)
+    return bool(extra and _VLLM_TOP_LEVEL_FIELDS.intersection(extra))
+
+
+_VLLM_TOP_LEVEL_FIELDS = frozenset({"prompt_token_ids", "prompt_logprobs", "kv_transfer_params"})
 
 
 class ChatStreamReader(_OpenAIReaderBase):
@@ -130,8 +133,8 @@ class ChatStreamReader(_OpenAIReaderBase):
         self.finish_reasons: dict[int, str] = {}
 
     def feed(self, chunk: Any) -> bool:
-        if self.first is None:
-            self.first = chunk
+        if self.first is None or not self.first.model:
+            self.first = chunk  # Azure opens with a content-filter chunk that has no id or model
         self.last = chunk
         usage = chunk.usage
         if usage is not None:
@@ -178,8 +181,8 @@ class CompletionStreamReader(_OpenAIReaderBase):
         self.finish_reasons: dict[int, str] = {}
 
     def feed(self, chunk: Any) -> bool:
-        if self.first is None:
-            self.first = chunk
+        if self.first is None or not self.first.model:
+            self.first = chunk  # Azure opens with a content-filter chunk that has no id or model
         self.last = chunk
         usage = chunk.usage
         if usage is not None:
