@@ -26,6 +26,12 @@ from llmmeter.report import (
     render_table,
 )
 from llmmeter.report_html import render_html
+from llmmeter.report_prometheus import (
+    DEFAULT_MATCHERS,
+    PrometheusQueryError,
+    prometheus_report,
+    render_prometheus_report,
+)
 
 __all__ = ["main", "parse_time"]
 
@@ -74,7 +80,7 @@ def _add_report_command(subparsers: argparse._SubParsersAction[argparse.Argument
     builtin_keys = ", ".join(GROUP_KEYS)
     parser = subparsers.add_parser(
         "report",
-        help="calls, tokens, cost and latency percentiles from the local store",
+        help="calls, tokens, cost and latency percentiles from the local store (or Prometheus)",
         description="Summarize the local store: calls, errors, tokens by kind, cost, and "
         "p50/p95/p99 of TTFT, TPOT and duration, grouped and over a time window.",
     )
@@ -101,6 +107,18 @@ def _add_report_command(subparsers: argparse._SubParsersAction[argparse.Argument
         help="llm calls (default), steps (with their rolled-up numbers), or all (double counts)",
     )
     parser.add_argument("-o", "--output", metavar="FILE", help="write the report here instead of stdout")
+    fleet = parser.add_argument_group(
+        "fleet-wide, from Prometheus",
+        "Compute the report from the llmmeter metrics Prometheus scraped from every process "
+        "(LLM calls; --since defaults to 24h; percentiles are bucket-interpolated estimates).",
+    )
+    fleet.add_argument("--prometheus", metavar="URL", help="Prometheus server, e.g. http://127.0.0.1:9090")
+    fleet.add_argument(
+        "--match",
+        metavar="MATCHERS",
+        default=DEFAULT_MATCHERS,
+        help=f"PromQL label matchers selecting the series (default: {DEFAULT_MATCHERS})",
+    )
     parser.set_defaults(func=_run_report)
 
 
@@ -109,6 +127,8 @@ def _run_report(args: argparse.Namespace) -> int:
     until: datetime | None = args.until
     if since is not None and until is not None and since >= until:
         return _fail("--since must be before --until")
+    if args.prometheus:
+        return _run_prometheus_report(args)
     kind = cast(ReportKind, args.kind)
     path = resolve_store_path(args.store)
     try:
@@ -123,6 +143,23 @@ def _run_report(args: argparse.Namespace) -> int:
         for key in report.unmatched_keys:
             print(f"llmmeter: no record has a value for '{key}'", file=sys.stderr)
     return _emit(text, args.output)
+
+
+def _run_prometheus_report(args: argparse.Namespace) -> int:
+    if args.format == "html":
+        return _fail("--format html charts per-call records: use the local store (or table/json/csv)")
+    if args.kind != "llm" or args.store:
+        return _fail("--prometheus reports LLM calls from metrics: --kind and --store do not apply")
+    try:
+        report = prometheus_report(
+            args.prometheus, by=args.by, since=args.since, until=args.until, matchers=args.match
+        )
+    except (PrometheusQueryError, ValueError) as exc:
+        return _fail(str(exc))
+    if args.format != "table":
+        for key in report.unmatched_keys:
+            print(f"llmmeter: no series has a value for '{key}'", file=sys.stderr)
+    return _emit(render_prometheus_report(report, args.format, args.prometheus), args.output)
 
 
 def _emit(text: str, output: str | None) -> int:

@@ -3,6 +3,9 @@
 Configuration is optional: the first measured call configures llmmeter with the defaults
 (local SQLite store, bundled prices, the application's global OTel providers). Calling
 :func:`configure` again replaces the settings; the previous store is flushed and closed.
+
+With ``otlp_endpoint`` / ``prometheus_port``, llmmeter exports its own telemetry when the
+application has no OTel providers of its own (see :mod:`llmmeter.export.setup`).
 """
 
 from __future__ import annotations
@@ -17,6 +20,7 @@ from opentelemetry import metrics, trace
 
 from llmmeter._log import guard, log_once
 from llmmeter.export.otel import OtelTelemetry
+from llmmeter.export.setup import DEFAULT_PROMETHEUS_HOST, ExportOptions, OtlpProtocol, TelemetrySetup
 from llmmeter.record import CallRecord
 
 if TYPE_CHECKING:
@@ -51,6 +55,9 @@ class Settings:
     stream_usage_hosts: frozenset[str] = field(default_factory=frozenset)
     """Extra hosts (``host`` or ``host:port``) known to accept ``stream_options``."""
     enabled: bool = True
+    exporters: TelemetrySetup | None = None
+    """Providers llmmeter built for its own telemetry (``otlp_endpoint`` / ``prometheus_port``);
+    ``None`` when it uses the application's. ``exporters.prometheus_url`` is the scrape URL."""
 
 
 _settings: Settings | None = None
@@ -70,6 +77,11 @@ def configure(
     tracer_provider: trace.TracerProvider | None = None,
     meter_provider: metrics.MeterProvider | None = None,
     enabled: bool = True,
+    otlp_endpoint: str | bool | None = None,
+    otlp_protocol: OtlpProtocol | None = None,
+    prometheus_port: int | None = None,
+    prometheus_host: str = DEFAULT_PROMETHEUS_HOST,
+    service_name: str | None = None,
 ) -> Settings:
     """Configure llmmeter. Every argument is optional; ``configure()`` alone gives the defaults.
 
@@ -91,12 +103,37 @@ def configure(
             histogram point per streamed chunk; off by default for its hot-path cost).
         tracer_provider, meter_provider: use these instead of the global providers.
         enabled: ``False`` turns measurement off (instrumented calls pass straight through).
+        otlp_endpoint: export llmmeter's spans and metrics over OTLP when the application has
+            no providers of its own: a base URL (``"http://127.0.0.1:4318"``, like
+            ``OTEL_EXPORTER_OTLP_ENDPOINT``), or ``True`` to take the endpoint from the standard
+            ``OTEL_EXPORTER_OTLP_*`` variables. Needs ``llmmeter[otlp]``.
+        otlp_protocol: ``"http/protobuf"`` or ``"grpc"``; default
+            ``$OTEL_EXPORTER_OTLP_PROTOCOL``, else ``"http/protobuf"``.
+        prometheus_port: serve llmmeter's metrics for Prometheus to scrape at
+            ``http://{prometheus_host}:{port}/metrics`` (``0``: any free port, see
+            ``Settings.exporters.prometheus_url``). Needs ``llmmeter[prometheus]``.
+        prometheus_host: the address the scrape endpoint binds (default loopback only).
+        service_name: ``service.name`` of llmmeter's own resource; default ``$OTEL_SERVICE_NAME``.
+
+    llmmeter never replaces the application's providers: with a global SDK provider installed
+    (or one passed here) for a signal, llmmeter uses it and logs that the endpoint options are
+    ignored for that signal. The providers it builds serve llmmeter's telemetry only.
     """
     global _settings
+    exporters = _exporters(
+        ExportOptions(
+            otlp_endpoint=otlp_endpoint,
+            otlp_protocol=otlp_protocol,
+            prometheus_port=prometheus_port,
+            prometheus_host=prometheus_host,
+            service_name=service_name,
+        ),
+        providers_given=(tracer_provider is not None, meter_provider is not None),
+    )
     new = Settings(
         telemetry=OtelTelemetry(
-            tracer_provider=tracer_provider,
-            meter_provider=meter_provider,
+            tracer_provider=tracer_provider or (exporters.tracer_provider if exporters else None),
+            meter_provider=meter_provider or (exporters.meter_provider if exporters else None),
             metric_attribute_keys=metric_attributes,
             per_chunk_metrics=per_chunk_metrics,
         ),
@@ -107,6 +144,7 @@ def configure(
         stream_usage=stream_usage,
         stream_usage_hosts=frozenset(stream_usage_hosts),
         enabled=enabled,
+        exporters=exporters,
     )
     with _lock:
         old, _settings = _settings, new
@@ -128,11 +166,31 @@ def get_settings() -> Settings:
 
 
 def flush(timeout: float = 5.0) -> bool:
-    """Wait until the local store has written every record handed to it so far."""
+    """Wait until the local store has written every record handed to it so far, and export the
+    spans and metrics of the providers llmmeter built (``otlp_endpoint``) now."""
     settings = _settings
-    if settings is None or settings.store is None:
+    if settings is None:
         return True
-    return settings.store.flush(timeout)
+    stored = settings.store.flush(timeout) if settings.store is not None else True
+    exported = settings.exporters.force_flush(timeout) if settings.exporters is not None else True
+    return stored and exported
+
+
+def _exporters(options: ExportOptions, providers_given: tuple[bool, bool]) -> TelemetrySetup | None:
+    """The same providers as before when nothing changed; else the old ones closed, new ones built.
+
+    Closing first frees the scrape port for a new endpoint on the same port.
+    """
+    from llmmeter.export.setup import build_telemetry
+
+    previous = _settings.exporters if _settings is not None else None
+    if previous is not None:
+        if previous.options == options and previous.providers_given == providers_given:
+            return previous
+        with guard("closing llmmeter's previous exporters"):
+            previous.shutdown()
+    tracer_given, meter_given = providers_given
+    return build_telemetry(options, tracer_provider_given=tracer_given, meter_provider_given=meter_given)
 
 
 def _make_store(store: str | os.PathLike[str] | None) -> SQLiteStore | None:

@@ -280,67 +280,76 @@ def _measure_parsed(parsed: Any, plan: _Plan, measurement: Measurement) -> Any:
     return parsed
 
 
-class MeteredRawResponse(wrapt.BaseObjectProxy):  # type: ignore[misc,type-arg]
+class _RawResponseBookkeeping:
+    """What the sync and async raw-response proxies share; only ``parse()`` differs (await)."""
+
+    _self_plan: _Plan
+    _self_measurement: Measurement
+    _self_parsed: dict[Any, Any]
+    _self_finalizer: weakref.finalize[..., None]
+
+    def _self_setup(self, plan: _Plan, measurement: Measurement) -> None:
+        self._self_plan = plan
+        self._self_measurement = measurement
+        self._self_parsed = {}
+        outcome = Outcome.ABANDONED if plan.record.streaming else Outcome.OK
+        self._self_finalizer = weakref.finalize(self, measurement.finish, outcome)
+        self._self_finalizer.atexit = False
+
+    @staticmethod
+    def _self_key(args: tuple[Any, ...], kwargs: dict[str, Any]) -> Any:
+        return args, tuple(sorted(kwargs.items(), key=lambda kv: kv[0]))
+
+    def _self_failed(self, exc: BaseException) -> None:
+        self._self_finalizer.detach()
+        self._self_measurement.finish(outcome_of(exc), exc)
+
+    def _self_parsed_result(self, key: Any, parsed: Any) -> Any:
+        self._self_finalizer.detach()
+        measured = parsed
+        with guard("measuring the parsed response"):
+            measured = _measure_parsed(parsed, self._self_plan, self._self_measurement)
+        self._self_parsed[key] = measured
+        return measured
+
+
+class MeteredRawResponse(_RawResponseBookkeeping, wrapt.BaseObjectProxy):  # type: ignore[misc,type-arg]
     """``with_raw_response`` / ``with_streaming_response`` result: headers etc. untouched;
     ``parse()`` returns the measured object (the same one on every call)."""
 
     def __init__(self, response: Any, plan: _Plan, measurement: Measurement) -> None:
         super().__init__(response)
-        self._self_plan = plan
-        self._self_measurement = measurement
-        self._self_parsed: dict[Any, Any] = {}
-        outcome = Outcome.ABANDONED if plan.record.streaming else Outcome.OK
-        finalizer = weakref.finalize(self, measurement.finish, outcome)
-        finalizer.atexit = False
-        self._self_finalizer = finalizer
+        self._self_setup(plan, measurement)
 
     def parse(self, *args: Any, **kwargs: Any) -> Any:
-        key = (args, tuple(sorted(kwargs.items(), key=lambda kv: kv[0])))
+        key = self._self_key(args, kwargs)
         if key in self._self_parsed:
             return self._self_parsed[key]
         try:
             parsed = self.__wrapped__.parse(*args, **kwargs)
         except BaseException as exc:
-            self._self_finalizer.detach()
-            self._self_measurement.finish(outcome_of(exc), exc)
+            self._self_failed(exc)
             raise
-        self._self_finalizer.detach()
-        measured = parsed
-        with guard("measuring the parsed response"):
-            measured = _measure_parsed(parsed, self._self_plan, self._self_measurement)
-        self._self_parsed[key] = measured
-        return measured
+        return self._self_parsed_result(key, parsed)
 
 
-class AsyncMeteredRawResponse(wrapt.BaseObjectProxy):  # type: ignore[misc,type-arg]
+class AsyncMeteredRawResponse(_RawResponseBookkeeping, wrapt.BaseObjectProxy):  # type: ignore[misc,type-arg]
     """Async ``with_streaming_response`` result (``AsyncAPIResponse``: ``await parse()``)."""
 
     def __init__(self, response: Any, plan: _Plan, measurement: Measurement) -> None:
         super().__init__(response)
-        self._self_plan = plan
-        self._self_measurement = measurement
-        self._self_parsed: dict[Any, Any] = {}
-        outcome = Outcome.ABANDONED if plan.record.streaming else Outcome.OK
-        finalizer = weakref.finalize(self, measurement.finish, outcome)
-        finalizer.atexit = False
-        self._self_finalizer = finalizer
+        self._self_setup(plan, measurement)
 
     async def parse(self, *args: Any, **kwargs: Any) -> Any:
-        key = (args, tuple(sorted(kwargs.items(), key=lambda kv: kv[0])))
+        key = self._self_key(args, kwargs)
         if key in self._self_parsed:
             return self._self_parsed[key]
         try:
             parsed = await self.__wrapped__.parse(*args, **kwargs)
         except BaseException as exc:
-            self._self_finalizer.detach()
-            self._self_measurement.finish(outcome_of(exc), exc)
+            self._self_failed(exc)
             raise
-        self._self_finalizer.detach()
-        measured = parsed
-        with guard("measuring the parsed response"):
-            measured = _measure_parsed(parsed, self._self_plan, self._self_measurement)
-        self._self_parsed[key] = measured
-        return measured
+        return self._self_parsed_result(key, parsed)
 
 
 # --- the hook -----------------------------------------------------------------------------------

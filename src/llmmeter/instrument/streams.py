@@ -32,25 +32,54 @@ def _is_usage_only(chunk: Any) -> bool:
     return not chunk.choices and chunk.usage is not None
 
 
-class MeteredStream(wrapt.BaseObjectProxy):  # type: ignore[misc,type-arg]
+class StreamBookkeeping:
+    """State and end-of-stream logic shared by the sync and async proxies (stored on the proxy)."""
+
+    _self_measurement: Measurement
+    _self_iterator: Any
+    _self_hide_usage_chunk: bool
+    _self_exhausted: bool
+    _self_finalizer: weakref.finalize[..., None]
+
+    def _self_setup(self, measurement: Measurement, hide_usage_chunk: bool) -> None:
+        self._self_measurement = measurement
+        self._self_iterator = None
+        self._self_hide_usage_chunk = hide_usage_chunk
+        self._self_exhausted = False
+        # Holds the measurement, never the stream: an abandoned stream is still collectable.
+        self._self_finalizer = weakref.finalize(self, measurement.finish, Outcome.ABANDONED)
+        self._self_finalizer.atexit = False
+
+    def _self_take(self, chunk: Any) -> bool:
+        """Measure one chunk; False when it is the usage chunk llmmeter asked for (to hide)."""
+        try:
+            self._self_measurement.on_chunk(chunk)
+            return not (self._self_hide_usage_chunk and _is_usage_only(chunk))
+        except Exception:
+            with guard("reading a stream chunk"):
+                raise
+        return True
+
+    def _end(self, outcome: Outcome, exc: BaseException | None = None) -> None:
+        self._self_finalizer.detach()
+        self._self_measurement.finish(outcome, exc)
+
+    def _self_closed_outcome(self) -> Outcome:
+        return Outcome.OK if self._self_exhausted else Outcome.ABORTED
+
+
+class MeteredStream(StreamBookkeeping, wrapt.BaseObjectProxy):  # type: ignore[misc,type-arg]
     """Measured proxy of a synchronous SDK stream (``openai.Stream``)."""
 
     def __init__(self, stream: Any, measurement: Measurement, *, hide_usage_chunk: bool = False) -> None:
         super().__init__(stream)
-        self._self_measurement = measurement
-        self._self_iterator: Any = None
-        self._self_hide_usage_chunk = hide_usage_chunk
-        self._self_exhausted = False
-        finalizer = weakref.finalize(self, measurement.finish, Outcome.ABANDONED)
-        finalizer.atexit = False
-        self._self_finalizer = finalizer
+        self._self_setup(measurement, hide_usage_chunk)
 
     def __iter__(self) -> MeteredStream:
         # Iteration must come through __next__ below, not straight to the wrapped stream.
         return self
 
     def __next__(self) -> Any:
-        measurement = self._self_measurement
         if self._self_iterator is None:
             self._self_iterator = iter(self.__wrapped__)
         while True:
@@ -63,18 +92,9 @@ class MeteredStream(wrapt.BaseObjectProxy):  # type: ignore[misc,type-arg]
             except BaseException as exc:
                 self._end(outcome_of(exc), exc)
                 raise
-            try:
-                measurement.on_chunk(chunk)
-                if self._self_hide_usage_chunk and _is_usage_only(chunk):
-                    continue  # llmmeter asked for it; the caller did not
-            except Exception:
-                with guard("reading a stream chunk"):
-                    raise
-            return chunk
-
-    def _end(self, outcome: Outcome, exc: BaseException | None = None) -> None:
-        self._self_finalizer.detach()
-        self._self_measurement.finish(outcome, exc)
+            if self._self_take(chunk):
+                return chunk
+            # else: the usage chunk llmmeter asked for and the caller did not: hide it
 
     def close(self) -> None:
         """Close the SDK stream, then finish: ``ok`` if its end was reached, else ``aborted``."""
@@ -83,7 +103,7 @@ class MeteredStream(wrapt.BaseObjectProxy):  # type: ignore[misc,type-arg]
         except BaseException as exc:
             self._end(Outcome.ERROR, exc)
             raise
-        self._end(Outcome.OK if self._self_exhausted else Outcome.ABORTED)
+        self._end(self._self_closed_outcome())
 
     def __enter__(self) -> MeteredStream:
         return self
@@ -97,24 +117,17 @@ class MeteredStream(wrapt.BaseObjectProxy):  # type: ignore[misc,type-arg]
             self.__wrapped__.close()
 
 
-class AsyncMeteredStream(wrapt.BaseObjectProxy):  # type: ignore[misc,type-arg]
+class AsyncMeteredStream(StreamBookkeeping, wrapt.BaseObjectProxy):  # type: ignore[misc,type-arg]
     """Measured proxy of an asynchronous SDK stream (``openai.AsyncStream``)."""
 
     def __init__(self, stream: Any, measurement: Measurement, *, hide_usage_chunk: bool = False) -> None:
         super().__init__(stream)
-        self._self_measurement = measurement
-        self._self_iterator: Any = None
-        self._self_hide_usage_chunk = hide_usage_chunk
-        self._self_exhausted = False
-        finalizer = weakref.finalize(self, measurement.finish, Outcome.ABANDONED)
-        finalizer.atexit = False
-        self._self_finalizer = finalizer
+        self._self_setup(measurement, hide_usage_chunk)
 
     def __aiter__(self) -> AsyncMeteredStream:
         return self
 
     async def __anext__(self) -> Any:
-        measurement = self._self_measurement
         if self._self_iterator is None:
             self._self_iterator = self.__wrapped__.__aiter__()
         while True:
@@ -127,18 +140,8 @@ class AsyncMeteredStream(wrapt.BaseObjectProxy):  # type: ignore[misc,type-arg]
             except BaseException as exc:
                 self._end(outcome_of(exc), exc)
                 raise
-            try:
-                measurement.on_chunk(chunk)
-                if self._self_hide_usage_chunk and _is_usage_only(chunk):
-                    continue
-            except Exception:
-                with guard("reading a stream chunk"):
-                    raise
-            return chunk
-
-    def _end(self, outcome: Outcome, exc: BaseException | None = None) -> None:
-        self._self_finalizer.detach()
-        self._self_measurement.finish(outcome, exc)
+            if self._self_take(chunk):
+                return chunk
 
     async def close(self) -> None:
         """Close the SDK stream, then finish: ``ok`` if its end was reached, else ``aborted``."""
@@ -147,7 +150,7 @@ class AsyncMeteredStream(wrapt.BaseObjectProxy):  # type: ignore[misc,type-arg]
         except BaseException as exc:
             self._end(Outcome.ERROR, exc)
             raise
-        self._end(Outcome.OK if self._self_exhausted else Outcome.ABORTED)
+        self._end(self._self_closed_outcome())
 
     async def __aenter__(self) -> AsyncMeteredStream:
         return self
