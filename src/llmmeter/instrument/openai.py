@@ -286,7 +286,7 @@ class _RawResponseBookkeeping:
     _self_plan: _Plan
     _self_measurement: Measurement
     _self_parsed: dict[Any, Any]
-    _self_finalizer: weakref.finalize[..., None]
+    _self_finalizer: weakref.finalize[..., Any]
 
     def _self_setup(self, plan: _Plan, measurement: Measurement) -> None:
         self._self_plan = plan

@@ -39,7 +39,7 @@ class StreamBookkeeping:
     _self_iterator: Any
     _self_hide_usage_chunk: bool
     _self_exhausted: bool
-    _self_finalizer: weakref.finalize[..., None]
+    _self_finalizer: weakref.finalize[..., Any]
 
     def _self_setup(self, measurement: Measurement, hide_usage_chunk: bool) -> None:
         self._self_measurement = measurement
