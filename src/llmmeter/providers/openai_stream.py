@@ -123,8 +123,8 @@ def looks_like_vllm(obj: Any) -> bool:
 _VLLM_TOP_LEVEL_FIELDS = frozenset({"prompt_token_ids", "prompt_logprobs", "kv_transfer_params"})
 
 
-class ChatStreamReader(_OpenAIReaderBase):
-    """``chat.completions`` streams (``ChatCompletionChunk``), any number of choices."""
+class _ChoicesStreamReader(_OpenAIReaderBase):
+    """Streams of chunks with ``choices`` (any number, interleaved) and an optional ``usage``."""
 
     __slots__ = ("finish_reasons",)
 
@@ -141,66 +141,59 @@ class ChatStreamReader(_OpenAIReaderBase):
             self.last_usage = usage
         has_output = False
         for choice in chunk.choices:
-            delta = choice.delta
-            if delta is not None:
-                content = delta.content
-                if content:
-                    self.texts.append(content)
-                    has_output = True
-                elif delta.tool_calls:
-                    for call in delta.tool_calls:
-                        arguments = call.function.arguments if call.function is not None else None
-                        if arguments:
-                            self.texts.append(arguments)
-                    has_output = True
-                elif delta.refusal or delta.function_call:
-                    has_output = True
-                else:
-                    extra = _extra(delta)
-                    if extra and (
-                        extra.get("reasoning_content") or extra.get("reasoning") or extra.get("audio")
-                    ):
-                        has_output = True
-            if choice.finish_reason:
-                self.finish_reasons[choice.index] = choice.finish_reason
-        return has_output
-
-    def finalize(self, record: CallRecord) -> None:
-        self._finalize_common(record)
-        if self.finish_reasons:
-            record.finish_reasons = tuple(self.finish_reasons[i] for i in sorted(self.finish_reasons))
-
-
-class CompletionStreamReader(_OpenAIReaderBase):
-    """Legacy ``completions`` streams (``Completion`` chunks with ``choices[].text``)."""
-
-    __slots__ = ("finish_reasons",)
-
-    def __init__(self, request: Mapping[str, Any]) -> None:
-        super().__init__(request)
-        self.finish_reasons: dict[int, str] = {}
-
-    def feed(self, chunk: Any) -> bool:
-        if self.first is None or not self.first.model:
-            self.first = chunk  # Azure opens with a content-filter chunk that has no id or model
-        self.last = chunk
-        usage = chunk.usage
-        if usage is not None:
-            self.last_usage = usage
-        has_output = False
-        for choice in chunk.choices:
-            text = choice.text
-            if text:
-                self.texts.append(text)
+            if self._choice_has_output(choice):
                 has_output = True
             if choice.finish_reason:
                 self.finish_reasons[choice.index] = choice.finish_reason
         return has_output
 
+    def _choice_has_output(self, choice: Any) -> bool:
+        raise NotImplementedError
+
     def finalize(self, record: CallRecord) -> None:
         self._finalize_common(record)
         if self.finish_reasons:
             record.finish_reasons = tuple(self.finish_reasons[i] for i in sorted(self.finish_reasons))
+
+
+class ChatStreamReader(_ChoicesStreamReader):
+    """``chat.completions`` streams (``ChatCompletionChunk``)."""
+
+    __slots__ = ()
+
+    def _choice_has_output(self, choice: Any) -> bool:
+        delta = choice.delta
+        if delta is None:
+            return False
+        content = delta.content
+        if content:
+            self.texts.append(content)
+            return True
+        if delta.tool_calls:
+            for call in delta.tool_calls:
+                arguments = call.function.arguments if call.function is not None else None
+                if arguments:
+                    self.texts.append(arguments)
+            return True
+        if delta.refusal or delta.function_call:
+            return True
+        extra = _extra(delta)
+        return bool(
+            extra and (extra.get("reasoning_content") or extra.get("reasoning") or extra.get("audio"))
+        )
+
+
+class CompletionStreamReader(_ChoicesStreamReader):
+    """Legacy ``completions`` streams (``Completion`` chunks with ``choices[].text``)."""
+
+    __slots__ = ()
+
+    def _choice_has_output(self, choice: Any) -> bool:
+        text = choice.text
+        if text:
+            self.texts.append(text)
+            return True
+        return False
 
 
 _TERMINAL_EVENTS = frozenset({"response.completed", "response.incomplete", "response.failed"})
