@@ -89,28 +89,38 @@ def __getattr__(name: str) -> Any:
     raise AttributeError(f"module 'llmmeter' has no attribute {name!r}")
 
 
-def instrument(client: T, *, provider: str | None = None) -> T:
+def instrument(client: T, *, provider: str | None = None, model: str | None = None) -> T:
     """Measure every request made through ``client``; returns the same object.
 
     Supported: ``openai.OpenAI``, ``AsyncOpenAI``, ``AzureOpenAI``, ``AsyncAzureOpenAI`` (and so
-    any OpenAI-compatible server reached through them). ``provider`` overrides the
-    ``gen_ai.provider.name`` detected from the base URL (e.g. ``"vllm"`` for your own server).
+    any OpenAI-compatible server reached through them), and vLLM's in-process engines
+    ``vllm.LLM`` (``generate``/``chat``) and ``AsyncLLM`` (``generate``; start it with
+    ``disable_log_stats=False`` to get vLLM's own per-request timings too).
+    ``provider`` overrides the ``gen_ai.provider.name`` detected from the base URL (e.g.
+    ``"vllm"`` for your own server); ``model`` names a vLLM engine's model in records (default:
+    its served model name).
     """
     from llmmeter.instrument.openai import instrument_client, is_openai_client
+    from llmmeter.instrument.vllm import instrument_vllm, is_vllm_engine
 
     if is_openai_client(client):
         return instrument_client(client, provider=provider)
+    if is_vllm_engine(client):
+        return instrument_vllm(client, model=model)
     raise TypeError(
         f"llmmeter.instrument: don't know how to measure a {type(client).__module__}."
-        f"{type(client).__qualname__}; supported: openai clients. For your own function, "
-        "use @llmmeter.metered."
+        f"{type(client).__qualname__}; supported: openai clients, vllm.LLM and vllm AsyncLLM. "
+        "For your own function, use @llmmeter.metered."
     )
 
 
 def uninstrument(client: T) -> T:
     """Stop measuring a client passed to :func:`instrument`; returns the same object."""
     from llmmeter.instrument.openai import uninstrument_client
+    from llmmeter.instrument.vllm import is_vllm_engine, uninstrument_vllm
 
+    if is_vllm_engine(client):
+        return uninstrument_vllm(client)
     return uninstrument_client(client)
 
 

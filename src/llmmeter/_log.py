@@ -5,8 +5,6 @@ from __future__ import annotations
 import logging
 import os
 import threading
-from collections.abc import Iterator
-from contextlib import contextmanager
 
 logger = logging.getLogger("llmmeter")
 
@@ -38,16 +36,23 @@ def internal_error(stage: str) -> None:
     )
 
 
-@contextmanager
-def guard(stage: str) -> Iterator[None]:
+class guard:  # lower-case: used like a function, `with guard("stage"):`
     """Run a block of llmmeter's own work; an ``Exception`` in it is logged once and swallowed.
 
     Only ``Exception`` is caught: ``KeyboardInterrupt``, ``SystemExit`` and cancellation belong to
-    the application.
+    the application. A class rather than ``@contextmanager``: it runs several times per call.
     """
-    try:
-        yield
-    except Exception:
-        if strict_mode():
-            raise
-        internal_error(stage)
+
+    __slots__ = ("stage",)
+
+    def __init__(self, stage: str) -> None:
+        self.stage = stage
+
+    def __enter__(self) -> None:
+        return None
+
+    def __exit__(self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: object) -> bool:
+        if exc_type is None or not issubclass(exc_type, Exception) or strict_mode():
+            return False
+        internal_error(self.stage)
+        return True

@@ -340,8 +340,15 @@ def _add_tokens(query: _Query, groups: dict[Key, GroupStats]) -> None:
         field_name = _FIELD_OF_TOKEN_KIND.get(kind)
         if field_name is not None:
             _group(groups, key).tokens[field_name] = _count(n)
+    type_label = prometheus_label(sc.TOKEN_TYPE)
+    totals = _by_key(
+        query.increase(f"{_metric('token_usage')}_sum", by=[type_label]), query.labels, type_label
+    )
+    for (key, token_type), n in totals.items():
+        if token_type in ("input", "output"):
+            _group(groups, key).tokens[f"{token_type}_tokens"] = _count(n)
     # Calls with an input count reported; the rest reported no usage (errors, cut streams...).
-    type_matcher = f'{prometheus_label(sc.TOKEN_TYPE)}="input"'
+    type_matcher = f'{type_label}="input"'
     reported = _by_key(query.increase(f"{_metric('token_usage')}_count", type_matcher), query.labels)
     for key, stats in groups.items():
         stats.usage_missing_calls = max(stats.calls - _count(reported.get(key, 0.0)), 0)

@@ -257,10 +257,9 @@ METRICS: Final[dict[str, MetricSpec]] = {
     ),
 }
 
-# Usage field -> llmmeter.token.kind value for the token_parts counter.
+# Usage field -> llmmeter.token.kind value for the token_parts counter. Input and output totals
+# are not repeated here: gen_ai.client.token.usage has them (each metric point costs CPU per call).
 TOKEN_KINDS: Final[dict[str, str]] = {
-    "input_tokens": "input",
-    "output_tokens": "output",
     "cache_read_input_tokens": "cache_read_input",
     "cache_write_input_tokens": "cache_write_input",
     "reasoning_output_tokens": "reasoning_output",

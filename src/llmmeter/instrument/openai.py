@@ -218,6 +218,10 @@ def _fill_from_response(plan: _Plan, response: Any) -> Callable[[CallRecord], No
             record.timings.server = info.server_timings
         if record.provider == "openai_compatible" and looks_like_vllm(response):
             record.provider = "vllm"
+        if record.provider == "vllm":
+            from llmmeter.providers.vllm import apply_vllm_extras
+
+            apply_vllm_extras(record, response)
         if record.content is not None:
             text = _output_text(response)
             if text:

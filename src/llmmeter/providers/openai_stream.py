@@ -72,6 +72,10 @@ class _OpenAIReaderBase:
                 record.timings.server = server
         else:
             record.usage = self._estimate(record)
+        if record.provider == "vllm" and self.last is not None:
+            from llmmeter.providers.vllm import apply_vllm_extras
+
+            apply_vllm_extras(record, self.last, usage)
 
     def _provider_usage(self) -> Any:
         if self.last_usage is not None:

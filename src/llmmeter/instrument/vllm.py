@@ -1,0 +1,463 @@
+"""Instrumentation of vLLM's Python API: ``vllm.LLM`` and ``AsyncLLM``.
+
+``llmmeter.instrument(vllm.LLM(...))`` (:func:`instrument_vllm_llm`) measures ``generate`` and
+``chat``. One call is a *batch*: it gets one span (kind INTERNAL, a step record named
+``vllm.LLM.generate``/``vllm.LLM.chat`` that rolls up tokens and cost), and every request in it
+gets its own :class:`~llmmeter.record.CallRecord` (provider ``vllm``, no server address):
+
+* tokens are exact, from the token ids (prompt, every completion, ``num_cached_tokens``);
+* ``timings.duration_s`` is the batch's wall time -- the caller gets every result only when the
+  whole batch returns; there is no client-side TTFT for a batch call;
+* ``timings.server`` holds vLLM's own per-request queue time, prefill, decode, TTFT and TPOT from
+  ``RequestOutput.metrics`` -- **only when stats logging is on**: ``vllm.LLM`` turns it off by
+  default, so create it with ``LLM(..., disable_log_stats=False)``.
+
+``instrument_async_llm(engine)`` measures ``AsyncLLM.generate``: every request is a stream with
+client-side TTFT/TPOT (the clock starts when the generator is first awaited, which is when vLLM
+receives the request). The returned async generator is a transparent proxy with the same
+never-leak guarantees as the OpenAI stream proxies: its record is finished exactly once --
+``ok`` when exhausted, ``error`` on an exception, ``aborted`` on ``aclose()`` before the end or on
+cancellation, ``abandoned`` when dropped unfinished and garbage-collected.
+
+Nothing here imports vLLM: objects are recognised by their class names and read by attribute.
+"""
+
+from __future__ import annotations
+
+import time
+import weakref
+from collections.abc import Callable, Mapping
+from contextvars import ContextVar
+from typing import Any, TypeVar
+
+import wrapt
+
+from llmmeter._log import guard
+from llmmeter.config import get_settings
+from llmmeter.measure import Attached, Measurement, complete, outcome_of
+from llmmeter.providers.base import field, int_or_none, str_or_none
+from llmmeter.providers.vllm import (
+    finish_reasons_from_request_output,
+    prompt_tokens_of,
+    server_timings_from_request_output,
+    usage_from_request_output,
+)
+from llmmeter.record import CallKind, CallRecord, Outcome, Timings, Usage
+
+__all__ = [
+    "MeteredRequestStream",
+    "RequestOutputReader",
+    "instrument_async_llm",
+    "instrument_vllm_llm",
+    "is_vllm_async_engine",
+    "is_vllm_engine",
+    "is_vllm_llm",
+    "uninstrument_vllm",
+]
+
+T = TypeVar("T")
+
+PROVIDER = "vllm"
+_LLM_CLASSES = frozenset({"LLM"})
+_ASYNC_CLASSES = frozenset({"AsyncLLM", "AsyncLLMEngine"})
+_INSTRUMENTED_FLAG = "_llmmeter_instrumented"
+_WRAPPED_METHODS = ("generate", "chat")
+
+# True while an instrumented LLM call runs: LLM.chat may call LLM.generate internally.
+_in_batch: ContextVar[bool] = ContextVar("llmmeter_vllm_batch", default=False)
+
+
+# --- recognising vLLM objects ---------------------------------------------------------------------
+def _is_vllm_class(obj: Any, names: frozenset[str]) -> bool:
+    return any(cls.__name__ in names and cls.__module__.startswith("vllm") for cls in type(obj).__mro__)
+
+
+def is_vllm_llm(obj: Any) -> bool:
+    """True for a ``vllm.LLM`` instance (the offline, batch API)."""
+    return _is_vllm_class(obj, _LLM_CLASSES)
+
+
+def is_vllm_async_engine(obj: Any) -> bool:
+    """True for a ``vllm.v1.engine.async_llm.AsyncLLM`` (or its ``AsyncLLMEngine`` alias)."""
+    return _is_vllm_class(obj, _ASYNC_CLASSES)
+
+
+def is_vllm_engine(obj: Any) -> bool:
+    """True for anything :func:`instrument_vllm` can measure: ``vllm.LLM`` or ``AsyncLLM``."""
+    return is_vllm_llm(obj) or is_vllm_async_engine(obj)
+
+
+def instrument_vllm(engine: T, *, model: str | None = None) -> T:
+    """Dispatch to :func:`instrument_vllm_llm` or :func:`instrument_async_llm`."""
+    if is_vllm_async_engine(engine):
+        return instrument_async_llm(engine, model=model)
+    return instrument_vllm_llm(engine, model=model)
+
+
+def uninstrument_vllm(engine: T) -> T:
+    """Undo :func:`instrument_vllm_llm` / :func:`instrument_async_llm`; returns the same object."""
+    for name in (*_WRAPPED_METHODS, _INSTRUMENTED_FLAG):
+        vars(engine).pop(name, None)
+    return engine
+
+
+def served_model_name(engine: Any) -> str | None:
+    """The model name vLLM reports for ``engine`` (``--served-model-name``, else the model path)."""
+    config = field(engine, "model_config")
+    if config is None:
+        config = field(field(engine, "llm_engine"), "model_config")
+    name = field(config, "served_model_name")
+    if isinstance(name, list | tuple):
+        name = name[0] if name else None
+    return str_or_none(name) or str_or_none(field(config, "model"))
+
+
+# --- request parameters -----------------------------------------------------------------------------
+_PARAMS: tuple[tuple[str, str], ...] = (
+    ("temperature", "gen_ai.request.temperature"),
+    ("top_p", "gen_ai.request.top_p"),
+    ("top_k", "gen_ai.request.top_k"),
+    ("frequency_penalty", "gen_ai.request.frequency_penalty"),
+    ("presence_penalty", "gen_ai.request.presence_penalty"),
+)
+
+
+def request_params_of(sampling_params: Any) -> dict[str, Any]:
+    """Semantic-convention request attributes from a ``SamplingParams`` (one, not a list)."""
+    params: dict[str, Any] = {}
+    if sampling_params is None or isinstance(sampling_params, list | tuple):
+        return params
+    max_tokens = int_or_none(field(sampling_params, "max_tokens"))
+    if max_tokens is not None:
+        params["gen_ai.request.max_tokens"] = max_tokens
+    for name, attribute in _PARAMS:
+        value = field(sampling_params, name)
+        if isinstance(value, int | float) and not isinstance(value, bool):
+            params[attribute] = float(value)
+    seed = int_or_none(field(sampling_params, "seed"))
+    if seed is not None:
+        params["gen_ai.request.seed"] = seed
+    n = int_or_none(field(sampling_params, "n"))
+    if n is not None and n != 1:
+        params["gen_ai.request.choice.count"] = n
+    stop = field(sampling_params, "stop")
+    if isinstance(stop, list) and stop and all(isinstance(s, str) for s in stop):
+        params["gen_ai.request.stop_sequences"] = tuple(stop)
+    elif isinstance(stop, str):
+        params["gen_ai.request.stop_sequences"] = (stop,)
+    return params
+
+
+def _sampling_params_arg(args: tuple[Any, ...], kwargs: Mapping[str, Any]) -> Any:
+    """``sampling_params``: the second positional argument of ``generate``/``chat``."""
+    if "sampling_params" in kwargs:
+        return kwargs["sampling_params"]
+    return args[1] if len(args) > 1 else None
+
+
+# --- vllm.LLM: one batch span, one record per request ---------------------------------------------
+def instrument_vllm_llm(llm: T, *, model: str | None = None) -> T:
+    """Measure ``llm.generate`` and ``llm.chat`` of this ``vllm.LLM``; returns the same object.
+
+    ``model`` overrides the recorded model name (default: vLLM's served model name, which is the
+    model path unless ``served_model_name`` was given) -- use the name your prices are under.
+    Server-side timings need ``LLM(..., disable_log_stats=False)``.
+    """
+    if vars(llm).get(_INSTRUMENTED_FLAG):
+        return llm
+    model_name = model or served_model_name(llm)
+    for method, operation in (("generate", "text_completion"), ("chat", "chat")):
+        original = getattr(llm, method, None)
+        if original is not None:
+            setattr(llm, method, _batch_method(original, method, operation, model_name))
+    setattr(llm, _INSTRUMENTED_FLAG, True)
+    return llm
+
+
+def _batch_method(
+    original: Callable[..., Any], method: str, operation: str, model: str | None
+) -> Callable[..., Any]:
+    def measured(*args: Any, **kwargs: Any) -> Any:
+        if _in_batch.get():
+            return original(*args, **kwargs)
+        batch = None
+        with guard("starting a vLLM batch measurement"):
+            batch = _start_batch(method, operation, model)
+        if batch is None:
+            return original(*args, **kwargs)
+        token = _in_batch.set(True)
+        context = _attach(batch)
+        started_ns = time.perf_counter_ns()
+        try:
+            outputs = original(*args, **kwargs)
+        except BaseException as exc:
+            _detach(context)
+            _in_batch.reset(token)
+            batch.finish(outcome_of(exc), exc)
+            raise
+        duration_s = (time.perf_counter_ns() - started_ns) / 1e9
+        _detach(context)
+        _in_batch.reset(token)
+        with guard("recording the vLLM batch"):
+            sampling_params = _sampling_params_arg(args, kwargs)
+            _record_requests(batch, outputs, operation, model, sampling_params, duration_s)
+        batch.finish(Outcome.OK)
+        return outputs
+
+    measured.__wrapped__ = original  # type: ignore[attr-defined]
+    measured.__doc__ = getattr(original, "__doc__", None)
+    return measured
+
+
+def _attach(batch: Measurement) -> Attached | None:
+    """Make the batch span current, so that spans vLLM's callers open inside nest under it."""
+    context = None
+    with guard("attaching the batch span"):
+        context = batch.attach()
+    return context
+
+
+def _detach(context: Attached | None) -> None:
+    if context is not None:
+        with guard("detaching the batch span"):
+            Measurement.detach(context)
+
+
+def _start_batch(method: str, operation: str, model: str | None) -> Measurement | None:
+    settings = get_settings()
+    if not settings.enabled:
+        return None
+    record = CallRecord(
+        operation=operation,
+        provider=PROVIDER,
+        request_model=model,
+        kind=CallKind.STEP,
+        name=f"vllm.LLM.{method}",
+    )
+    return Measurement(settings, record)
+
+
+def _record_requests(
+    batch: Measurement,
+    outputs: Any,
+    operation: str,
+    model: str | None,
+    sampling_params: Any,
+    duration_s: float,
+) -> None:
+    """One finished record per ``RequestOutput``, rolled up into the batch step."""
+    if not isinstance(outputs, list | tuple):
+        return
+    per_request_params = isinstance(sampling_params, list | tuple) and len(sampling_params) == len(outputs)
+    attributes = dict(batch.record.attributes)
+    for index, output in enumerate(outputs):
+        params = sampling_params[index] if per_request_params else sampling_params
+        record = CallRecord(
+            operation=operation,
+            provider=PROVIDER,
+            request_model=model,
+            response_model=model,
+            timings=Timings(
+                start_time_unix_ns=batch.record.timings.start_time_unix_ns, duration_s=duration_s
+            ),
+            request_params=request_params_of(params),
+            attributes=dict(attributes),
+        )
+        fill_from_request_output(record, output)
+        complete(batch.settings, record, None, batch)
+
+
+def fill_from_request_output(record: CallRecord, output: Any) -> None:
+    """Usage, finish reasons, request id and server timings of a finished ``RequestOutput``."""
+    record.usage = usage_from_request_output(output)
+    record.response_id = str_or_none(field(output, "request_id"))
+    record.finish_reasons = finish_reasons_from_request_output(output)
+    record.timings.server = server_timings_from_request_output(output)
+
+
+# --- AsyncLLM: measured streams ---------------------------------------------------------------------
+def instrument_async_llm(engine: T, *, model: str | None = None) -> T:
+    """Measure ``engine.generate`` of this ``AsyncLLM``: one streamed record per request.
+
+    Each call returns a :class:`MeteredRequestStream` around vLLM's async generator. Works with
+    every ``RequestOutputKind``: ``CUMULATIVE`` (vLLM's default), ``DELTA`` and ``FINAL_ONLY``
+    (then TTFT is the whole request's time: nothing arrives earlier).
+    """
+    if vars(engine).get(_INSTRUMENTED_FLAG):
+        return engine
+    original = engine.generate  # type: ignore[attr-defined]
+    model_name = model or served_model_name(engine)
+
+    def generate(*args: Any, **kwargs: Any) -> Any:
+        stream = original(*args, **kwargs)
+        measured = stream
+        with guard("wrapping an AsyncLLM stream"):
+            sampling_params = _sampling_params_arg(args, kwargs)
+            measured = MeteredRequestStream(
+                stream,
+                model_name,
+                request_params_of(sampling_params),
+                delta=is_delta_output(sampling_params),
+            )
+        return measured
+
+    generate.__wrapped__ = original  # type: ignore[attr-defined]
+    generate.__doc__ = getattr(original, "__doc__", None)
+    engine.generate = generate  # type: ignore[attr-defined]
+    setattr(engine, _INSTRUMENTED_FLAG, True)
+    return engine
+
+
+def is_delta_output(sampling_params: Any) -> bool:
+    """Whether ``SamplingParams.output_kind`` is ``DELTA`` (each output holds only new tokens)."""
+    kind = field(sampling_params, "output_kind")
+    return bool(getattr(kind, "name", kind) == "DELTA")
+
+
+class RequestOutputReader:
+    """:class:`~llmmeter.measure.ChunkReader` for the ``RequestOutput`` stream of one request.
+
+    ``delta=True`` for ``RequestOutputKind.DELTA`` (each output carries only the new tokens of
+    each completion: counts add up); otherwise each output carries everything so far
+    (``CUMULATIVE``, ``FINAL_ONLY``: the latest count of each completion wins).
+    """
+
+    __slots__ = ("_counts", "delta", "last", "prompt_tokens")
+
+    def __init__(self, *, delta: bool = False) -> None:
+        self.delta = delta
+        self.last: Any = None
+        self.prompt_tokens: int | None = None
+        self._counts: dict[int, int] = {}
+
+    def feed(self, chunk: Any) -> bool:
+        """Count the tokens of one ``RequestOutput``; True when it brings new ones."""
+        self.last = chunk
+        if self.prompt_tokens is None:
+            self.prompt_tokens = prompt_tokens_of(chunk)
+        counts = self._counts
+        new_tokens = False
+        for position, completion in enumerate(chunk.outputs):
+            ids = completion.token_ids
+            if ids is None:
+                continue
+            index = getattr(completion, "index", position)
+            seen = counts.get(index, 0)
+            total = seen + len(ids) if self.delta else len(ids)
+            if total > seen:
+                counts[index] = total
+                new_tokens = True
+        return new_tokens
+
+    def finalize(self, record: CallRecord) -> None:
+        """Fill usage, id, finish reasons and server timings from what the stream delivered."""
+        last = self.last
+        if last is None:
+            return  # nothing arrived: usage stays unobserved
+        record.usage = Usage(
+            input_tokens=self.prompt_tokens,
+            output_tokens=sum(self._counts.values()),
+            cache_read_input_tokens=int_or_none(field(last, "num_cached_tokens")),
+            cache_write_input_tokens=int_or_none(field(last, "num_cache_creation_tokens")),
+        )
+        record.response_id = str_or_none(field(last, "request_id"))
+        record.finish_reasons = finish_reasons_from_request_output(last)
+        record.timings.server = server_timings_from_request_output(last)
+
+
+class MeteredRequestStream(wrapt.BaseObjectProxy):  # type: ignore[misc,type-arg]
+    """Measured proxy of the async generator that ``AsyncLLM.generate`` returns.
+
+    The measurement starts at the first ``__anext__`` -- vLLM submits the request then -- so a
+    generator that is never iterated records nothing. Everything else (``isinstance`` checks,
+    attributes) goes to vLLM's generator.
+    """
+
+    def __init__(
+        self, stream: Any, model: str | None, request_params: dict[str, Any], *, delta: bool = False
+    ) -> None:
+        super().__init__(stream)
+        self._self_model = model
+        self._self_request_params = request_params
+        self._self_delta = delta
+        self._self_started = False
+        self._self_exhausted = False
+        self._self_measurement: Measurement | None = None
+        self._self_finalizer: weakref.finalize[Any, Any] | None = None
+
+    def __aiter__(self) -> MeteredRequestStream:
+        return self
+
+    def _start(self) -> None:
+        self._self_started = True
+        settings = get_settings()
+        if not settings.enabled:
+            return
+        record = CallRecord(
+            operation="text_completion",
+            provider=PROVIDER,
+            request_model=self._self_model,
+            response_model=self._self_model,
+            streaming=True,
+            request_params=self._self_request_params,
+        )
+        measurement = Measurement(settings, record, RequestOutputReader(delta=self._self_delta))
+        # The finalizer holds the measurement, never this proxy or vLLM's generator.
+        finalizer = weakref.finalize(self, measurement.finish, Outcome.ABANDONED)
+        finalizer.atexit = False
+        self._self_measurement = measurement
+        self._self_finalizer = finalizer
+
+    async def __anext__(self) -> Any:
+        if not self._self_started:
+            with guard("starting an AsyncLLM measurement"):
+                self._start()
+        try:
+            output = await self.__wrapped__.__anext__()
+        except StopAsyncIteration:
+            self._self_exhausted = True
+            self._end(Outcome.OK)
+            raise
+        except BaseException as exc:
+            self._end(outcome_of(exc), exc)
+            raise
+        measurement = self._self_measurement
+        if measurement is not None:
+            with guard("reading a vLLM stream output"):
+                measurement.on_chunk(output)
+        return output
+
+    async def asend(self, value: Any) -> Any:
+        """``asend(None)`` is ``__anext__``; vLLM's generator takes no other values."""
+        if value is None:
+            return await self.__anext__()
+        return await self.__wrapped__.asend(value)
+
+    async def athrow(self, *args: Any) -> Any:
+        """Throw into vLLM's generator; the record ends with the resulting outcome."""
+        try:
+            return await self.__wrapped__.athrow(*args)
+        except StopAsyncIteration:
+            self._end(Outcome.OK if self._self_exhausted else Outcome.ABORTED)
+            raise
+        except BaseException as exc:
+            self._end(outcome_of(exc), exc)
+            raise
+
+    async def aclose(self) -> None:
+        """Close vLLM's generator (vLLM aborts the request); finish ``ok`` or ``aborted``."""
+        try:
+            await self.__wrapped__.aclose()
+        except BaseException as exc:
+            self._end(outcome_of(exc), exc)
+            raise
+        self._end(Outcome.OK if self._self_exhausted else Outcome.ABORTED)
+
+    def _end(self, outcome: Outcome, exc: BaseException | None = None) -> None:
+        self._self_started = True  # a closed, never-iterated generator starts nothing later
+        measurement = self._self_measurement
+        if measurement is None:
+            return
+        if self._self_finalizer is not None:
+            self._self_finalizer.detach()
+        measurement.finish(outcome, exc)
