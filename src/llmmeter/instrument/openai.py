@@ -84,10 +84,10 @@ def _plan(
     operation, api_type, reader_cls = endpoint
     body = options.json_data if isinstance(options.json_data, Mapping) else {}
     stream = bool(kwargs.get("stream", False))
-    host, port = _server_of(client)
+    host, port, detected_provider = _server_and_provider(client)
     record = CallRecord(
         operation=operation,
-        provider=provider or _provider_of(client, host),
+        provider=provider or detected_provider,
         request_model=body.get("model") if isinstance(body.get("model"), str) else None,
         server_address=host,
         server_port=port,
@@ -117,13 +117,24 @@ def _endpoint_of(url: str) -> tuple[str, str | None, type[Any] | None] | None:
     return None
 
 
-def _server_of(client: Any) -> tuple[str | None, int | None]:
+_server_cache: dict[int, tuple[object, str | None, int | None, str]] = {}
+
+
+def _server_and_provider(client: Any) -> tuple[str | None, int | None, str]:
+    """(host, port, provider) of a client, computed once per base URL object."""
     base_url = getattr(client, "base_url", None)
+    cached = _server_cache.get(id(base_url))
+    if cached is not None and cached[0] is base_url:
+        return cached[1], cached[2], cached[3]
     host = getattr(base_url, "host", None) or None
-    if host is None:
-        return None, None
-    port = getattr(base_url, "port", None) or _DEFAULT_PORTS.get(str(getattr(base_url, "scheme", "")))
-    return host, port
+    port = None
+    if host is not None:
+        port = getattr(base_url, "port", None) or _DEFAULT_PORTS.get(str(getattr(base_url, "scheme", "")))
+    provider = _provider_of(client, host)
+    if len(_server_cache) > 256:
+        _server_cache.clear()
+    _server_cache[id(base_url)] = (base_url, host, port, provider)
+    return host, port, provider
 
 
 def _provider_of(client: Any, host: str | None) -> str:
@@ -204,10 +215,11 @@ def _input_content(body: Mapping[str, Any]) -> dict[str, Any]:
 # --- reading results ------------------------------------------------------------------------------
 def _fill_from_response(plan: _Plan, response: Any) -> Callable[[CallRecord], None]:
     def fill(record: CallRecord) -> None:
-        from llmmeter.providers import extract_response_info, extract_usage
+        from llmmeter.providers.openai import response_info_from_openai, usage_from_openai
 
-        record.usage = extract_usage(response)
-        info = extract_response_info(response)
+        usage = getattr(response, "usage", None)
+        record.usage = usage_from_openai(usage) if usage is not None else None
+        info = response_info_from_openai(response)
         record.response_id = info.response_id
         record.response_model = info.response_model
         record.finish_reasons = info.finish_reasons
@@ -244,19 +256,39 @@ def _output_text(response: Any) -> str | None:
     return "".join(parts) or None
 
 
-def _is_openai_type(obj: Any, name: str) -> bool:
-    return any(cls.__name__ == name and cls.__module__.startswith("openai") for cls in type(obj).__mro__)
+_KINDS = ("Stream", "AsyncStream", "LegacyAPIResponse", "AsyncAPIResponse", "APIResponse")
+_kind_cache: dict[type, str | None] = {}
+
+
+def _kind_of(obj: Any) -> str | None:
+    """Which SDK wrapper ``obj`` is (``"Stream"``, ``"LegacyAPIResponse"``...), ``None`` if a model."""
+    cls = type(obj)
+    try:
+        return _kind_cache[cls]
+    except KeyError:
+        pass
+    kind = None
+    for base in cls.__mro__:
+        if base.__name__ in _KINDS and base.__module__.startswith("openai"):
+            kind = base.__name__
+            break
+    _kind_cache[cls] = kind
+    return kind
 
 
 def _measured_result(result: Any, plan: _Plan, measurement: Measurement) -> Any:
     """Return ``result`` as the caller expects it, measured."""
-    if _is_openai_type(result, "Stream"):
+    kind = _kind_of(result)
+    if kind is None:
+        measurement.finish(Outcome.OK, fill=_fill_from_response(plan, result))
+        return result
+    if kind == "Stream":
         measurement.reader = plan.new_reader()
         return MeteredStream(result, measurement, hide_usage_chunk=plan.hide_usage_chunk)
-    if _is_openai_type(result, "AsyncStream"):
+    if kind == "AsyncStream":
         measurement.reader = plan.new_reader()
         return AsyncMeteredStream(result, measurement, hide_usage_chunk=plan.hide_usage_chunk)
-    if _is_openai_type(result, "LegacyAPIResponse"):
+    if kind == "LegacyAPIResponse":
         if plan.record.streaming:
             return MeteredRawResponse(result, plan, measurement)
         parsed = None
@@ -264,20 +296,18 @@ def _measured_result(result: Any, plan: _Plan, measurement: Measurement) -> Any:
             parsed = result.parse()  # cached by the SDK: the caller's parse() returns this object
         measurement.finish(Outcome.OK, fill=_fill_from_response(plan, parsed))
         return result
-    if _is_openai_type(result, "AsyncAPIResponse"):
+    if kind == "AsyncAPIResponse":
         return AsyncMeteredRawResponse(result, plan, measurement)
-    if _is_openai_type(result, "APIResponse"):
-        return MeteredRawResponse(result, plan, measurement)
-    measurement.finish(Outcome.OK, fill=_fill_from_response(plan, result))
-    return result
+    return MeteredRawResponse(result, plan, measurement)
 
 
 def _measure_parsed(parsed: Any, plan: _Plan, measurement: Measurement) -> Any:
     """What ``raw.parse()`` returned: a stream to proxy, or the final object to read."""
-    if _is_openai_type(parsed, "Stream"):
+    kind = _kind_of(parsed)
+    if kind == "Stream":
         measurement.reader = plan.new_reader()
         return MeteredStream(parsed, measurement, hide_usage_chunk=plan.hide_usage_chunk)
-    if _is_openai_type(parsed, "AsyncStream"):
+    if kind == "AsyncStream":
         measurement.reader = plan.new_reader()
         return AsyncMeteredStream(parsed, measurement, hide_usage_chunk=plan.hide_usage_chunk)
     measurement.finish(Outcome.OK, fill=_fill_from_response(plan, parsed))
