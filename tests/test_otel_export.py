@@ -625,6 +625,5 @@ def test_configured_without_providers_llmmeter_uses_the_application_global_ones(
 
     assert done.returncode == 0, done.stderr
     assert done.stdout.strip() == (
-        "['chat acme-chat-1'] ['gen_ai.client.operation.duration', 'gen_ai.client.token.usage', "
-        "'llmmeter.client.token.usage']"
+        "['chat acme-chat-1'] ['gen_ai.client.operation.duration', 'gen_ai.client.token.usage']"
     )

@@ -173,7 +173,9 @@ def drive_traffic() -> None:
             for _ in client.chat.completions.create(model="gpt-4o-mini", messages=QUESTION, stream=True):
                 pass
             client.chat.completions.create(
-                model="gpt-4o-mini", messages=QUESTION, extra_headers=pacing_headers(tokens=12)
+                model="gpt-4o-mini",
+                messages=QUESTION,
+                extra_headers=pacing_headers(tokens=12, cached_tokens=4),
             )
 
 

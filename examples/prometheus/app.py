@@ -32,7 +32,7 @@ from llmmeter.testing import LocalOpenAIServer, pacing_headers
 
 QUESTION = [{"role": "user", "content": "Summarize the quarterly cost report in two sentences."}]
 PACING: dict[str, dict[str, Any]] = {
-    "gpt-4o-mini": {"ttft_ms": 150, "itl_ms": 30, "tokens": 8},
+    "gpt-4o-mini": {"ttft_ms": 150, "itl_ms": 30, "tokens": 8, "cached_tokens": 4},
     "gpt-4.1": {"ttft_ms": 400, "itl_ms": 60, "tokens": 6},
 }
 UNPRICED_MODEL = "acme-private-7b"

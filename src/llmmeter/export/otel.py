@@ -11,6 +11,7 @@ the span's context, so an SDK with exemplars enabled links a histogram bucket to
 
 from __future__ import annotations
 
+import threading
 from collections.abc import Iterable, Mapping
 from typing import Any
 
@@ -48,7 +49,7 @@ class OtelTelemetry:
         self.metric_attribute_keys = frozenset(metric_attribute_keys)
         self.per_chunk_metrics = per_chunk_metrics
         self._histograms: dict[str, metrics.Histogram] = {}
-        self._counters: dict[str, metrics.Counter] = {}
+        self._counters: dict[str, SummedCounter] = {}
         for key, spec in sc.METRICS.items():
             if spec.instrument == "histogram":
                 self._histograms[key] = meter.create_histogram(
@@ -58,9 +59,7 @@ class OtelTelemetry:
                     explicit_bucket_boundaries_advisory=spec.buckets,
                 )
             else:
-                self._counters[key] = meter.create_counter(
-                    spec.name, unit=spec.unit, description=spec.description
-                )
+                self._counters[key] = SummedCounter(meter, spec)
 
     # --- spans ----------------------------------------------------------------------------------
     def start_span(self, record: CallRecord) -> Span:
@@ -161,7 +160,7 @@ class OtelTelemetry:
             if record.cost_status is CostStatus.UNPRICED:
                 unpriced = usage.total_tokens
                 if unpriced:
-                    self._counters["unpriced_tokens"].add(unpriced, attributes, context=context)
+                    self._counters["unpriced_tokens"].add(unpriced, attributes)
         if record.cost is not None:
             cost_attributes = {**attributes, sc.COST_CURRENCY: record.cost.currency}
             hist["cost"].record(float(record.cost.amount), cost_attributes, context=context)
@@ -178,7 +177,36 @@ class OtelTelemetry:
         for field_name, kind in sc.TOKEN_KINDS.items():
             value = getattr(usage, field_name)
             if value:
-                parts.add(value, {**attributes, sc.TOKEN_KIND: kind}, context=context)
+                parts.add(value, {**attributes, sc.TOKEN_KIND: kind})
+
+
+class SummedCounter:
+    """A monotonic counter summed by llmmeter and read by the SDK when it collects.
+
+    An SDK ``Counter.add`` costs a measurement object plus attribute validation and hashing, and
+    these counters take several points per call (one per token kind). Summing in a dict under an
+    uncontended lock is a fraction of that; an ``ObservableCounter`` callback then reports the
+    cumulative totals (no exemplars: they are meant for the histograms anyway). Memory is bounded
+    by the metric attributes, which are low-cardinality by design.
+    """
+
+    def __init__(self, meter: metrics.Meter, spec: sc.MetricSpec) -> None:
+        self._totals: dict[frozenset[tuple[str, AttributeValue]], int] = {}
+        self._lock = threading.Lock()
+        meter.create_observable_counter(
+            spec.name, callbacks=[self._observe], unit=spec.unit, description=spec.description
+        )
+
+    def add(self, amount: int, attributes: Mapping[str, AttributeValue]) -> None:
+        """Add ``amount`` to the series ``attributes``."""
+        key = frozenset(attributes.items())
+        with self._lock:
+            self._totals[key] = self._totals.get(key, 0) + amount
+
+    def _observe(self, options: metrics.CallbackOptions) -> list[metrics.Observation]:
+        with self._lock:
+            totals = list(self._totals.items())
+        return [metrics.Observation(total, dict(key)) for key, total in totals]
 
 
 def span_attributes(record: CallRecord) -> dict[str, AttributeValue | tuple[str, ...]]:
@@ -253,8 +281,8 @@ def _cost_attributes(record: CallRecord, out: dict[str, Any]) -> None:
     out[sc.COST_SOURCE] = "provider" if cost.source == "provider" else "local"
     if cost.price_ref:
         out[sc.COST_PRICE_REF] = cost.price_ref
-    for component, amount in cost.components.items():
-        out[sc.COST_COMPONENT_PREFIX + component] = float(amount)
+    # The per-component breakdown stays on the record (store, callbacks): every span attribute
+    # costs the SDK a validation per call, and the amount plus price_ref make the span auditable.
 
 
 def _step_attributes(record: CallRecord, out: dict[str, Any]) -> None:
