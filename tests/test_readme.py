@@ -1,0 +1,49 @@
+"""README.md stays true: its Python snippets run, its commands exist."""
+
+from __future__ import annotations
+
+import re
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parents[1]
+README = (ROOT / "README.md").read_text()
+SNIPPETS = re.findall(r"```python\n(.*?)```", README, flags=re.S)
+
+
+def test_readme_gives_exactly_two_setup_commands_and_ci_runs_the_test_one() -> None:
+    setup = README.split("## Use")[0]
+    commands = re.findall(r"```bash\n(.*?)\n```", setup, flags=re.S)
+    assert len(commands) == 2
+    demo, tests = commands
+    assert "examples/demo.py" in demo
+    assert "pytest" in tests
+    assert tests.strip() in (ROOT / ".ci" / "run").read_text()
+
+
+def test_the_pricing_snippet_runs(monkeypatch: pytest.MonkeyPatch) -> None:
+    (snippet,) = [s for s in SNIPPETS if "PricingRegistry.default()" in s]
+    monkeypatch.chdir(ROOT)
+    import llmmeter
+
+    namespace: dict[str, object] = {"llmmeter": llmmeter}
+    exec(compile(snippet, "README.md", "exec"), namespace)  # our own README
+    reg = namespace["reg"]
+    assert isinstance(reg, llmmeter.PricingRegistry)
+    resolved = reg.lookup("my-azure-deployment")
+    assert resolved is not None and "gpt-4o-2024-08-06" in resolved.ref
+    assert reg.lookup("acme-llama-70b") is not None
+    llmmeter.configure(store=None, pricing=None)
+
+
+@pytest.mark.parametrize(
+    "command", ["llmmeter prices show gpt-4o-mini", "llmmeter prices check examples/prices/negotiated.yaml"]
+)
+def test_the_pricing_commands_work(command: str) -> None:
+    argv = [sys.executable, "-m", "llmmeter", *command.split()[1:]]
+    done = subprocess.run(argv, cwd=ROOT, capture_output=True, text=True, timeout=60, check=False)
+    assert done.returncode == 0, done.stderr
+    assert command in README
