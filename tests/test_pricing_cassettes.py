@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import json
 from decimal import Decimal
-from pathlib import Path
 from typing import Any
 
 import pytest
@@ -12,7 +11,9 @@ import pytest
 from llmmeter import CallRecord, CostStatus, Usage
 from llmmeter.pricing import PricingRegistry
 
-INDEX = Path("/work/shared/cassettes/index.json")
+from .conftest import CASSETTES
+
+INDEX = CASSETTES / "index.json"
 
 pytestmark = pytest.mark.skipif(not INDEX.exists(), reason="shared cassettes not available")
 
