@@ -50,16 +50,6 @@ class StreamBookkeeping:
         self._self_finalizer = weakref.finalize(self, measurement.finish, Outcome.ABANDONED)
         self._self_finalizer.atexit = False
 
-    def _self_take(self, chunk: Any) -> bool:
-        """Measure one chunk; False when it is the usage chunk llmmeter asked for (to hide)."""
-        try:
-            self._self_measurement.on_chunk(chunk)
-            return not (self._self_hide_usage_chunk and _is_usage_only(chunk))
-        except Exception:
-            with guard("reading a stream chunk"):
-                raise
-        return True
-
     def _end(self, outcome: Outcome, exc: BaseException | None = None) -> None:
         self._self_finalizer.detach()
         self._self_measurement.finish(outcome, exc)
@@ -80,11 +70,13 @@ class MeteredStream(StreamBookkeeping, wrapt.BaseObjectProxy):  # type: ignore[m
         return self
 
     def __next__(self) -> Any:
-        if self._self_iterator is None:
-            self._self_iterator = iter(self.__wrapped__)
+        iterator = self._self_iterator
+        if iterator is None:
+            iterator = self._self_iterator = iter(self.__wrapped__)
+        measurement = self._self_measurement
         while True:
             try:
-                chunk = next(self._self_iterator)
+                chunk = next(iterator)
             except StopIteration:
                 self._self_exhausted = True
                 self._end(Outcome.OK)
@@ -92,9 +84,14 @@ class MeteredStream(StreamBookkeeping, wrapt.BaseObjectProxy):  # type: ignore[m
             except BaseException as exc:
                 self._end(outcome_of(exc), exc)
                 raise
-            if self._self_take(chunk):
-                return chunk
-            # else: the usage chunk llmmeter asked for and the caller did not: hide it
+            try:
+                measurement.on_chunk(chunk)
+            except Exception:
+                with guard("reading a stream chunk"):
+                    raise
+            if self._self_hide_usage_chunk and _is_usage_only(chunk):
+                continue  # the usage chunk llmmeter asked for and the caller did not
+            return chunk
 
     def close(self) -> None:
         """Close the SDK stream, then finish: ``ok`` if its end was reached, else ``aborted``."""
@@ -128,11 +125,13 @@ class AsyncMeteredStream(StreamBookkeeping, wrapt.BaseObjectProxy):  # type: ign
         return self
 
     async def __anext__(self) -> Any:
-        if self._self_iterator is None:
-            self._self_iterator = self.__wrapped__.__aiter__()
+        iterator = self._self_iterator
+        if iterator is None:
+            iterator = self._self_iterator = self.__wrapped__.__aiter__()
+        measurement = self._self_measurement
         while True:
             try:
-                chunk = await self._self_iterator.__anext__()
+                chunk = await iterator.__anext__()
             except StopAsyncIteration:
                 self._self_exhausted = True
                 self._end(Outcome.OK)
@@ -140,8 +139,14 @@ class AsyncMeteredStream(StreamBookkeeping, wrapt.BaseObjectProxy):  # type: ign
             except BaseException as exc:
                 self._end(outcome_of(exc), exc)
                 raise
-            if self._self_take(chunk):
-                return chunk
+            try:
+                measurement.on_chunk(chunk)
+            except Exception:
+                with guard("reading a stream chunk"):
+                    raise
+            if self._self_hide_usage_chunk and _is_usage_only(chunk):
+                continue
+            return chunk
 
     async def close(self) -> None:
         """Close the SDK stream, then finish: ``ok`` if its end was reached, else ``aborted``."""

@@ -137,6 +137,9 @@ class _ChoicesStreamReader(_OpenAIReaderBase):
         self.finish_reasons: dict[int, str] = {}
 
     def feed(self, chunk: Any) -> bool:
+        return self._general_feed(chunk)
+
+    def _general_feed(self, chunk: Any) -> bool:
         if self.first is None or not self.first.model:
             self.first = chunk  # Azure opens with a content-filter chunk that has no id or model
         self.last = chunk
@@ -164,6 +167,22 @@ class ChatStreamReader(_ChoicesStreamReader):
     """``chat.completions`` streams (``ChatCompletionChunk``)."""
 
     __slots__ = ()
+
+    def feed(self, chunk: Any) -> bool:
+        # The hot path of every chat stream: the common one-choice text chunk is read inline;
+        # anything else (n > 1, tool calls, reasoning...) takes the general path.
+        choices = chunk.choices
+        first = self.first
+        if first is not None and first.model and len(choices) == 1 and chunk.usage is None:
+            self.last = chunk
+            choice = choices[0]
+            delta = choice.delta
+            content = delta.content if delta is not None else None
+            if content and choice.finish_reason is None:
+                self.texts.append(content)
+                return True
+            return self._general_feed(chunk)
+        return self._general_feed(chunk)
 
     def _choice_has_output(self, choice: Any) -> bool:
         delta = choice.delta
