@@ -16,7 +16,11 @@ EXAMPLES = Path(__file__).resolve().parents[1] / "examples"
 def _run(script: str, *args: str, env: dict[str, str] | None = None) -> subprocess.CompletedProcess[str]:
     return subprocess.run(
         [sys.executable, str(EXAMPLES / script), *args],
-        capture_output=True, text=True, timeout=300, check=False, env={**os.environ, **(env or {})},
+        capture_output=True,
+        text=True,
+        timeout=300,
+        check=False,
+        env={**os.environ, **(env or {})},
     )
 
 
@@ -43,8 +47,22 @@ def test_demo_report_as_json_agrees_with_the_store(tmp_path: Path) -> None:
     store = tmp_path / "demo.sqlite3"
     assert _run("demo.py", "--store", str(store)).returncode == 0
     report = subprocess.run(
-        [sys.executable, "-m", "llmmeter", "report", "--store", str(store), "--by", "team", "--format", "json"],
-        capture_output=True, text=True, timeout=120, check=True,
+        [
+            sys.executable,
+            "-m",
+            "llmmeter",
+            "report",
+            "--store",
+            str(store),
+            "--by",
+            "team",
+            "--format",
+            "json",
+        ],
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=True,
     )
     groups = {g["key"]["team"]: g for g in json.loads(report.stdout)["groups"]}
     assert groups["search"]["calls"] == 3 and groups["research"]["calls"] == 4
