@@ -107,7 +107,7 @@ class OtelTelemetry:
     def _end_span(self, record: CallRecord, span: Span) -> None:
         end_ns = None
         if span.is_recording():
-            span.set_attributes(span_attributes(record))
+            span.set_attributes(span_attributes(record, set_at_start=True))
             if record.error_type is not None:
                 span.set_status(Status(StatusCode.ERROR, record.error_type))
             start_ns = getattr(span, "start_time", None)
@@ -209,13 +209,19 @@ class SummedCounter:
         return [metrics.Observation(total, dict(key)) for key, total in totals]
 
 
-def span_attributes(record: CallRecord) -> dict[str, AttributeValue | tuple[str, ...]]:
-    """Every span attribute of a finished record (start-time ones included, harmlessly)."""
+def span_attributes(
+    record: CallRecord, *, set_at_start: bool = False
+) -> dict[str, AttributeValue | tuple[str, ...]]:
+    """Every span attribute of a finished record.
+
+    ``set_at_start``: leave out what :meth:`OtelTelemetry.start_span` already set and cannot have
+    changed (request model, server, stream flag): the SDK validates every attribute it is given.
+    """
     out: dict[str, Any] = {}
     if record.kind is CallKind.STEP:
         _step_attributes(record, out)
     else:
-        _llm_attributes(record, out)
+        _llm_attributes(record, out, set_at_start)
     out[sc.OUTCOME] = record.outcome.value
     if record.error_type is not None:
         out[sc.ERROR_TYPE] = record.error_type
@@ -224,11 +230,20 @@ def span_attributes(record: CallRecord) -> dict[str, AttributeValue | tuple[str,
     return out
 
 
-def _llm_attributes(record: CallRecord, out: dict[str, Any]) -> None:
+def _llm_attributes(record: CallRecord, out: dict[str, Any], set_at_start: bool) -> None:
+    # Operation and provider are always (re)set: a bare @metered step can turn out to be an LLM
+    # call, and an OpenAI-compatible server can turn out to be vLLM.
     out[sc.OPERATION_NAME] = record.operation
     out[sc.PROVIDER_NAME] = record.provider
-    if record.request_model:
-        out[sc.REQUEST_MODEL] = record.request_model
+    if not set_at_start:
+        if record.request_model:
+            out[sc.REQUEST_MODEL] = record.request_model
+        if record.server_address:
+            out[sc.SERVER_ADDRESS] = record.server_address
+            if record.server_port is not None:
+                out[sc.SERVER_PORT] = record.server_port
+        if record.streaming:
+            out[sc.REQUEST_STREAM] = True
     if record.response_model:
         out[sc.RESPONSE_MODEL] = record.response_model
     if record.response_id:
@@ -237,8 +252,6 @@ def _llm_attributes(record: CallRecord, out: dict[str, Any]) -> None:
         out[sc.RESPONSE_FINISH_REASONS] = record.finish_reasons
     if record.service_tier:
         out[sc.OPENAI_RESPONSE_SERVICE_TIER] = record.service_tier
-    if record.streaming:
-        out[sc.REQUEST_STREAM] = True
     out.update(record.request_params)
     timings = record.timings
     if timings.ttfc_s is not None:
