@@ -44,3 +44,9 @@ def test_ttft_accuracy_compares_with_pacing_and_server_write_times() -> None:
                        "TPOT vs pacing", "TPOT vs server write"):
         assert comparison in out
     assert "same, 4 tokens/chunk: TPOT vs pacing" in out
+
+
+def test_sdk_floor_prints_the_cost_of_one_metric_point_and_one_span() -> None:
+    out = run_quick("sdk_floor.py")
+    assert "histogram point, 7 attributes" in out
+    assert "span start + 30 attributes + end" in out
