@@ -448,17 +448,70 @@ def test_histograms_use_the_advisory_bucket_boundaries(
 
 def test_semconv_bucket_lists_match_the_genai_conventions() -> None:
     assert semconv.DURATION_BUCKETS == (
-        0.01, 0.02, 0.04, 0.08, 0.16, 0.32, 0.64, 1.28, 2.56, 5.12, 10.24, 20.48, 40.96, 81.92,
+        0.01,
+        0.02,
+        0.04,
+        0.08,
+        0.16,
+        0.32,
+        0.64,
+        1.28,
+        2.56,
+        5.12,
+        10.24,
+        20.48,
+        40.96,
+        81.92,
     )
     assert semconv.TOKEN_BUCKETS == (
-        1, 4, 16, 64, 256, 1024, 4096, 16384, 65536, 262144, 1048576, 4194304, 16777216, 67108864,
+        1,
+        4,
+        16,
+        64,
+        256,
+        1024,
+        4096,
+        16384,
+        65536,
+        262144,
+        1048576,
+        4194304,
+        16777216,
+        67108864,
     )
     assert semconv.TTFT_BUCKETS == (
-        0.001, 0.005, 0.01, 0.02, 0.04, 0.06, 0.08, 0.1, 0.25, 0.5, 0.75, 1.0, 2.5, 5.0, 7.5, 10.0,
+        0.001,
+        0.005,
+        0.01,
+        0.02,
+        0.04,
+        0.06,
+        0.08,
+        0.1,
+        0.25,
+        0.5,
+        0.75,
+        1.0,
+        2.5,
+        5.0,
+        7.5,
+        10.0,
     )
     # The semconv TPOT boundaries, all of them, with finer ones below 10 ms added.
     assert set(semconv.TPOT_BUCKETS) >= {
-        0.01, 0.025, 0.05, 0.075, 0.1, 0.15, 0.2, 0.3, 0.4, 0.5, 0.75, 1.0, 2.5,
+        0.01,
+        0.025,
+        0.05,
+        0.075,
+        0.1,
+        0.15,
+        0.2,
+        0.3,
+        0.4,
+        0.5,
+        0.75,
+        1.0,
+        2.5,
     }
     assert list(semconv.TPOT_BUCKETS) == sorted(semconv.TPOT_BUCKETS)
 
@@ -542,8 +595,11 @@ def test_a_sampled_out_call_still_records_its_metrics_and_record(own_providers: 
     meter_provider = own_providers(MeterProvider(metric_readers=[reader]))
     records: list[CallRecord] = []
     llmmeter.configure(
-        store=None, pricing=None, on_record=records.append,
-        tracer_provider=tracer_provider, meter_provider=meter_provider,
+        store=None,
+        pricing=None,
+        on_record=records.append,
+        tracer_provider=tracer_provider,
+        meter_provider=meter_provider,
     )
 
     chat(RICH_USAGE)
@@ -627,3 +683,35 @@ def test_configured_without_providers_llmmeter_uses_the_application_global_ones(
     assert done.stdout.strip() == (
         "['chat acme-chat-1'] ['gen_ai.client.operation.duration', 'gen_ai.client.token.usage']"
     )
+
+
+def test_configuring_again_with_the_same_meter_provider_keeps_the_token_counters_counting() -> None:
+    reader = InMemoryMetricReader()
+    meter_provider = MeterProvider(metric_readers=[reader])
+
+    @llmmeter.metered(model="gpt-4o-mini", provider="openai")
+    def chat() -> dict[str, object]:
+        return {
+            "model": "gpt-4o-mini",
+            "usage": {
+                "prompt_tokens": 10,
+                "completion_tokens": 4,
+                "prompt_tokens_details": {"cached_tokens": 6},
+            },
+        }
+
+    for _ in range(2):  # e.g. an application that calls configure() at start-up and again later
+        llmmeter.configure(store=None, pricing=None, meter_provider=meter_provider)
+        chat()
+    cached = [
+        point.value
+        for rm in reader.get_metrics_data().resource_metrics
+        for sm in rm.scope_metrics
+        for metric in sm.metrics
+        if metric.name == "llmmeter.client.token.usage"
+        for point in metric.data.data_points
+        if point.attributes.get("llmmeter.token.kind") == "cache_read_input"
+    ]
+    assert cached == [12]
+    llmmeter.configure(store=None, pricing=None)
+    meter_provider.shutdown()

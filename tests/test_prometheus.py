@@ -252,7 +252,8 @@ def test_histogram_quantiles_land_in_the_bucket_of_the_measured_latency(
             )
             # Normally one bucket: the paced value's (unless the machine stalled a call).
             assert lowest <= value <= highest, (model, q, value, measured)
-        assert bucket_bounds(paced_s, boundaries)[0] == lowest
+        # Never below the paced value's bucket (a stalled, loaded machine can only add latency).
+        assert bucket_bounds(paced_s, boundaries)[0] <= lowest
 
 
 @pytest.mark.prometheus

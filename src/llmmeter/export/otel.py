@@ -12,8 +12,9 @@ the span's context, so an SDK with exemplars enabled links a histogram bucket to
 from __future__ import annotations
 
 import threading
+import weakref
 from collections.abc import Iterable, Mapping
-from typing import Any
+from typing import Any, ClassVar
 
 from opentelemetry import metrics, trace
 from opentelemetry.context import Context
@@ -59,7 +60,8 @@ class OtelTelemetry:
                     explicit_bucket_boundaries_advisory=spec.buckets,
                 )
             else:
-                self._counters[key] = SummedCounter(meter, spec)
+                provider = meter_provider or metrics.get_meter_provider()
+                self._counters[key] = SummedCounter.of(provider, meter, spec)
 
     # --- spans ----------------------------------------------------------------------------------
     def start_span(self, record: CallRecord) -> Span:
@@ -190,12 +192,29 @@ class SummedCounter:
     by the metric attributes, which are low-cardinality by design.
     """
 
+    _registry: ClassVar[weakref.WeakKeyDictionary[Any, dict[str, SummedCounter]]] = (
+        weakref.WeakKeyDictionary()
+    )
+    _registry_lock: ClassVar[threading.Lock] = threading.Lock()
+
     def __init__(self, meter: metrics.Meter, spec: sc.MetricSpec) -> None:
         self._totals: dict[frozenset[tuple[str, AttributeValue]], int] = {}
         self._lock = threading.Lock()
         meter.create_observable_counter(
             spec.name, callbacks=[self._observe], unit=spec.unit, description=spec.description
         )
+
+    @classmethod
+    def of(cls, provider: object, meter: metrics.Meter, spec: sc.MetricSpec) -> SummedCounter:
+        """The one counter of this name for ``provider``: an SDK meter keeps the first
+        observable instrument of a name (and its callback), so configuring llmmeter again must
+        reuse it rather than register a second one whose totals nobody would read."""
+        with cls._registry_lock:
+            counters = cls._registry.setdefault(provider, {})
+            counter = counters.get(spec.name)
+            if counter is None:
+                counter = counters[spec.name] = cls(meter, spec)
+            return counter
 
     def add(self, amount: int, attributes: Mapping[str, AttributeValue]) -> None:
         """Add ``amount`` to the series ``attributes``."""
