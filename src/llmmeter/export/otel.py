@@ -72,16 +72,7 @@ class OtelTelemetry:
                 kind=SpanKind.INTERNAL,
                 attributes={sc.OPERATION_NAME: record.operation, sc.CALL_KIND: "step"},
             )
-        attributes: dict[str, AttributeValue] = {
-            sc.OPERATION_NAME: record.operation,
-            sc.PROVIDER_NAME: record.provider,
-        }
-        if record.request_model:
-            attributes[sc.REQUEST_MODEL] = record.request_model
-        if record.server_address:
-            attributes[sc.SERVER_ADDRESS] = record.server_address
-            if record.server_port is not None:
-                attributes[sc.SERVER_PORT] = record.server_port
+        attributes = call_identity(record)
         if record.streaming:
             attributes[sc.REQUEST_STREAM] = True
         name = f"{record.operation} {record.request_model}" if record.request_model else record.operation
@@ -124,18 +115,9 @@ class OtelTelemetry:
     # --- metrics --------------------------------------------------------------------------------
     def metric_attributes(self, record: CallRecord) -> dict[str, AttributeValue]:
         """Low-cardinality attributes: model, provider, operation, error, allow-listed keys."""
-        attributes: dict[str, AttributeValue] = {
-            sc.OPERATION_NAME: record.operation,
-            sc.PROVIDER_NAME: record.provider,
-        }
-        if record.request_model:
-            attributes[sc.REQUEST_MODEL] = record.request_model
+        attributes = call_identity(record)
         if record.response_model:
             attributes[sc.RESPONSE_MODEL] = record.response_model
-        if record.server_address:
-            attributes[sc.SERVER_ADDRESS] = record.server_address
-            if record.server_port is not None:
-                attributes[sc.SERVER_PORT] = record.server_port
         if record.error_type is not None:
             attributes[sc.ERROR_TYPE] = record.error_type
         for key in self.metric_attribute_keys:
@@ -228,6 +210,22 @@ class SummedCounter:
         return [metrics.Observation(total, dict(key)) for key, total in totals]
 
 
+def call_identity(record: CallRecord) -> dict[str, AttributeValue]:
+    """What a call is, in the attributes spans and metrics share: operation, provider, requested
+    model, server address and port (semconv: the port only with the address)."""
+    attributes: dict[str, AttributeValue] = {
+        sc.OPERATION_NAME: record.operation,
+        sc.PROVIDER_NAME: record.provider,
+    }
+    if record.request_model:
+        attributes[sc.REQUEST_MODEL] = record.request_model
+    if record.server_address:
+        attributes[sc.SERVER_ADDRESS] = record.server_address
+        if record.server_port is not None:
+            attributes[sc.SERVER_PORT] = record.server_port
+    return attributes
+
+
 def span_attributes(
     record: CallRecord, *, set_at_start: bool = False
 ) -> dict[str, AttributeValue | tuple[str, ...]]:
@@ -236,11 +234,19 @@ def span_attributes(
     ``set_at_start``: leave out what :meth:`OtelTelemetry.start_span` already set and cannot have
     changed (request model, server, stream flag): the SDK validates every attribute it is given.
     """
-    out: dict[str, Any] = {}
+    out: dict[str, Any]
     if record.kind is CallKind.STEP:
+        out = {}
         _step_attributes(record, out)
     else:
-        _llm_attributes(record, out, set_at_start)
+        # Operation and provider are always (re)set: a bare @metered step can turn out to be an
+        # LLM call, and an OpenAI-compatible server can turn out to be vLLM.
+        out = {sc.OPERATION_NAME: record.operation, sc.PROVIDER_NAME: record.provider}
+        if not set_at_start:
+            out.update(call_identity(record))
+            if record.streaming:
+                out[sc.REQUEST_STREAM] = True
+        _llm_attributes(record, out)
     out[sc.OUTCOME] = record.outcome.value
     if record.error_type is not None:
         out[sc.ERROR_TYPE] = record.error_type
@@ -249,20 +255,7 @@ def span_attributes(
     return out
 
 
-def _llm_attributes(record: CallRecord, out: dict[str, Any], set_at_start: bool) -> None:
-    # Operation and provider are always (re)set: a bare @metered step can turn out to be an LLM
-    # call, and an OpenAI-compatible server can turn out to be vLLM.
-    out[sc.OPERATION_NAME] = record.operation
-    out[sc.PROVIDER_NAME] = record.provider
-    if not set_at_start:
-        if record.request_model:
-            out[sc.REQUEST_MODEL] = record.request_model
-        if record.server_address:
-            out[sc.SERVER_ADDRESS] = record.server_address
-            if record.server_port is not None:
-                out[sc.SERVER_PORT] = record.server_port
-        if record.streaming:
-            out[sc.REQUEST_STREAM] = True
+def _llm_attributes(record: CallRecord, out: dict[str, Any]) -> None:
     if record.response_model:
         out[sc.RESPONSE_MODEL] = record.response_model
     if record.response_id:
