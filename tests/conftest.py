@@ -2,10 +2,13 @@
 
 from __future__ import annotations
 
+import ipaddress
 import os
+import socket
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 import pytest
 from opentelemetry.sdk.metrics import MeterProvider
@@ -24,6 +27,37 @@ CASSETTES = SHARED / "cassettes"
 
 # llmmeter's own errors must fail the tests, never hide behind "logged once".
 os.environ.setdefault("LLMMETER_STRICT", "1")
+
+
+def _is_loopback(address: object) -> bool:
+    if not isinstance(address, tuple):  # AF_UNIX paths, abstract sockets
+        return True
+    host = str(address[0])
+    if host == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host.split("%")[0]).is_loopback
+    except ValueError:
+        return False
+
+
+@pytest.fixture(autouse=True, scope="session")
+def _loopback_only() -> Iterator[None]:
+    """The suite never talks to anything but this machine: a non-loopback connect fails loudly."""
+    original_connect, original_connect_ex = socket.socket.connect, socket.socket.connect_ex
+
+    def guarded(method: Any) -> Any:
+        def connect(self: socket.socket, address: Any) -> Any:
+            if not _is_loopback(address):
+                raise OSError(f"llmmeter's tests may only reach loopback addresses, not {address!r}")
+            return method(self, address)
+
+        return connect
+
+    socket.socket.connect = guarded(original_connect)  # type: ignore[method-assign]
+    socket.socket.connect_ex = guarded(original_connect_ex)  # type: ignore[method-assign]
+    yield
+    socket.socket.connect, socket.socket.connect_ex = original_connect, original_connect_ex  # type: ignore[method-assign]
 
 
 @pytest.fixture(autouse=True)
