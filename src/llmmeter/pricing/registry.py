@@ -419,11 +419,22 @@ def _same_slot(old: PriceEntry, new: PriceEntry) -> bool:
     )
 
 
+_NS_PER_DAY = 86_400 * 10**9
+_day_starts: dict[int, dt.datetime] = {}
+
+
 def _call_time(record: CallRecord) -> dt.datetime | None:
+    """The UTC day the call started on (prices change by the day; one datetime per day, cached)."""
     start_ns = record.timings.start_time_unix_ns
     if not start_ns:
         return None
-    return dt.datetime.fromtimestamp(start_ns / 1e9, tz=dt.UTC)
+    day = start_ns // _NS_PER_DAY
+    when = _day_starts.get(day)
+    if when is None:
+        if len(_day_starts) > 64:
+            _day_starts.clear()
+        when = _day_starts[day] = dt.datetime.fromtimestamp(day * 86_400, tz=dt.UTC)
+    return when
 
 
 # -- cost engine ------------------------------------------------------------------------
@@ -457,8 +468,21 @@ def price_usage(
         currency=price.currency,
         components=components,
         source="registry",
-        price_ref=";".join([resolved.ref, *notes]),
+        price_ref=_price_ref(resolved, notes),
     )
+
+
+_refs: dict[int, tuple[ResolvedPrice, str]] = {}
+
+
+def _price_ref(resolved: ResolvedPrice, notes: list[str]) -> str:
+    """``resolved.ref`` (built once per resolved price: lookups are cached) plus the tier notes."""
+    known = _refs.get(id(resolved))
+    if known is None or known[0] is not resolved:
+        if len(_refs) > 1024:
+            _refs.clear()
+        known = _refs[id(resolved)] = (resolved, resolved.ref)
+    return ";".join([known[1], *notes]) if notes else known[1]
 
 
 def _token_components(
