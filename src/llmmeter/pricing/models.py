@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import datetime as dt
 from decimal import Decimal
-from typing import Annotated, Any, Literal
+from typing import Annotated, Any, Literal, get_args
 
 from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, model_validator
 
@@ -36,21 +36,6 @@ Rate = Annotated[Decimal, BeforeValidator(_exact_decimal), Field(ge=0, allow_inf
 
 PositiveDecimal = Annotated[Decimal, BeforeValidator(_exact_decimal), Field(gt=0, allow_inf_nan=False)]
 
-RATE_NAMES: tuple[str, ...] = (
-    "input_per_mtok",
-    "cached_input_per_mtok",
-    "cache_write_per_mtok",
-    "cache_write_1h_per_mtok",
-    "output_per_mtok",
-    "reasoning_per_mtok",
-    "audio_input_per_mtok",
-    "cached_audio_input_per_mtok",
-    "audio_output_per_mtok",
-    "image_input_per_mtok",
-    "image_output_per_mtok",
-)
-"""Every per-million-token rate a :class:`ModelPrice` can carry."""
-
 RateName = Literal[
     "input_per_mtok",
     "cached_input_per_mtok",
@@ -64,6 +49,9 @@ RateName = Literal[
     "image_input_per_mtok",
     "image_output_per_mtok",
 ]
+
+RATE_NAMES: tuple[str, ...] = get_args(RateName)
+"""Every per-million-token rate a :class:`ModelPrice` can carry."""
 
 
 _Card = tuple[dict[str, Decimal], tuple[str, ...]]
