@@ -133,15 +133,23 @@ class ABResult:
         """Medians of A, B and of the paired deltas (B - A), wall and process CPU, µs per call."""
         med = statistics.median
         return {
-            "wall_a": med(self.wall_a), "wall_b": med(self.wall_b),
+            "wall_a": med(self.wall_a),
+            "wall_b": med(self.wall_b),
             "wall_delta": self._delta(self.wall_a, self.wall_b),
-            "cpu_a": med(self.cpu_a), "cpu_b": med(self.cpu_b),
+            "cpu_a": med(self.cpu_a),
+            "cpu_b": med(self.cpu_b),
             "cpu_delta": self._delta(self.cpu_a, self.cpu_b),
         }
 
 
-def ab_blocks(run_a: BlockRunner, run_b: BlockRunner, *, calls_per_block: int, pairs: int,
-              telemetry: Telemetry | None = None) -> ABResult:
+def ab_blocks(
+    run_a: BlockRunner,
+    run_b: BlockRunner,
+    *,
+    calls_per_block: int,
+    pairs: int,
+    telemetry: Telemetry | None = None,
+) -> ABResult:
     """Alternate blocks A B, B A, A B ... and time each (wall: perf_counter, CPU: process_time).
 
     The span flush is inside the timed block, so the exporter thread's work for B's spans is
@@ -204,6 +212,27 @@ class Segments:
         return _Segment(self, label)
 
 
+def count_ab(
+    segments: Segments,
+    label: str,
+    run_a: Callable[[int], None],
+    run_b: Callable[[int], None],
+    k: int,
+    telemetry: Telemetry,
+    warmup: int,
+) -> None:
+    """Warm both sides up, then count segments ``label/A@K``, ``label/B@K``, ``@2K`` (for
+    :func:`per_call`); each segment ends with a span flush, so B pays for its export."""
+    for runner in (run_a, run_b, run_a, run_b):
+        runner(warmup)
+    telemetry.drain()
+    for m in (k, 2 * k):
+        for side, runner in (("A", run_a), ("B", run_b)):
+            with segments.measure(f"{label}/{side}@{m}"):
+                runner(m)
+                telemetry.flush()
+
+
 class _Segment:
     def __init__(self, owner: Segments, label: str) -> None:
         self.owner = owner
@@ -229,13 +258,21 @@ def callgrind_segments(argv: Sequence[str], timeout: float = 3600) -> dict[str, 
     """Run ``argv`` under callgrind; return the instruction count of every labelled segment."""
     with tempfile.TemporaryDirectory(prefix="llmmeter-callgrind-") as tmp:
         out = Path(tmp) / "cg.out"
-        command = ["valgrind", "--tool=callgrind", f"--callgrind-out-file={out}",
-                   f"--dump-before={MARKER_FUNCTION}", *argv]
+        command = [
+            "valgrind",
+            "--tool=callgrind",
+            f"--callgrind-out-file={out}",
+            f"--dump-before={MARKER_FUNCTION}",
+            *argv,
+        ]
         proc = subprocess.run(command, capture_output=True, text=True, timeout=timeout, check=False)
         if proc.returncode != 0:
             raise RuntimeError(f"callgrind run failed (rc={proc.returncode}):\n{proc.stderr[-3000:]}")
-        labels = [json.loads(line)["label"] for line in proc.stdout.splitlines()
-                  if line.startswith('{"type": "segment"')]
+        labels = [
+            json.loads(line)["label"]
+            for line in proc.stdout.splitlines()
+            if line.startswith('{"type": "segment"')
+        ]
         dumps = sorted(Path(tmp).glob("cg.out.*"), key=lambda p: int(p.suffix[1:]))
         counts = [_total_instructions(p) for p in dumps]
         if len(counts) < 2 * len(labels):
@@ -267,15 +304,16 @@ def machine_line() -> str:
         except PackageNotFoundError:
             return "-"
 
-    return (f"python {platform.python_version()}, {os.cpu_count()} CPUs ({platform.machine()}), "
-            f"llmmeter {v('llmmeter')}, openai {v('openai')}, httpx2 {v('httpx2')}, "
-            f"opentelemetry-sdk {v('opentelemetry-sdk')}")
+    return (
+        f"python {platform.python_version()}, {os.cpu_count()} CPUs ({platform.machine()}), "
+        f"llmmeter {v('llmmeter')}, openai {v('openai')}, httpx2 {v('httpx2')}, "
+        f"opentelemetry-sdk {v('opentelemetry-sdk')}"
+    )
 
 
 def table(headers: Sequence[str], rows: Sequence[Sequence[str]]) -> str:
     """A Markdown table (first column left-aligned, the rest right-aligned)."""
-    lines = ["| " + " | ".join(headers) + " |",
-             "|---|" + "---:|" * (len(headers) - 1)]
+    lines = ["| " + " | ".join(headers) + " |", "|---|" + "---:|" * (len(headers) - 1)]
     lines += ["| " + " | ".join(row) + " |" for row in rows]
     return "\n".join(lines)
 

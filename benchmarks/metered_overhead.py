@@ -134,14 +134,7 @@ def run_callgrind_child(args: argparse.Namespace) -> None:
     k = args.k
     for name in VARIANTS:
         run_a, run_b = variants[name]
-        for runner in (run_a, run_b, run_a, run_b):
-            runner(20)
-        telemetry.drain()
-        for n in (k, 2 * k):
-            for side, runner in (("A", run_a), ("B", run_b)):
-                with segments.measure(f"{name}/{side}@{n}"):
-                    runner(n)
-                    telemetry.flush()
+        _bench.count_ab(segments, name, run_a, run_b, k, telemetry, warmup=20)
     telemetry.shutdown()
 
 

@@ -180,14 +180,7 @@ def run_callgrind_child(args: argparse.Namespace) -> None:
             clients.server.stream_events = peers.build_sse_events(n)
         k = CALLGRIND_K[n if n is not None else scenario.split("-")[0]]
         run_a, run_b = clients.runner(clients.a, scenario), clients.runner(clients.b, scenario)
-        for runner in (run_a, run_b, run_a, run_b):
-            runner(2)
-        telemetry.drain()
-        for m in (k, 2 * k):
-            for side, runner in (("A", run_a), ("B", run_b)):
-                with segments.measure(f"{_key(scenario, n)}/{side}@{m}"):
-                    runner(m)
-                    telemetry.flush()
+        _bench.count_ab(segments, _key(scenario, n), run_a, run_b, k, telemetry, warmup=2)
     clients.close()
     telemetry.shutdown()
 
