@@ -112,6 +112,42 @@ def test_stream_without_usage_is_estimated_locally_and_marked(
     assert record.usage.input_tokens and record.usage.input_tokens > 0
 
 
+def test_for_loop_over_the_call_itself_is_recorded_ok_when_exhausted(
+    client: openai.OpenAI, telemetry: Telemetry
+) -> None:
+    texts = [c.choices[0].delta.content for c in _stream(client) if c.choices]
+    assert texts
+    (record,) = telemetry.records
+    assert record.outcome is Outcome.OK
+    assert record.timings.chunks == len(texts)
+
+
+def test_next_and_for_share_one_position_like_the_sdk_stream(
+    client: openai.OpenAI, server: LocalOpenAIServer, telemetry: Telemetry
+) -> None:
+    plain = openai.OpenAI(base_url=server.base_url, api_key="test")
+    expected = [c.choices[0].delta.content for c in _stream(plain)]
+    stream = _stream(client)
+    got = [next(stream).choices[0].delta.content]
+    got += [c.choices[0].delta.content for c in stream]
+    assert got == expected
+    with pytest.raises(StopIteration):
+        next(stream)
+    (record,) = telemetry.records
+    assert record.outcome is Outcome.OK
+
+
+def test_keeping_only_the_iterator_keeps_the_stream_measured(
+    client: openai.OpenAI, telemetry: Telemetry
+) -> None:
+    iterator = iter(_stream(client))
+    gc.collect()  # the proxy is gone; its iterator must not be taken for abandoned
+    assert telemetry.records == []
+    assert sum(1 for _ in iterator) > 0
+    (record,) = telemetry.records
+    assert record.outcome is Outcome.OK
+
+
 def test_break_then_drop_is_recorded_once_as_abandoned(client: openai.OpenAI, telemetry: Telemetry) -> None:
     stream = _stream(client, stream_options={"include_usage": True})
     for _ in stream:
@@ -282,6 +318,32 @@ async def test_async_stream_exhausted(async_client: openai.AsyncOpenAI, telemetr
     assert record.outcome is Outcome.OK
     assert record.usage is not None and record.usage.output_tokens == 6
     assert record.timings.ttft_s is not None
+
+
+async def test_async_anext_and_async_for_share_one_position(
+    async_client: openai.AsyncOpenAI, telemetry: Telemetry
+) -> None:
+    stream = await async_client.chat.completions.create(model="gpt-4o-mini", messages=MESSAGES, stream=True)
+    first = await stream.__anext__()
+    rest = [chunk async for chunk in stream]
+    assert first.choices and rest
+    assert len(rest) + 1 == telemetry.records[0].timings.chunks
+    (record,) = telemetry.records
+    assert record.outcome is Outcome.OK
+
+
+async def test_async_break_then_drop_is_recorded_once_as_abandoned(
+    async_client: openai.AsyncOpenAI, telemetry: Telemetry
+) -> None:
+    stream = await async_client.chat.completions.create(model="gpt-4o-mini", messages=MESSAGES, stream=True)
+    async for _ in stream:
+        break
+    del stream
+    for _ in range(3):  # the event loop closes an abandoned async generator in a task of its own
+        gc.collect()
+        await asyncio.sleep(0)
+    (record,) = telemetry.records
+    assert record.outcome is Outcome.ABANDONED
 
 
 async def test_async_break_inside_async_with_is_aborted(

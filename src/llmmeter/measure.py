@@ -11,7 +11,7 @@ from __future__ import annotations
 import asyncio
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import AsyncIterator, Callable, Iterator
 from contextvars import ContextVar, Token
 from decimal import Decimal
 from typing import Any, NamedTuple, Protocol
@@ -41,6 +41,23 @@ class ChunkReader(Protocol):
     def finalize(self, record: CallRecord) -> None:
         """Fill the record's usage and response info from what was seen (estimating if needed)."""
         ...
+
+
+def _no_output(chunk: Any) -> bool:
+    return False
+
+
+def _reader_failed() -> bool:
+    """Log a failing ``ChunkReader.feed`` (once) and carry on: the chunk still reaches the caller."""
+    with guard("reading a stream chunk"):
+        raise
+    return False
+
+
+def _hides(hidden: Callable[[Any], bool], chunk: Any) -> bool:
+    with guard("checking for a usage-only chunk"):
+        return hidden(chunk)
+    return False
 
 
 def outcome_of(exc: BaseException) -> Outcome:
@@ -146,6 +163,88 @@ class Measurement:
             if self._t_first_output is None:
                 self._t_first_output = now
             self._t_last_output = now
+
+    def observe(self, chunks: Iterator[Any], hidden: Callable[[Any], bool] | None = None) -> Iterator[Any]:
+        """Yield the items of ``chunks`` (an SDK stream's iterator), timing each, and finish when
+        they end: ``ok`` when exhausted, ``error``/``aborted`` with the exception they raise (which
+        propagates unchanged).
+
+        The hot path of every stream proxy, written as a generator so that a ``for`` loop resumes
+        this frame directly: no proxy method, coroutine or bound-method call per chunk. Chunks
+        without output for which ``hidden(chunk)`` is true are read but not yielded (the usage
+        chunk llmmeter asked for and the caller did not). Leaving early (``close()``, garbage
+        collection) finishes nothing here: the proxy owning this generator decides the outcome.
+        """
+        reader = self.reader
+        feed = reader.feed if reader is not None else _no_output
+        track = self._track
+        while True:
+            try:
+                chunk = next(chunks)
+            except StopIteration:
+                self.finish(Outcome.OK)
+                return
+            except BaseException as exc:
+                self.finish(outcome_of(exc), exc)
+                raise
+            now = _perf_ns()
+            if self._t_last_chunk is None or self._per_chunk_metrics:
+                track(now)
+            self._t_last_chunk = now
+            self.chunks += 1
+            try:
+                has_output = feed(chunk)
+            except Exception:
+                has_output = _reader_failed()
+            if has_output:
+                if self._t_first_output is None:
+                    self._t_first_output = now
+                self._t_last_output = now
+            elif hidden is not None and _hides(hidden, chunk):
+                continue
+            yield chunk
+
+    async def observe_async(
+        self, chunks: AsyncIterator[Any], hidden: Callable[[Any], bool] | None = None
+    ) -> AsyncIterator[Any]:
+        """:meth:`observe` for an async stream's iterator (the same bookkeeping, inlined)."""
+        reader = self.reader
+        feed = reader.feed if reader is not None else _no_output
+        track = self._track
+        while True:
+            try:
+                chunk = await chunks.__anext__()
+            except StopAsyncIteration:
+                self.finish(Outcome.OK)
+                return
+            except BaseException as exc:
+                self.finish(outcome_of(exc), exc)
+                raise
+            now = _perf_ns()
+            if self._t_last_chunk is None or self._per_chunk_metrics:
+                track(now)
+            self._t_last_chunk = now
+            self.chunks += 1
+            try:
+                has_output = feed(chunk)
+            except Exception:
+                has_output = _reader_failed()
+            if has_output:
+                if self._t_first_output is None:
+                    self._t_first_output = now
+                self._t_last_output = now
+            elif hidden is not None and _hides(hidden, chunk):
+                continue
+            yield chunk
+
+    def _track(self, now: int) -> None:
+        """The first chunk's time, or (opt-in) the gap since the previous chunk."""
+        last = self._t_last_chunk
+        if last is None:
+            self._t_first_chunk = now
+        else:
+            with guard("recording the chunk gap"):
+                self.settings.telemetry.record_chunk_gap(self.record, (now - last) / 1e9)
 
     # --- end --------------------------------------------------------------------------------
     @property

@@ -9,7 +9,9 @@ iteration, ``close()`` and the context-manager protocol. Its measurement finishe
 * ``close()`` or leaving ``with`` early -> ``aborted`` (``ok`` if the end had been reached);
 * ``KeyboardInterrupt`` / task cancellation -> ``aborted``;
 * dropped unfinished and garbage-collected -> ``abandoned``, via a ``weakref.finalize`` that holds
-  the measurement, never the stream, so a stream that is never iterated keeps nothing alive.
+  the measurement, never the stream, so a stream that is never iterated keeps nothing alive
+  (on the proxy until iteration starts, then on the measuring generator, which the proxy holds
+  and a ``for`` loop over a temporary proxy keeps alive).
 
 The sync and async proxies are siblings, not parent and child: their iteration protocols differ
 and sharing a base invites calling a sync method on an async stream.
@@ -18,6 +20,7 @@ and sharing a base invites calling a sync method on an async stream.
 from __future__ import annotations
 
 import weakref
+from collections.abc import AsyncIterator, Iterator
 from typing import Any
 
 import wrapt
@@ -36,62 +39,59 @@ class StreamBookkeeping:
     """State and end-of-stream logic shared by the sync and async proxies (stored on the proxy)."""
 
     _self_measurement: Measurement
-    _self_iterator: Any
-    _self_hide_usage_chunk: bool
-    _self_exhausted: bool
+    _self_chunks: Any
+    _self_hidden: Any
     _self_finalizer: weakref.finalize[..., Any]
 
     def _self_setup(self, measurement: Measurement, hide_usage_chunk: bool) -> None:
         self._self_measurement = measurement
-        self._self_iterator = None
-        self._self_hide_usage_chunk = hide_usage_chunk
-        self._self_exhausted = False
+        self._self_chunks = None
+        self._self_hidden = _is_usage_only if hide_usage_chunk else None
         # Holds the measurement, never the stream: an abandoned stream is still collectable.
         self._self_finalizer = weakref.finalize(self, measurement.finish, Outcome.ABANDONED)
         self._self_finalizer.atexit = False
 
+    def _self_watch(self, chunks: Any) -> Any:
+        """From now on the stream is abandoned when ``chunks`` (the measuring generator) is
+        collected unfinished: a ``for`` loop over a temporary proxy keeps only the generator."""
+        self._self_finalizer.detach()
+        self._self_finalizer = weakref.finalize(chunks, self._self_measurement.finish, Outcome.ABANDONED)
+        self._self_finalizer.atexit = False
+        self._self_chunks = chunks
+        return chunks
+
     def _end(self, outcome: Outcome, exc: BaseException | None = None) -> None:
+        """Finish with ``outcome`` unless the stream already ended on its own (exhausted: ``ok``;
+        failed: ``error``) -- a measurement finishes once."""
         self._self_finalizer.detach()
         self._self_measurement.finish(outcome, exc)
 
-    def _self_closed_outcome(self) -> Outcome:
-        return Outcome.OK if self._self_exhausted else Outcome.ABORTED
-
 
 class MeteredStream(StreamBookkeeping, wrapt.BaseObjectProxy):  # type: ignore[misc,type-arg]
-    """Measured proxy of a synchronous SDK stream (``openai.Stream``)."""
+    """Measured proxy of a synchronous SDK stream (``openai.Stream``).
+
+    ``iter(proxy)`` returns the measuring generator itself (the SDK's ``Stream.__iter__`` returns
+    a generator too), so a ``for`` loop costs no proxy call per chunk; ``next(proxy)`` advances
+    the same generator.
+    """
 
     def __init__(self, stream: Any, measurement: Measurement, *, hide_usage_chunk: bool = False) -> None:
         super().__init__(stream)
         self._self_setup(measurement, hide_usage_chunk)
 
-    def __iter__(self) -> MeteredStream:
-        # Iteration must come through __next__ below, not straight to the wrapped stream.
-        return self
+    def _self_iterator(self) -> Iterator[Any]:
+        chunks = self._self_chunks
+        if chunks is None:
+            chunks = self._self_watch(
+                self._self_measurement.observe(iter(self.__wrapped__), self._self_hidden)
+            )
+        return chunks  # type: ignore[no-any-return]
+
+    def __iter__(self) -> Iterator[Any]:
+        return self._self_iterator()
 
     def __next__(self) -> Any:
-        iterator = self._self_iterator
-        if iterator is None:
-            iterator = self._self_iterator = iter(self.__wrapped__)
-        measurement = self._self_measurement
-        while True:
-            try:
-                chunk = next(iterator)
-            except StopIteration:
-                self._self_exhausted = True
-                self._end(Outcome.OK)
-                raise
-            except BaseException as exc:
-                self._end(outcome_of(exc), exc)
-                raise
-            try:
-                measurement.on_chunk(chunk)
-            except Exception:
-                with guard("reading a stream chunk"):
-                    raise
-            if self._self_hide_usage_chunk and _is_usage_only(chunk):
-                continue  # the usage chunk llmmeter asked for and the caller did not
-            return chunk
+        return next(self._self_iterator())
 
     def close(self) -> None:
         """Close the SDK stream, then finish: ``ok`` if its end was reached, else ``aborted``."""
@@ -100,7 +100,7 @@ class MeteredStream(StreamBookkeeping, wrapt.BaseObjectProxy):  # type: ignore[m
         except BaseException as exc:
             self._end(Outcome.ERROR, exc)
             raise
-        self._end(self._self_closed_outcome())
+        self._end(Outcome.ABORTED)
 
     def __enter__(self) -> MeteredStream:
         return self
@@ -115,38 +115,26 @@ class MeteredStream(StreamBookkeeping, wrapt.BaseObjectProxy):  # type: ignore[m
 
 
 class AsyncMeteredStream(StreamBookkeeping, wrapt.BaseObjectProxy):  # type: ignore[misc,type-arg]
-    """Measured proxy of an asynchronous SDK stream (``openai.AsyncStream``)."""
+    """Measured proxy of an asynchronous SDK stream (``openai.AsyncStream``); ``aiter(proxy)``
+    is the measuring async generator (see :class:`MeteredStream`)."""
 
     def __init__(self, stream: Any, measurement: Measurement, *, hide_usage_chunk: bool = False) -> None:
         super().__init__(stream)
         self._self_setup(measurement, hide_usage_chunk)
 
-    def __aiter__(self) -> AsyncMeteredStream:
-        return self
+    def _self_iterator(self) -> AsyncIterator[Any]:
+        chunks = self._self_chunks
+        if chunks is None:
+            chunks = self._self_watch(
+                self._self_measurement.observe_async(self.__wrapped__.__aiter__(), self._self_hidden)
+            )
+        return chunks  # type: ignore[no-any-return]
+
+    def __aiter__(self) -> AsyncIterator[Any]:
+        return self._self_iterator()
 
     async def __anext__(self) -> Any:
-        iterator = self._self_iterator
-        if iterator is None:
-            iterator = self._self_iterator = self.__wrapped__.__aiter__()
-        measurement = self._self_measurement
-        while True:
-            try:
-                chunk = await iterator.__anext__()
-            except StopAsyncIteration:
-                self._self_exhausted = True
-                self._end(Outcome.OK)
-                raise
-            except BaseException as exc:
-                self._end(outcome_of(exc), exc)
-                raise
-            try:
-                measurement.on_chunk(chunk)
-            except Exception:
-                with guard("reading a stream chunk"):
-                    raise
-            if self._self_hide_usage_chunk and _is_usage_only(chunk):
-                continue
-            return chunk
+        return await self._self_iterator().__anext__()
 
     async def close(self) -> None:
         """Close the SDK stream, then finish: ``ok`` if its end was reached, else ``aborted``."""
@@ -155,7 +143,7 @@ class AsyncMeteredStream(StreamBookkeeping, wrapt.BaseObjectProxy):  # type: ign
         except BaseException as exc:
             self._end(Outcome.ERROR, exc)
             raise
-        self._end(self._self_closed_outcome())
+        self._end(Outcome.ABORTED)
 
     async def __aenter__(self) -> AsyncMeteredStream:
         return self

@@ -130,18 +130,20 @@ _VLLM_TOP_LEVEL_FIELDS = frozenset({"prompt_token_ids", "prompt_logprobs", "kv_t
 class _ChoicesStreamReader(_OpenAIReaderBase):
     """Streams of chunks with ``choices`` (any number, interleaved) and an optional ``usage``."""
 
-    __slots__ = ("finish_reasons",)
+    __slots__ = ("finish_reasons", "ready")
 
     def __init__(self, request: Mapping[str, Any]) -> None:
         super().__init__(request)
         self.finish_reasons: dict[int, str] = {}
+        self.ready = False  # True once a chunk with a model name was seen (the fast path's premise)
 
     def feed(self, chunk: Any) -> bool:
         return self._general_feed(chunk)
 
     def _general_feed(self, chunk: Any) -> bool:
-        if self.first is None or not self.first.model:
+        if not self.ready:
             self.first = chunk  # Azure opens with a content-filter chunk that has no id or model
+            self.ready = bool(chunk.model)
         self.last = chunk
         usage = chunk.usage
         if usage is not None:
@@ -172,8 +174,7 @@ class ChatStreamReader(_ChoicesStreamReader):
         # The hot path of every chat stream: the common one-choice text chunk is read inline;
         # anything else (n > 1, tool calls, reasoning...) takes the general path.
         choices = chunk.choices
-        first = self.first
-        if first is not None and first.model and len(choices) == 1 and chunk.usage is None:
+        if self.ready and len(choices) == 1 and chunk.usage is None:
             self.last = chunk
             choice = choices[0]
             delta = choice.delta
@@ -181,7 +182,6 @@ class ChatStreamReader(_ChoicesStreamReader):
             if content and choice.finish_reason is None:
                 self.texts.append(content)
                 return True
-            return self._general_feed(chunk)
         return self._general_feed(chunk)
 
     def _choice_has_output(self, choice: Any) -> bool:
