@@ -26,6 +26,10 @@ from llmmeter.record import AttributeValue, CallKind, CallRecord, CostStatus, Us
 
 _INSTRUMENTATION_NAME = "llmmeter"
 
+AttributePair = tuple[str, AttributeValue]
+Series = tuple[AttributePair, ...]
+"""A metric series as attribute pairs, in a fixed order."""
+
 
 def _version() -> str:
     from llmmeter._version import __version__
@@ -158,10 +162,13 @@ class OtelTelemetry:
         if usage.output_tokens is not None:
             token_usage.record(usage.output_tokens, {**attributes, sc.TOKEN_TYPE: "output"}, context=context)
         parts = self._counters["token_parts"]
-        for field_name, kind in sc.TOKEN_KINDS.items():
+        series: Series | None = None
+        for field_name, kind in _TOKEN_KIND_PAIRS:
             value = getattr(usage, field_name)
             if value:
-                parts.add(value, {**attributes, sc.TOKEN_KIND: kind})
+                if series is None:
+                    series = tuple(attributes.items())
+                parts.add_to(value, series, (sc.TOKEN_KIND, kind))
 
 
 class SummedCounter:
@@ -180,7 +187,7 @@ class SummedCounter:
     _registry_lock: ClassVar[threading.Lock] = threading.Lock()
 
     def __init__(self, meter: metrics.Meter, spec: sc.MetricSpec) -> None:
-        self._totals: dict[frozenset[tuple[str, AttributeValue]], int] = {}
+        self._totals: dict[tuple[Series, AttributePair], int] = {}
         self._lock = threading.Lock()
         meter.create_observable_counter(
             spec.name, callbacks=[self._observe], unit=spec.unit, description=spec.description
@@ -200,14 +207,28 @@ class SummedCounter:
 
     def add(self, amount: int, attributes: Mapping[str, AttributeValue]) -> None:
         """Add ``amount`` to the series ``attributes``."""
-        key = frozenset(attributes.items())
+        self.add_to(amount, tuple(attributes.items()))
+
+    def add_to(self, amount: int, series: Series, extra: AttributePair = ("", "")) -> None:
+        """:meth:`add` for a series given as attribute pairs (plus one ``extra`` pair): callers
+        adding several parts of one call build the pairs once. Pairs are kept in the order given;
+        the same attributes in another order are merged when observed."""
+        key = (series, extra)
         with self._lock:
             self._totals[key] = self._totals.get(key, 0) + amount
 
     def _observe(self, options: metrics.CallbackOptions) -> list[metrics.Observation]:
         with self._lock:
             totals = list(self._totals.items())
-        return [metrics.Observation(total, dict(key)) for key, total in totals]
+        merged: dict[frozenset[tuple[str, AttributeValue]], int] = {}
+        for (series, extra), total in totals:
+            attributes = frozenset((*series, extra) if extra[0] else series)
+            merged[attributes] = merged.get(attributes, 0) + total
+        return [metrics.Observation(total, dict(attributes)) for attributes, total in merged.items()]
+
+
+_USAGE_ATTRIBUTE_PAIRS: tuple[tuple[str, str], ...] = tuple(sc.USAGE_ATTRIBUTES.items())
+_TOKEN_KIND_PAIRS: tuple[tuple[str, str], ...] = tuple(sc.TOKEN_KINDS.items())
 
 
 def call_identity(record: CallRecord) -> dict[str, AttributeValue]:
@@ -247,7 +268,7 @@ def span_attributes(
             if record.streaming:
                 out[sc.REQUEST_STREAM] = True
         _llm_attributes(record, out)
-    out[sc.OUTCOME] = record.outcome.value
+    out[sc.OUTCOME] = str(record.outcome)  # StrEnum: str() is the value, without enum.property
     if record.error_type is not None:
         out[sc.ERROR_TYPE] = record.error_type
     for key, value in record.attributes.items():
@@ -281,9 +302,11 @@ def _llm_attributes(record: CallRecord, out: dict[str, Any]) -> None:
                 out[sc.SERVER_TIMING_PREFIX + name[:-2]] = value
     usage = record.usage
     if usage is not None:
-        for field_name, value in usage.counts().items():
-            out[sc.USAGE_ATTRIBUTES[field_name]] = value
-        out[sc.USAGE_SOURCE] = usage.source.value
+        for field_name, attribute in _USAGE_ATTRIBUTE_PAIRS:
+            value = getattr(usage, field_name)
+            if value is not None:
+                out[attribute] = value
+        out[sc.USAGE_SOURCE] = str(usage.source)
         if usage.estimate_method:
             out[sc.USAGE_ESTIMATE_METHOD] = usage.estimate_method
     else:
@@ -297,7 +320,7 @@ def _llm_attributes(record: CallRecord, out: dict[str, Any]) -> None:
 
 
 def _cost_attributes(record: CallRecord, out: dict[str, Any]) -> None:
-    out[sc.COST_STATUS] = record.cost_status.value
+    out[sc.COST_STATUS] = str(record.cost_status)
     cost = record.cost
     if cost is None:
         return
@@ -312,7 +335,7 @@ def _cost_attributes(record: CallRecord, out: dict[str, Any]) -> None:
 
 def _step_attributes(record: CallRecord, out: dict[str, Any]) -> None:
     out[sc.OPERATION_NAME] = record.operation
-    out[sc.CALL_KIND] = record.kind.value
+    out[sc.CALL_KIND] = str(record.kind)
     if record.name:
         out[sc.STEP_NAME] = record.name
     out[sc.ROLLUP_CALLS] = record.rollup_calls
