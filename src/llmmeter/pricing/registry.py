@@ -22,7 +22,7 @@ import re
 import threading
 from collections.abc import Iterator, Mapping
 from decimal import Context, Decimal
-from functools import cache
+from functools import cache, reduce
 
 from llmmeter.pricing.models import GpuHourPrice, ModelPrice
 from llmmeter.pricing.sources import (
@@ -44,6 +44,8 @@ _MILLION = Decimal(1_000_000)
 # only GPU time divides by 3600 and is rounded, to 60 significant digits.
 _EXACT = Context(prec=60)
 _SECONDS_PER_HOUR = Decimal(3600)
+_ZERO = Decimal(0)
+_add, _multiply, _divide = _EXACT.add, _EXACT.multiply, _EXACT.divide
 _CACHE_LIMIT = 4096
 _ALIAS_DEPTH = 16
 
@@ -95,6 +97,14 @@ _SNAPSHOT_SUFFIXES = (
 )
 _STANDARD_TIERS = frozenset({"default", "standard", "auto", "on_demand"})
 
+# Enum members are slow to reach through their class on the per-call path.
+_STEP = CallKind.STEP
+_PRICED = CostStatus.PRICED
+_NO_USAGE = CostStatus.NO_USAGE
+
+_CallKey = tuple[str | None, str | None, str | None, int]
+"""(response model, request model, provider, UTC day number) of a call."""
+
 
 class UsageInconsistentError(ValueError):
     """The parts of a usage exceed its totals (e.g. more cached tokens than input tokens)."""
@@ -135,6 +145,7 @@ class PricingRegistry:
         self._aliases: dict[str, str] = {}
         self._layers: tuple[PriceSource, ...] = (self._user,)
         self._cache: dict[tuple[str, str | None, dt.date], ResolvedPrice | None] = {}
+        self._plans: dict[_CallKey, _PricePlan | None] = {}
         self._warned: set[str] = set()
         self._failed: set[tuple[str, str]] = set()
 
@@ -195,6 +206,7 @@ class PricingRegistry:
     def clear_cache(self) -> None:
         """Forget cached lookups (call it when a plugged source's prices changed)."""
         self._cache = {}
+        self._plans = {}
 
     @property
     def unpriced_models(self) -> frozenset[str]:
@@ -213,6 +225,7 @@ class PricingRegistry:
         self._aliases = aliases
         self._layers = tuple(layers)
         self._cache = {}
+        self._plans = {}
 
     # -- lookup --------------------------------------------------------------------------
 
@@ -221,7 +234,7 @@ class PricingRegistry:
     ) -> ResolvedPrice | None:
         """The price in force for ``model`` at ``at`` (default: now), or ``None`` if unknown."""
         when = at or dt.datetime.now(dt.UTC)
-        day = when.astimezone(dt.UTC).date() if when.tzinfo else when.date()
+        day = when.date() if when.tzinfo is dt.UTC or not when.tzinfo else when.astimezone(dt.UTC).date()
         key = (model, provider, day)
         cache_ = self._cache
         if key in cache_:
@@ -286,36 +299,54 @@ class PricingRegistry:
 
     def price(self, record: CallRecord) -> None:
         """Set ``record.cost`` and ``record.cost_status``; never raises (errors are logged once)."""
-        if record.kind is CallKind.STEP:
+        if record.kind is _STEP:
             return
+        # One function, no helper on the way: this runs on the caller's thread for every call.
         try:
-            self._price(record)
+            if record.cost is not None and record.cost.source == "provider":
+                record.cost_status = _PRICED
+                return
+            record.cost = None
+            start_ns = record.timings.start_time_unix_ns
+            if start_ns:  # plans are cached by (models, provider, UTC day number): no datetime on a hit
+                plans = self._plans
+                key = (record.response_model, record.request_model, record.provider, start_ns // _NS_PER_DAY)
+                try:
+                    plan = plans[key]
+                except KeyError:
+                    plan = self._remember_plan(plans, key, record)
+            else:
+                plan = self._resolve_plan(record, None)
+            if plan is None:
+                record.cost_status = CostStatus.UNPRICED
+                self._warn_unpriced(record.response_model or record.request_model, record.provider)
+                return
+            usage = record.usage if record.usage is not None else Usage(source=UsageSource.MISSING)
+            cost = plan.cost(usage, record.service_tier, record.timings.duration_s, None)
+            record.cost = cost
+            record.cost_status = _NO_USAGE if cost is None else _PRICED
         except Exception as exc:
             record.cost = None
             record.cost_status = CostStatus.ERROR
             self._log_failure(record, exc)
 
-    def _price(self, record: CallRecord) -> None:
-        if record.cost is not None and record.cost.source == "provider":
-            record.cost_status = CostStatus.PRICED
-            return
-        record.cost = None
-        at = _call_time(record)
-        resolved = None
+    def _remember_plan(
+        self, plans: dict[_CallKey, _PricePlan | None], key: _CallKey, record: CallRecord
+    ) -> _PricePlan | None:
+        # ``plans`` was read before the lookup: if a rebuild swapped in a new cache meanwhile,
+        # this plan lands in the discarded one.
+        plan = self._resolve_plan(record, _call_time(record))
+        if len(plans) >= _CACHE_LIMIT:
+            plans.clear()
+        plans[key] = plan
+        return plan
+
+    def _resolve_plan(self, record: CallRecord, at: dt.datetime | None) -> _PricePlan | None:
         for model in dict.fromkeys(m for m in (record.response_model, record.request_model) if m):
             resolved = self.lookup(model, provider=record.provider, at=at)
             if resolved is not None:
-                break
-        if resolved is None:
-            record.cost_status = CostStatus.UNPRICED
-            self._warn_unpriced(record.response_model or record.request_model, record.provider)
-            return
-        usage = record.usage if record.usage is not None else Usage(source=UsageSource.MISSING)
-        cost = price_usage(
-            resolved, usage, service_tier=record.service_tier, duration_s=record.timings.duration_s
-        )
-        record.cost = cost
-        record.cost_status = CostStatus.NO_USAGE if cost is None else CostStatus.PRICED
+                return _plan_of(resolved)
+        return None
 
     def _warn_unpriced(self, model: str | None, provider: str | None) -> None:
         name = model or "<no model name>"
@@ -449,53 +480,92 @@ def price_usage(
     images: int | None = None,
 ) -> Cost | None:
     """Turn usage into a :class:`~llmmeter.record.Cost` at a resolved price (``None``: nothing to price)."""
-    price = resolved.price
-    notes: list[str] = []
-    if isinstance(price, GpuHourPrice):
-        components = _gpu_components(price, usage, duration_s)
-    elif usage.input_tokens is None and usage.output_tokens is None and not usage.counts():
-        components = None
-    else:
-        components, notes = _token_components(price, usage, service_tier)
-        components.update(_fee_components(price, images))
-    if components is None:
-        return None
-    amount = Decimal(0)
-    for part in components.values():
-        amount = _EXACT.add(amount, part)
-    return Cost(
-        amount=amount,
-        currency=price.currency,
-        components=components,
-        source="registry",
-        price_ref=_price_ref(resolved, notes),
-    )
+    return _plan_of(resolved).cost(usage, service_tier, duration_s, images)
 
 
-_refs: dict[int, tuple[ResolvedPrice, str]] = {}
+class _PricePlan:
+    """What pricing a call at one resolved price needs, prepared once per resolved price.
+
+    Lookups are cached, so the same :class:`ResolvedPrice` comes back call after call: its
+    ``ref``, and its rate cards with their refs by the service tier a response names, are
+    prepared here once (calls above a prompt-size tier get theirs from the price's own cache).
+    """
+
+    __slots__ = ("cards", "fees", "gpu", "ref", "resolved", "tokens", "untiered_up_to")
+
+    def __init__(self, resolved: ResolvedPrice) -> None:
+        price = resolved.price
+        self.resolved = resolved
+        self.ref = resolved.ref
+        self.gpu = price if isinstance(price, GpuHourPrice) else None
+        self.tokens = price if isinstance(price, ModelPrice) else None
+        self.fees = isinstance(price, ModelPrice) and (
+            price.per_request is not None or price.per_image is not None
+        )
+        # Requests with at most this many input tokens fall in no prompt-size tier...
+        self.untiered_up_to = _NO_PROMPT_TIER
+        if isinstance(price, ModelPrice) and price.tiers:
+            self.untiered_up_to = min(tier.above_input_tokens for tier in price.tiers)
+        # ...and their (rate card, price ref) depends only on the service tier the response names.
+        self.cards: dict[str | None, tuple[_RateCard, str]] = {}
+
+    def cost(
+        self, usage: Usage, service_tier: str | None, duration_s: float | None, images: int | None
+    ) -> Cost | None:
+        """The cost of one call at this price (``None``: nothing to price)."""
+        price = self.tokens
+        if price is None:
+            assert self.gpu is not None
+            components = _gpu_components(self.gpu, usage, duration_s)
+            if components is None:
+                return None
+            return Cost(_sum(components), self.gpu.currency, components, "registry", self.ref)
+        input_tokens = usage.input_tokens
+        if input_tokens is None and usage.output_tokens is None and not usage.counts():
+            return None
+        if input_tokens is None or input_tokens <= self.untiered_up_to:
+            try:
+                card, ref = self.cards[service_tier]
+            except KeyError:
+                card, ref = self._untiered_card(price, service_tier)
+        else:
+            card, ref = self._card(price, input_tokens, service_tier)
+        components = _token_components(card, usage)
+        amount = _sum(components)
+        if self.fees:
+            fees = _fee_components(price, images)
+            components.update(fees)
+            amount = _sum(fees, amount)
+        return Cost(amount, price.currency, components, "registry", ref)
+
+    def _untiered_card(self, price: ModelPrice, service_tier: str | None) -> tuple[_RateCard, str]:
+        card = self._card(price, None, service_tier)
+        if len(self.cards) < 64:  # tier names come from responses: keep a bounded few
+            self.cards[service_tier] = card
+        return card
+
+    def _card(
+        self, price: ModelPrice, input_tokens: int | None, service_tier: str | None
+    ) -> tuple[_RateCard, str]:
+        """The rate card in force for a request, and the price ref naming the tiers applied."""
+        rates, notes = price.rate_card(input_tokens, _service_tier_key(price, service_tier))
+        return rates, ";".join([self.ref, *notes]) if notes else self.ref
 
 
-def _price_ref(resolved: ResolvedPrice, notes: list[str]) -> str:
-    """``resolved.ref`` (built once per resolved price: lookups are cached) plus the tier notes."""
-    known = _refs.get(id(resolved))
-    if known is None or known[0] is not resolved:
-        if len(_refs) > 1024:
-            _refs.clear()
-        known = _refs[id(resolved)] = (resolved, resolved.ref)
-    return ";".join([known[1], *notes]) if notes else known[1]
+_RateCard = Mapping[str, Decimal]
+"""Per-million rates by rate name (``input_per_mtok``...), tiers applied."""
+_NO_PROMPT_TIER = 2**63  # larger than any prompt: no size tier applies below it
+_plans_by_id: dict[int, _PricePlan] = {}
 
 
-def _token_components(
-    price: ModelPrice, usage: Usage, service_tier: str | None
-) -> tuple[dict[str, Decimal], list[str]]:
-    tier_name = _service_tier_key(price, service_tier)
-    rates, notes = price.rate_card(usage.input_tokens, tier_name)
-    components = {
-        component: _EXACT.divide(_EXACT.multiply(rates[rate], count), _MILLION)
-        for component, (count, rate) in _split_tokens(usage).items()
-        if count
-    }
-    return components, list(notes)
+def _plan_of(resolved: ResolvedPrice) -> _PricePlan:
+    """The plan of a resolved price (cached by identity: the plan keeps its price alive)."""
+    plan = _plans_by_id.get(id(resolved))
+    if plan is None or plan.resolved is not resolved:
+        if len(_plans_by_id) > 1024:
+            _plans_by_id.clear()
+        plan = _plans_by_id[id(resolved)] = _PricePlan(resolved)
+    return plan
 
 
 def _service_tier_key(price: ModelPrice, service_tier: str | None) -> str | None:
@@ -510,48 +580,63 @@ def _service_tier_key(price: ModelPrice, service_tier: str | None) -> str | None
     return lowered
 
 
-def _split_tokens(usage: Usage) -> dict[str, tuple[int, str]]:
-    """Each billable token exactly once: component -> (token count, rate name)."""
+_COMPONENT_RATES: tuple[tuple[str, str], ...] = (
+    ("input", "input_per_mtok"),
+    ("cached_input", "cached_input_per_mtok"),
+    ("cached_audio_input", "cached_audio_input_per_mtok"),
+    ("cache_write", "cache_write_per_mtok"),
+    ("cache_write_1h", "cache_write_1h_per_mtok"),
+    ("audio_input", "audio_input_per_mtok"),
+    ("image_input", "image_input_per_mtok"),
+    ("output", "output_per_mtok"),
+    ("reasoning", "reasoning_per_mtok"),
+    ("audio_output", "audio_output_per_mtok"),
+    ("image_output", "image_output_per_mtok"),
+)
+"""Cost components, in order, and the rate each is priced at."""
+
+
+def _token_components(rates: Mapping[str, Decimal], usage: Usage) -> dict[str, Decimal]:
+    """Each billable token exactly once at its own rate: component -> exact amount.
+
+    Components without tokens are left out; the order is fixed (input side, then output side).
+    """
     cached = usage.cache_read_input_tokens or 0
     cached_audio = usage.audio_cache_read_input_tokens or 0
     writes = usage.cache_write_input_tokens or 0
     writes_1h = usage.cache_write_1h_input_tokens or 0
     audio_in = usage.audio_input_tokens or 0
     image_in = usage.image_input_tokens or 0
-    _require(writes_1h <= writes, "cache_write_1h_input_tokens exceeds cache_write_input_tokens")
-    _require(cached_audio <= min(cached, audio_in), "audio_cache_read_input_tokens exceeds its totals")
+    if writes_1h > writes:
+        raise UsageInconsistentError("cache_write_1h_input_tokens exceeds cache_write_input_tokens")
+    if cached_audio > cached or cached_audio > audio_in:
+        raise UsageInconsistentError("audio_cache_read_input_tokens exceeds its totals")
+    cached_text = cached - cached_audio
+    writes_5m = writes - writes_1h
     uncached_audio = audio_in - cached_audio
     plain_input = (usage.input_tokens or 0) - cached - writes - uncached_audio - image_in
-    _require(
-        usage.input_tokens is None or plain_input >= 0,
-        "cached, cache-write, audio and image input tokens exceed input_tokens",
-    )
+    if plain_input < 0 and usage.input_tokens is not None:
+        raise UsageInconsistentError("cached, cache-write, audio and image input tokens exceed input_tokens")
     reasoning = usage.reasoning_output_tokens or 0
     audio_out = usage.audio_output_tokens or 0
     image_out = usage.image_output_tokens or 0
     plain_output = (usage.output_tokens or 0) - reasoning - audio_out - image_out
-    _require(
-        usage.output_tokens is None or plain_output >= 0,
-        "reasoning, audio and image output tokens exceed output_tokens",
-    )
-    return {
-        "input": (max(plain_input, 0), "input_per_mtok"),
-        "cached_input": (cached - cached_audio, "cached_input_per_mtok"),
-        "cached_audio_input": (cached_audio, "cached_audio_input_per_mtok"),
-        "cache_write": (writes - writes_1h, "cache_write_per_mtok"),
-        "cache_write_1h": (writes_1h, "cache_write_1h_per_mtok"),
-        "audio_input": (uncached_audio, "audio_input_per_mtok"),
-        "image_input": (image_in, "image_input_per_mtok"),
-        "output": (max(plain_output, 0), "output_per_mtok"),
-        "reasoning": (reasoning, "reasoning_per_mtok"),
-        "audio_output": (audio_out, "audio_output_per_mtok"),
-        "image_output": (image_out, "image_output_per_mtok"),
-    }
+    if plain_output < 0 and usage.output_tokens is not None:
+        raise UsageInconsistentError("reasoning, audio and image output tokens exceed output_tokens")
+    counts = (
+        max(plain_input, 0), cached_text, cached_audio, writes_5m, writes_1h, uncached_audio, image_in,
+        max(plain_output, 0), reasoning, audio_out, image_out,
+    )  # fmt: skip
+    parts: dict[str, Decimal] = {}
+    for (component, rate_name), tokens in zip(_COMPONENT_RATES, counts, strict=True):
+        if tokens:
+            parts[component] = _divide(_multiply(rates[rate_name], tokens), _MILLION)
+    return parts
 
 
-def _require(condition: bool, message: str) -> None:
-    if not condition:
-        raise UsageInconsistentError(message)
+def _sum(components: Mapping[str, Decimal], start: Decimal = _ZERO) -> Decimal:
+    """``start + component + ...`` in ``_EXACT``, in component order."""
+    return reduce(_add, components.values(), start)
 
 
 def _fee_components(price: ModelPrice, images: int | None) -> dict[str, Decimal]:

@@ -116,6 +116,8 @@ def str_or_none(value: Any) -> str | None:
     """A string field as ``str`` (enum members by their value); ``None`` when absent."""
     if value is None:
         return None
+    if type(value) is str:  # the common case; hasattr() on a str raises and catches internally
+        return value
     if isinstance(value, str):
         return str(value.value) if hasattr(value, "value") else value
     inner = getattr(value, "value", None)
