@@ -50,3 +50,9 @@ def test_sdk_floor_prints_the_cost_of_one_metric_point_and_one_span() -> None:
     out = run_quick("sdk_floor.py")
     assert "histogram point, 7 attributes" in out
     assert "span start + 30 attributes + end" in out
+
+
+def test_chunk_overhead_prints_the_isolated_per_chunk_cost() -> None:
+    out = run_quick("chunk_overhead.py")
+    assert "## Per streamed chunk, isolated from the client's parsing" in out
+    assert "| cpu |" in out and "| wall |" in out

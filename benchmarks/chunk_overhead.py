@@ -1,0 +1,197 @@
+#!/usr/bin/env python3
+"""CPU llmmeter adds per streamed chunk, isolated from the ``openai`` client's own parsing.
+
+Through the real client a chunk costs ≈ 180-250 µs of SSE parsing and model construction, so a
+per-chunk cost near 1 µs cannot be read off end-to-end timings (``openai_overhead.py``'s slope is
+noise at that scale). Here the chunks are parsed once, up front, into the SDK's own
+``ChatCompletionChunk`` objects (the benchmark harness's SSE stream: one role chunk, N content
+chunks, a finish chunk and a usage chunk), and each side iterates them the way a caller iterates
+``openai.Stream``:
+
+* A: a stand-in for ``openai.Stream`` whose ``__iter__`` is a generator over the parsed chunks,
+  as the SDK's is;
+* B: the same stand-in behind llmmeter's ``MeteredStream`` with a real ``Measurement`` (spans
+  and metrics on, bundled pricing, store off), finished with its usage at the end.
+
+µs per chunk = the slope between streams of N = 64 and N = 512 chunks (per-stream costs cancel),
+median over interleaved A/B pairs; ``--callgrind`` adds instructions per chunk (valgrind).
+
+    python benchmarks/chunk_overhead.py [--pairs 15] [--callgrind]
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import statistics
+import sys
+import time
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from typing import Any
+
+HERE = Path(__file__).resolve().parent
+sys.path.insert(0, str(HERE / "peers"))
+
+import _bench  # noqa: E402
+import overhead as peers  # noqa: E402  (the harness's SSE stream)
+
+SIZES = (64, 512)
+STREAMS_PER_BLOCK = {64: 40, 512: 5}
+
+
+class SdkLikeStream:
+    """What the caller iterates: ``__iter__`` is a generator, as ``openai.Stream``'s is."""
+
+    def __init__(self, chunks: list[Any]) -> None:
+        self._chunks = chunks
+
+    def __iter__(self) -> Iterator[Any]:
+        yield from self._chunks
+
+    def close(self) -> None:
+        """Nothing to release (the SDK's closes its HTTP response)."""
+
+
+def parsed_chunks(n: int) -> list[Any]:
+    """The harness's SSE stream of ``n`` content chunks, parsed as the SDK parses it."""
+    from openai._models import construct_type
+    from openai.types.chat import ChatCompletionChunk
+
+    chunks = []
+    for event in peers.build_sse_events(n):
+        data = event.decode().strip().removeprefix("data: ")
+        if data.startswith("{"):
+            chunks.append(construct_type(type_=ChatCompletionChunk, value=json.loads(data)))
+    return chunks
+
+
+def runners(n: int) -> tuple[Callable[[int], None], Callable[[int], None]]:
+    """(A, B): iterate ``m`` streams of ``n`` chunks, plain or measured."""
+    import llmmeter
+    from llmmeter.instrument.streams import MeteredStream
+    from llmmeter.measure import Measurement
+    from llmmeter.providers.openai_stream import ChatStreamReader
+    from llmmeter.record import CallRecord
+
+    chunks = parsed_chunks(n)
+    settings = llmmeter.get_settings()
+
+    def run_a(m: int) -> None:
+        for _ in range(m):
+            for _chunk in SdkLikeStream(chunks):
+                pass
+
+    def run_b(m: int) -> None:
+        for _ in range(m):
+            record = CallRecord(
+                operation="chat",
+                provider="openai",
+                request_model=peers.MODEL,
+                server_address="api.openai.com",
+                server_port=443,
+                streaming=True,
+            )
+            measurement = Measurement(settings, record, ChatStreamReader({}))
+            for _chunk in MeteredStream(SdkLikeStream(chunks), measurement):
+                pass
+
+    return run_a, run_b
+
+
+def per_chunk_us(args: argparse.Namespace, telemetry: _bench.Telemetry) -> dict[str, float]:
+    """Median over interleaved pairs of the per-chunk slope, A and B, CPU and wall."""
+    blocks = {n: runners(n) for n in SIZES}
+    for run_a, run_b in blocks.values():
+        run_a(2)
+        run_b(2)
+    telemetry.drain()
+    slopes: dict[str, list[float]] = {"cpu_a": [], "cpu_b": [], "wall_a": [], "wall_b": []}
+    for pair in range(args.pairs):
+        per_stream: dict[tuple[str, int], tuple[float, float]] = {}
+        order = ("a", "b") if pair % 2 == 0 else ("b", "a")
+        for n, (run_a, run_b) in blocks.items():
+            for side in order:
+                run = run_a if side == "a" else run_b
+                m = max(1, int(STREAMS_PER_BLOCK[n] * args.scale))
+                cpu0, wall0 = time.process_time(), time.perf_counter()
+                run(m)
+                telemetry.flush()
+                per_stream[side, n] = ((time.process_time() - cpu0) / m, (time.perf_counter() - wall0) / m)
+        small, large = SIZES
+        for side in ("a", "b"):
+            for i, clock in enumerate(("cpu", "wall")):
+                slope = (per_stream[side, large][i] - per_stream[side, small][i]) / (large - small)
+                slopes[f"{clock}_{side}"].append(slope * 1e6)
+    result = {key: statistics.median(values) for key, values in slopes.items()}
+    for clock in ("cpu", "wall"):
+        pairs = zip(slopes[f"{clock}_a"], slopes[f"{clock}_b"], strict=True)
+        result[f"{clock}_delta"] = statistics.median(b - a for a, b in pairs)
+    return result
+
+
+CALLGRIND_K = 2
+
+
+def callgrind_child() -> None:
+    telemetry = _bench.make_telemetry()
+    _bench.configure_llmmeter(telemetry)
+    segments = _bench.Segments(enabled=True)
+    for n in SIZES:
+        run_a, run_b = runners(n)
+        _bench.count_ab(segments, f"N={n}", run_a, run_b, CALLGRIND_K, telemetry, warmup=2)
+
+
+def main() -> int:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    ap.add_argument("--pairs", type=int, default=15, help="interleaved A/B pairs")
+    ap.add_argument("--scale", type=float, default=1.0, help="multiply streams per block")
+    ap.add_argument("--callgrind", action="store_true", help="also count instructions (valgrind)")
+    ap.add_argument("--quick", action="store_true", help="smoke run (2 pairs, small blocks)")
+    ap.add_argument("--callgrind-child", action="store_true", help=argparse.SUPPRESS)
+    args = ap.parse_args()
+    if args.callgrind_child:
+        callgrind_child()
+        return 0
+    if args.quick:
+        args.pairs, args.scale, args.callgrind = 2, 0.2, False
+    telemetry = _bench.make_telemetry()
+    pricing = _bench.configure_llmmeter(telemetry)
+    result = per_chunk_us(args, telemetry)
+    telemetry.shutdown()
+    print("## Per streamed chunk, isolated from the client's parsing (µs, slope N = 64 -> 512)\n")
+    print(f"{_bench.machine_line()}; spans + metrics on, {pricing}; {args.pairs} interleaved A/B pairs\n")
+    print(
+        _bench.table(
+            ["clock", "A µs/chunk", "B µs/chunk", "Δ µs/chunk (median of pairs)"],
+            [
+                [
+                    clock,
+                    _bench.fmt(result[f"{clock}_a"], 3),
+                    _bench.fmt(result[f"{clock}_b"], 3),
+                    _bench.fmt(result[f"{clock}_delta"], 3, signed=True),
+                ]
+                for clock in ("cpu", "wall")
+            ],
+        )
+    )
+    if args.callgrind:
+        counts = _bench.callgrind_segments(_bench.self_command(Path(__file__), "--callgrind-child"))
+        per_stream = {
+            (side, n): _bench.per_call(counts, f"N={n}/{side}", CALLGRIND_K) for side in "AB" for n in SIZES
+        }
+        small, large = SIZES
+        a = (per_stream["A", large] - per_stream["A", small]) / (large - small)
+        b = (per_stream["B", large] - per_stream["B", small]) / (large - small)
+        print("\n## Instructions per chunk (callgrind)\n")
+        print(
+            _bench.table(
+                ["A instr/chunk", "B instr/chunk", "Δ instr/chunk"],
+                [[f"{a:,.0f}", f"{b:,.0f}", f"{b - a:+,.0f}"]],
+            )
+        )
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
