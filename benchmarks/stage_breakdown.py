@@ -4,12 +4,20 @@ One process under callgrind (segments split by ``os.getsid`` markers, see ``_ben
 plain client (A), then llmmeter with everything on, without pricing, with a NoOp MeterProvider,
 with a NoOp TracerProvider, and with all three off ("bare": llmmeter's own bookkeeping).
 
+When the OpenTelemetry contrib OpenAI instrumentation (``opentelemetry-instrumentation-openai-v2``,
+"otel-v2", see ``peers/``) is importable, the same process also measures it with the SDK providers
+and with NoOp providers, so the two can be compared stage by stage: what the OTel SDK costs for
+what each one exports, and what each one's own code costs.
+
     python benchmarks/stage_breakdown.py [chat-sync|chat-async|embed-sync]
+    <peers venv>/bin/python benchmarks/stage_breakdown.py   # with otel-v2 (peers/requirements-peers.txt)
 """
 
 from __future__ import annotations
 
 import sys
+from collections.abc import Callable
+from typing import Any
 
 import _bench
 from openai_overhead import Clients
@@ -26,6 +34,39 @@ CONFIGS: dict[str, dict[str, object]] = {
     "spans off": {"tracer_provider": NoOpTracerProvider()},
     "bare": {"pricing": None, "meter_provider": NoOpMeterProvider(), "tracer_provider": NoOpTracerProvider()},
 }
+PEER_CONFIGS = ("otel-v2", "otel-v2 bare")
+
+
+def _otel_v2_instrumentor() -> object | None:
+    try:
+        from opentelemetry.instrumentation.openai_v2 import OpenAIInstrumentor
+    except ImportError:
+        return None
+    return OpenAIInstrumentor()
+
+
+def measure_otel_v2(
+    telemetry: _bench.Telemetry, segments: _bench.Segments, run_plain: Callable[[int], None]
+) -> None:
+    """otel-v2 patches the openai classes, so it measures the plain clients; "bare" gives it NoOp
+    providers (and no logger provider, as in the peers harness's default of content capture off)."""
+    instrumentor: Any = _otel_v2_instrumentor()
+    if instrumentor is None:
+        return
+    providers = {
+        "otel-v2": (telemetry.tracer_provider, telemetry.meter_provider),
+        "otel-v2 bare": (NoOpTracerProvider(), NoOpMeterProvider()),
+    }
+    for name in PEER_CONFIGS:
+        tracer_provider, meter_provider = providers[name]
+        instrumentor.instrument(tracer_provider=tracer_provider, meter_provider=meter_provider)
+        run_plain(3)
+        telemetry.drain()
+        for m in (K, 2 * K):
+            with segments.measure(f"{name}@{m}"):
+                run_plain(m)
+                telemetry.flush()
+        instrumentor.uninstrument()
 
 
 def child(scenario: str) -> None:
@@ -52,6 +93,7 @@ def child(scenario: str) -> None:
             with segments.measure(f"{name}@{m}"):
                 run_b(m)
                 telemetry.flush()
+    measure_otel_v2(telemetry, segments, run_a)
     clients.close()
     telemetry.shutdown()
 
@@ -70,8 +112,11 @@ def main() -> int:
     plain = _bench.per_call(counts, "A", K)
     print(f"## {scenario}: instructions llmmeter adds per call, by configuration (callgrind)\n")
     print(f"{_bench.machine_line()}; uninstrumented: {plain:,.0f} instructions per call\n")
-    rows = [[name, f"{_bench.per_call(counts, name, K) - plain:+,.0f}"] for name in CONFIGS]
+    measured = [name for name in (*CONFIGS, *PEER_CONFIGS) if f"{name}@{K}" in counts]
+    rows = [[name, f"{_bench.per_call(counts, name, K) - plain:+,.0f}"] for name in measured]
     print(_bench.table(["configuration", "Δ instr/call"], rows))
+    if "otel-v2" not in measured:
+        print("\n(otel-v2 not installed: run with the peers venv, peers/requirements-peers.txt, to compare)")
     return 0
 
 
