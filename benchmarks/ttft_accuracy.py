@@ -17,6 +17,13 @@ For every run it compares llmmeter's numbers with
   wall/perf clock offset taken just before the call. The difference is what llmmeter adds to the
   truth: delivery through the socket, HTTP and SSE parsing in the SDK, and its own bookkeeping.
 
+The pacing clock starts when the server has parsed the request, llmmeter's when the SDK is called
+(the latency contract: TTFT includes building and sending the request). So the report also gives
+that *request delivery* (call start -> the server's ``received_at``), the comparison with "pacing +
+this call's delivery", and, for a user's view, a stopwatch on the *uninstrumented* client in the
+same run: ``perf_counter()`` before ``create()`` to the first chunk carrying content in the
+user's loop, paired with the instrumented call that follows it.
+
 Case ``tokens_per_chunk=4`` shows that TPOT is per *token* (from the usage's token count), not per
 chunk: 32 tokens in 8 chunks 10 ms apart give 70 ms / 31 = 2.26 ms, not 10 ms.
 
@@ -36,6 +43,9 @@ from typing import Any
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 import _bench
+
+MODEL = "gpt-4o-mini"
+MESSAGES = [{"role": "user", "content": "count to thirty-two"}]
 
 
 @dataclass
@@ -69,6 +79,10 @@ class Run:
     true_ttft: float
     true_ttfc: float
     true_tpot: float
+    delivery: float
+    """Call start -> the server has parsed the request (when its pacing clock starts)."""
+    stopwatch_ttft: float = 0.0
+    """The uninstrumented client, timed by the caller, in the pair's other call."""
 
 
 def measure(case: Case, runs: int) -> list[Run]:
@@ -84,27 +98,43 @@ def measure(case: Case, runs: int) -> list[Run]:
                     tokens_per_chunk=case.tokens_per_chunk)
     out: list[Run] = []
     with LocalOpenAIServer(pacing=pacing) as server:
-        plain = openai.OpenAI(base_url=server.base_url, api_key="sk-local", max_retries=0)
-        client = llmmeter.instrument(plain)
-        for i in range(runs + 1):  # the first run warms up the connection and imports
+        options: dict[str, Any] = {"base_url": server.base_url, "api_key": "sk-local", "max_retries": 0}
+        plain = openai.OpenAI(**options)
+        client = llmmeter.instrument(openai.OpenAI(**options))
+        for i in range(runs + 1):  # the first run warms up the connections and imports
+            stopwatch_ttft = _stopwatch_ttft(plain)
             records.clear()
             offset_ns = time.time_ns() - time.perf_counter_ns()
-            stream = client.chat.completions.create(
-                model="gpt-4o-mini", messages=[{"role": "user", "content": "count to thirty-two"}],
-                stream=True, stream_options={"include_usage": True})
-            for _ in stream:
+            for _ in client.chat.completions.create(model=MODEL, messages=MESSAGES, stream=True,
+                                                    stream_options={"include_usage": True}):
                 pass
-            sent = server.last_request().event_times  # role, token chunks..., finish, usage, [DONE]
+            request = server.last_request()  # event_times: role, token chunks..., finish, usage, [DONE]
             if i == 0:
                 continue
             (record,) = records
-            out.append(_compare(record, sent, offset_ns, case))
+            run = _compare(record, request.event_times, request.received_at, offset_ns, case)
+            run.stopwatch_ttft = stopwatch_ttft
+            out.append(run)
         client.close()
+        plain.close()
     telemetry.shutdown()
     return out
 
 
-def _compare(record: Any, sent: list[float], offset_ns: int, case: Case) -> Run:
+def _stopwatch_ttft(plain: Any) -> float:
+    """What a user timing the uninstrumented client sees: call -> first chunk with content, ms."""
+    start = time.perf_counter()
+    first = None
+    for chunk in plain.chat.completions.create(model=MODEL, messages=MESSAGES, stream=True,
+                                               stream_options={"include_usage": True}):
+        if first is None and chunk.choices and chunk.choices[0].delta.content:
+            first = time.perf_counter()
+    if first is None:
+        raise SystemExit("the server's stream carried no content")
+    return (first - start) * 1e3
+
+
+def _compare(record: Any, sent: list[float], received_at: float, offset_ns: int, case: Case) -> Run:
     timings = record.timings
     if record.usage is None or record.usage.output_tokens != case.tokens:
         raise SystemExit(f"expected {case.tokens} output tokens from the server, got {record.usage}")
@@ -114,6 +144,7 @@ def _compare(record: Any, sent: list[float], offset_ns: int, case: Case) -> Run:
         ttft=timings.ttft_s * 1e3, ttfc=timings.ttfc_s * 1e3, tpot=timings.tpot_s * 1e3,
         true_ttft=(first_token - start) * 1e3, true_ttfc=(sent[0] - start) * 1e3,
         true_tpot=(last_token - first_token) / (case.tokens - 1) * 1e3,
+        delivery=(received_at - start) * 1e3,
     )
 
 
@@ -126,7 +157,10 @@ def report(case: Case, runs: list[Run]) -> list[list[str]]:
     rows = []
     comparisons = [
         ("TTFT vs pacing", [r.ttft for r in runs], [case.ttft_ms] * len(runs)),
+        ("TTFT vs pacing + request delivery", [r.ttft for r in runs],
+         [case.ttft_ms + r.delivery for r in runs]),
         ("TTFT vs server write", [r.ttft for r in runs], [r.true_ttft for r in runs]),
+        ("TTFT vs stopwatch on the plain client", [r.ttft for r in runs], [r.stopwatch_ttft for r in runs]),
         ("TTFC vs server write", [r.ttfc for r in runs], [r.true_ttfc for r in runs]),
         ("TPOT vs pacing", [r.tpot for r in runs], [case.paced_tpot_ms] * len(runs)),
         ("TPOT vs server write", [r.tpot for r in runs], [r.true_tpot for r in runs]),
@@ -137,6 +171,12 @@ def report(case: Case, runs: list[Run]) -> list[list[str]]:
         rows.append([f"{case.name}: {label}", f"{statistics.median(measured):.3f}",
                      f"{statistics.median(truth):.3f}", median_err, max_err])
     return rows
+
+
+def delivery_line(case: Case, runs: list[Run]) -> str:
+    """Where TTFT's clock and the pacing's differ: the request's way to the server."""
+    return (f"{case.name}: request delivery (call start -> server has parsed the request) "
+            f"median {statistics.median(r.delivery for r in runs):.3f} ms")
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -151,14 +191,19 @@ def main(argv: list[str] | None = None) -> int:
     else:
         cases = [Case("ttft 80 ms, itl 10 ms, 32 tokens", 80, 10, 32),
                  Case("same, 4 tokens/chunk", 80, 10, 32, tokens_per_chunk=4)]
-    rows = []
+    rows, deliveries = [], []
     for case in cases:
-        rows += report(case, measure(case, args.runs))
+        runs = measure(case, args.runs)
+        rows += report(case, runs)
+        deliveries.append(delivery_line(case, runs))
     print("## TTFT / TTFC / TPOT accuracy against a paced local server (ms)\n")
     print(f"{_bench.machine_line()}; {args.runs} streamed calls per case through the real openai client "
           "to LocalOpenAIServer on 127.0.0.1 (same process); error = llmmeter - reference\n")
     print(_bench.table(["case: comparison", "llmmeter median", "reference median", "median error",
                         "max |error|"], rows))
+    print()
+    for line in deliveries:
+        print(f"* {line}")
     print()
     return 0
 
