@@ -262,3 +262,21 @@ def test_content_capture_is_opt_in_and_records_both_directions(
     assert message["role"] == "assistant" and len(message["parts"][0]["content"].split()) == TOKENS
     (span,) = telemetry.finished_spans()
     assert "Write a haiku" in str((span.attributes or {})["gen_ai.input.messages"])
+
+
+def test_embeddings_span_says_which_dimensions_and_encoding_were_requested(
+    server: LocalOpenAIServer, telemetry: Telemetry
+) -> None:
+    client = llmmeter.instrument(openai.OpenAI(base_url=server.base_url, api_key="test"))
+    result = client.embeddings.create(
+        model="text-embedding-3-small", input="one two", dimensions=4, encoding_format="float"
+    )
+    assert len(result.data[0].embedding) == 4
+    client.embeddings.create(model="text-embedding-3-small", input="one two")
+    first, second = telemetry.finished_spans()
+    assert first.attributes is not None and second.attributes is not None
+    assert first.attributes["gen_ai.embeddings.dimension.count"] == 4
+    assert first.attributes["gen_ai.request.encoding_formats"] == ("float",)
+    # Nothing asked for: no dimension count, and the encoding the openai SDK itself put on the wire.
+    assert "gen_ai.embeddings.dimension.count" not in second.attributes
+    assert second.attributes["gen_ai.request.encoding_formats"] == ("base64",)

@@ -39,10 +39,11 @@ from opentelemetry.trace import SpanKind
 
 import llmmeter
 from llmmeter.export.sqlite import read_records
-from llmmeter.instrument.vllm import RequestOutputReader
+from llmmeter.instrument.vllm import RequestOutputReader, request_params_of
 from llmmeter.pricing import GpuHourPrice, GpuHourSource, PricingRegistry
 from llmmeter.providers.openai_stream import ChatStreamReader, CompletionStreamReader
 from llmmeter.providers.vllm import (
+    finish_reasons_from_request_output,
     is_vllm_object,
     server_timings_from_request_output,
     server_timings_from_vllm_metrics,
@@ -302,6 +303,24 @@ def test_request_output_counts_every_completion_and_the_encoder_prompt() -> None
         num_cached_tokens=None,
     )
     assert usage_from_request_output(output) == Usage(input_tokens=5, output_tokens=5)
+
+
+def test_embedding_output_has_input_tokens_only_and_no_finish_reason() -> None:
+    """``LLM.embed`` returns ``EmbeddingRequestOutput``: its ``outputs`` is one vector."""
+    output = SimpleNamespace(
+        request_id="0",
+        prompt_token_ids=[0, 279, 80, 356, 313, 272, 1371],
+        outputs=SimpleNamespace(embedding=[0.1] * 128),
+        num_cached_tokens=0,
+        finished=True,
+    )
+    assert usage_from_request_output(output) == Usage(input_tokens=7, cache_read_input_tokens=0)
+    assert finish_reasons_from_request_output(output) is None
+
+
+def test_pooling_params_dimensions_become_the_embeddings_dimension_count() -> None:
+    assert request_params_of(SimpleNamespace(dimensions=64)) == {"gen_ai.embeddings.dimension.count": 64}
+    assert request_params_of(SimpleNamespace(dimensions=None)) == {}
 
 
 def test_request_stats_become_server_timings_from_monotonic_differences_only() -> None:

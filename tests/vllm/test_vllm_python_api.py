@@ -33,6 +33,7 @@ ENGINE_ARGS: dict[str, Any] = {
     "enforce_eager": True,
     "max_num_seqs": 8,
 }
+EMBEDDING_MODEL = "tiny-llama-embed"
 LONG_PROMPT = "Summarise: " + " ".join(f"item{i}" for i in range(120))
 
 
@@ -57,6 +58,17 @@ def llm_without_stats(tiny_model_dir: Path) -> Iterator[Any]:
     from vllm import LLM
 
     llm = LLM(model=str(tiny_model_dir), **ENGINE_ARGS)  # vLLM's default: stats logging off
+    yield instrument_vllm_llm(llm)
+    _shut_down(llm)
+
+
+@pytest.fixture(scope="session")
+def embedding_llm(tiny_model_dir: Path) -> Iterator[Any]:
+    """The same tiny model served as a pooling (embedding) model."""
+    from vllm import LLM
+
+    args = {**ENGINE_ARGS, "served_model_name": EMBEDDING_MODEL}
+    llm = LLM(model=str(tiny_model_dir), runner="pooling", convert="embed", **args)
     yield instrument_vllm_llm(llm)
     _shut_down(llm)
 
@@ -134,6 +146,40 @@ def test_generate_batch_is_one_internal_span_with_one_record_per_request(
     assert batch.rollup_usage.input_tokens == sum(len(o.prompt_token_ids) for o in outputs)
     (span,) = telemetry.finished_spans()
     assert (span.name, span.kind) == ("vllm.LLM.generate", SpanKind.INTERNAL)
+
+
+def test_embed_batch_is_one_span_with_one_embeddings_record_per_prompt(
+    embedding_llm: Any, telemetry: Telemetry
+) -> None:
+    outputs = embedding_llm.embed(["hello world", "a b c d e", LONG_PROMPT], use_tqdm=False)
+    assert [type(o).__name__ for o in outputs] == ["EmbeddingRequestOutput"] * 3  # vLLM's own, unchanged
+    records = llm_records(telemetry)
+    assert len(records) == 3
+    for record, output in zip(records, outputs, strict=True):
+        assert (record.provider, record.operation) == ("vllm", "embeddings")
+        assert record.request_model == EMBEDDING_MODEL
+        assert record.usage is not None
+        assert record.usage.input_tokens == len(output.prompt_token_ids)
+        assert record.usage.output_tokens is None  # an embedding has no output tokens: absent, not 0
+        assert record.usage.cache_read_input_tokens == output.num_cached_tokens
+        assert record.response_id == output.request_id and record.finish_reasons is None
+    (batch,) = [r for r in telemetry.records if r.kind is CallKind.STEP]
+    assert (batch.name, batch.operation, batch.rollup_calls) == ("vllm.LLM.embed", "embeddings", 3)
+    assert batch.rollup_usage is not None
+    assert batch.rollup_usage.input_tokens == sum(len(o.prompt_token_ids) for o in outputs)
+    (span,) = telemetry.finished_spans()  # LLM.embed calls LLM.encode: measured once
+    assert (span.name, span.kind) == ("vllm.LLM.embed", SpanKind.INTERNAL)
+
+
+def test_embed_error_is_raised_unchanged_and_recorded(embedding_llm: Any, telemetry: Telemetry) -> None:
+    from vllm.exceptions import VLLMValidationError
+    from vllm.pooling_params import PoolingParams
+
+    with pytest.raises(VLLMValidationError, match="Matryoshka"):  # the tiny model has one size
+        embedding_llm.embed(["x"], pooling_params=PoolingParams(dimensions=16), use_tqdm=False)
+    (batch,) = telemetry.records
+    assert (batch.name, batch.outcome) == ("vllm.LLM.embed", Outcome.ERROR)
+    assert batch.error_type == "vllm.exceptions.VLLMValidationError"
 
 
 def test_generate_with_stats_on_records_vllms_own_timings(llm_with_stats: Any, telemetry: Telemetry) -> None:

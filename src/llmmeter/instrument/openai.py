@@ -202,7 +202,18 @@ def _request_params(body: Mapping[str, Any], api_type: str | None) -> dict[str, 
     tier = body.get("service_tier")
     if isinstance(tier, str) and tier != "auto":
         params["openai.request.service_tier"] = tier
+    _embeddings_params(body, params)
     return params
+
+
+def _embeddings_params(body: Mapping[str, Any], params: dict[str, Any]) -> None:
+    dimensions = body.get("dimensions")
+    if isinstance(dimensions, int) and not isinstance(dimensions, bool):
+        params["gen_ai.embeddings.dimension.count"] = dimensions
+    encoding = body.get("encoding_format")
+    if isinstance(encoding, str):
+        # What went on the wire: the openai SDK asks for base64 itself when the caller set none.
+        params["gen_ai.request.encoding_formats"] = (encoding,)
 
 
 def _input_content(body: Mapping[str, Any]) -> dict[str, Any]:

@@ -1,11 +1,13 @@
 """Instrumentation of vLLM's Python API: ``vllm.LLM`` and ``AsyncLLM``.
 
-``llmmeter.instrument(vllm.LLM(...))`` (:func:`instrument_vllm_llm`) measures ``generate`` and
-``chat``. One call is a *batch*: it gets one span (kind INTERNAL, a step record named
-``vllm.LLM.generate``/``vllm.LLM.chat`` that rolls up tokens and cost), and every request in it
-gets its own :class:`~llmmeter.record.CallRecord` (provider ``vllm``, no server address):
+``llmmeter.instrument(vllm.LLM(...))`` (:func:`instrument_vllm_llm`) measures ``generate``,
+``chat`` and, for a pooling model, ``embed``. One call is a *batch*: it gets one span (kind
+INTERNAL, a step record named ``vllm.LLM.generate``/``.chat``/``.embed`` that rolls up tokens and
+cost), and every request in it gets its own :class:`~llmmeter.record.CallRecord` (provider
+``vllm``, no server address; operation ``text_completion``, ``chat`` or ``embeddings``):
 
-* tokens are exact, from the token ids (prompt, every completion, ``num_cached_tokens``);
+* tokens are exact, from the token ids (prompt, every completion, ``num_cached_tokens``; an
+  embedding has input tokens only);
 * ``timings.duration_s`` is the batch's wall time -- the caller gets every result only when the
   whole batch returns; there is no client-side TTFT for a batch call;
 * ``timings.server`` holds vLLM's own per-request queue time, prefill, decode, TTFT and TPOT from
@@ -61,7 +63,15 @@ PROVIDER = "vllm"
 _LLM_CLASSES = frozenset({"LLM"})
 _ASYNC_CLASSES = frozenset({"AsyncLLM", "AsyncLLMEngine"})
 _INSTRUMENTED_FLAG = "_llmmeter_instrumented"
-_WRAPPED_METHODS = ("generate", "chat")
+# method -> (gen_ai.operation.name, the argument holding the request parameters). LLM.embed is
+# measured, not LLM.encode: encode also serves classification and scoring, which are not
+# embeddings; embed calls encode, and the nested call is not measured twice (see _in_batch).
+_BATCH_METHODS: dict[str, tuple[str, str]] = {
+    "generate": ("text_completion", "sampling_params"),
+    "chat": ("chat", "sampling_params"),
+    "embed": ("embeddings", "pooling_params"),
+}
+_WRAPPED_METHODS = tuple(_BATCH_METHODS)
 
 # True while an instrumented LLM call runs: LLM.chat may call LLM.generate internally.
 _in_batch: ContextVar[bool] = ContextVar("llmmeter_vllm_batch", default=False)
@@ -123,10 +133,14 @@ _PARAMS: tuple[tuple[str, str], ...] = (
 
 
 def request_params_of(sampling_params: Any) -> dict[str, Any]:
-    """Semantic-convention request attributes from a ``SamplingParams`` (one, not a list)."""
+    """Semantic-convention request attributes from a ``SamplingParams`` or ``PoolingParams``
+    (one, not a list)."""
     params: dict[str, Any] = {}
     if sampling_params is None or isinstance(sampling_params, list | tuple):
         return params
+    dimensions = int_or_none(field(sampling_params, "dimensions"))
+    if dimensions is not None:
+        params["gen_ai.embeddings.dimension.count"] = dimensions
     max_tokens = int_or_none(field(sampling_params, "max_tokens"))
     if max_tokens is not None:
         params["gen_ai.request.max_tokens"] = max_tokens
@@ -148,16 +162,18 @@ def request_params_of(sampling_params: Any) -> dict[str, Any]:
     return params
 
 
-def _sampling_params_arg(args: tuple[Any, ...], kwargs: Mapping[str, Any]) -> Any:
-    """``sampling_params``: the second positional argument of ``generate``/``chat``."""
-    if "sampling_params" in kwargs:
-        return kwargs["sampling_params"]
+def _params_arg(name: str, args: tuple[Any, ...], kwargs: Mapping[str, Any]) -> Any:
+    """The request parameters: keyword ``name``, else the second positional argument
+    (``generate``/``chat`` take ``sampling_params`` there; ``embed`` takes keywords only)."""
+    if name in kwargs:
+        return kwargs[name]
     return args[1] if len(args) > 1 else None
 
 
 # --- vllm.LLM: one batch span, one record per request ---------------------------------------------
 def instrument_vllm_llm(llm: T, *, model: str | None = None) -> T:
-    """Measure ``llm.generate`` and ``llm.chat`` of this ``vllm.LLM``; returns the same object.
+    """Measure ``llm.generate``, ``llm.chat`` and ``llm.embed`` of this ``vllm.LLM``; returns the
+    same object.
 
     ``model`` overrides the recorded model name (default: vLLM's served model name, which is the
     model path unless ``served_model_name`` was given) -- use the name your prices are under.
@@ -166,17 +182,17 @@ def instrument_vllm_llm(llm: T, *, model: str | None = None) -> T:
     if vars(llm).get(_INSTRUMENTED_FLAG):
         return llm
     model_name = model or served_model_name(llm)
-    for method, operation in (("generate", "text_completion"), ("chat", "chat")):
+    for method in _BATCH_METHODS:
         original = getattr(llm, method, None)
         if original is not None:
-            setattr(llm, method, _batch_method(original, method, operation, model_name))
+            setattr(llm, method, _batch_method(original, method, model_name))
     setattr(llm, _INSTRUMENTED_FLAG, True)
     return llm
 
 
-def _batch_method(
-    original: Callable[..., Any], method: str, operation: str, model: str | None
-) -> Callable[..., Any]:
+def _batch_method(original: Callable[..., Any], method: str, model: str | None) -> Callable[..., Any]:
+    operation, params_name = _BATCH_METHODS[method]
+
     def measured(*args: Any, **kwargs: Any) -> Any:
         if _in_batch.get():
             return original(*args, **kwargs)
@@ -199,8 +215,8 @@ def _batch_method(
         _detach(context)
         _in_batch.reset(token)
         with guard("recording the vLLM batch"):
-            sampling_params = _sampling_params_arg(args, kwargs)
-            _record_requests(batch, outputs, operation, model, sampling_params, duration_s)
+            request_params = _params_arg(params_name, args, kwargs)
+            _record_requests(batch, outputs, operation, model, request_params, duration_s)
         batch.finish(Outcome.OK)
         return outputs
 
@@ -242,16 +258,16 @@ def _record_requests(
     outputs: Any,
     operation: str,
     model: str | None,
-    sampling_params: Any,
+    request_params: Any,
     duration_s: float,
 ) -> None:
     """One finished record per ``RequestOutput``, rolled up into the batch step."""
     if not isinstance(outputs, list | tuple):
         return
-    per_request_params = isinstance(sampling_params, list | tuple) and len(sampling_params) == len(outputs)
+    per_request_params = isinstance(request_params, list | tuple) and len(request_params) == len(outputs)
     attributes = dict(batch.record.attributes)
     for index, output in enumerate(outputs):
-        params = sampling_params[index] if per_request_params else sampling_params
+        params = request_params[index] if per_request_params else request_params
         record = CallRecord(
             operation=operation,
             provider=PROVIDER,
@@ -292,7 +308,7 @@ def instrument_async_llm(engine: T, *, model: str | None = None) -> T:
         stream = original(*args, **kwargs)
         measured = stream
         with guard("wrapping an AsyncLLM stream"):
-            sampling_params = _sampling_params_arg(args, kwargs)
+            sampling_params = _params_arg("sampling_params", args, kwargs)
             measured = MeteredRequestStream(
                 stream,
                 model_name,

@@ -28,7 +28,7 @@ Pure functions: no I/O, no OTel, no pricing, no import of vLLM.
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Mapping
+from collections.abc import Iterable, Mapping, Sequence
 from typing import Any
 
 from llmmeter.providers.base import field, int_or_none, str_or_none
@@ -36,6 +36,7 @@ from llmmeter.record import CallRecord, ServerTimings, Usage
 
 __all__ = [
     "apply_vllm_extras",
+    "completions_of",
     "finish_reasons_from_request_output",
     "is_vllm_object",
     "server_timings_from_request_output",
@@ -59,11 +60,13 @@ def usage_from_request_output(output: Any) -> Usage:
     * cache writes = ``num_cache_creation_tokens`` where this vLLM reports it.
 
     A ``DELTA`` output holds only the newest tokens: sum those with
-    :class:`~llmmeter.instrument.vllm.RequestOutputReader` instead.
+    :class:`~llmmeter.instrument.vllm.RequestOutputReader` instead. A pooling output
+    (``EmbeddingRequestOutput`` of ``LLM.embed``) has input tokens only: its ``outputs`` is one
+    vector, not completions, so output tokens stay absent rather than zero.
     """
     return Usage(
         input_tokens=prompt_tokens_of(output),
-        output_tokens=_output_tokens(field(output, "outputs")),
+        output_tokens=_output_tokens(completions_of(output)),
         cache_read_input_tokens=int_or_none(field(output, "num_cached_tokens")),
         cache_write_input_tokens=int_or_none(field(output, "num_cache_creation_tokens")),
     )
@@ -76,6 +79,12 @@ def prompt_tokens_of(output: Any) -> int | None:
     if prompt is None and encoder is None:
         return None
     return (prompt or 0) + (encoder or 0)
+
+
+def completions_of(output: Any) -> Sequence[Any] | None:
+    """The ``CompletionOutput`` list of a ``RequestOutput``; ``None`` for a pooling output."""
+    outputs = field(output, "outputs")
+    return outputs if isinstance(outputs, list | tuple) else None
 
 
 def _output_tokens(completions: Iterable[Any] | None) -> int | None:
@@ -102,7 +111,7 @@ def finish_reasons_from_request_output(output: Any) -> tuple[str, ...] | None:
     """``finish_reason`` of each completion that has one (``stop``, ``length``, ``abort``...)."""
     reasons = tuple(
         reason
-        for completion in field(output, "outputs") or ()
+        for completion in completions_of(output) or ()
         if (reason := str_or_none(field(completion, "finish_reason")))
     )
     return reasons or None
