@@ -622,3 +622,33 @@ def test_vllm_deployment_example_runs_offline_and_prices_by_gpu_hour(tmp_path: P
     assert api_record.cost is not None and api_record.cost.components.keys() >= {"input", "output"}
     report = result.stdout.split("$ llmmeter report", 1)[1]
     assert re.search(r"tiny-llama\s+vllm\s+3\s", report) and re.search(r"gpt-4o-mini\s+openai\s+1\s", report)
+
+
+def test_replayed_pooling_server_embeddings_record_the_servers_input_tokens(
+    replay: ReplayServer, telemetry: Telemetry
+) -> None:
+    replay.serve("embed_server_embeddings")
+    request = capture("embed_server_embeddings").request
+    response = _client(replay, provider="vllm").embeddings.create(**request)
+    assert len(response.data[0].embedding) == 128
+    (record,) = telemetry.records
+    assert (record.provider, record.operation) == ("vllm", "embeddings")
+    assert record.response_model == "tiny-llama-embed"
+    assert record.usage is not None and record.usage.input_tokens == 7
+    assert record.usage.output_tokens == 0  # what vLLM sent (completion_tokens: 0), not made up
+    (span,) = telemetry.finished_spans()
+    assert span.attributes is not None
+    assert span.attributes["gen_ai.request.encoding_formats"] == ("float",)
+
+
+def test_embeddings_on_a_generate_model_server_raise_its_404_unchanged(
+    replay: ReplayServer, telemetry: Telemetry
+) -> None:
+    replay.serve("embeddings_unsupported")
+    request = capture("embeddings_unsupported").request
+    with pytest.raises(openai.NotFoundError) as raised:
+        _client(replay, provider="vllm").embeddings.create(**request)
+    assert raised.value.status_code == 404
+    (record,) = telemetry.records
+    assert (record.operation, record.outcome) == ("embeddings", Outcome.ERROR)
+    assert record.error_type == "openai.NotFoundError"
