@@ -636,6 +636,9 @@ def test_replayed_pooling_server_embeddings_record_the_servers_input_tokens(
     assert record.response_model == "tiny-llama-embed"
     assert record.usage is not None and record.usage.input_tokens == 7
     assert record.usage.output_tokens == 0  # what vLLM sent (completion_tokens: 0), not made up
+    points = telemetry.metric_points("gen_ai.client.token.usage")
+    # Semconv: an embedding's token usage is its input; no output point of 0 skews the histogram.
+    assert [p.attributes["gen_ai.token.type"] for p in points] == ["input"]  # type: ignore[attr-defined]
     (span,) = telemetry.finished_spans()
     assert span.attributes is not None
     assert span.attributes["gen_ai.request.encoding_formats"] == ("float",)

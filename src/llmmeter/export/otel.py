@@ -144,7 +144,7 @@ class OtelTelemetry:
             hist["time_per_output_token"].record(timings.tpot_s, attributes, context=context)
         usage = record.usage
         if usage is not None:
-            self._record_usage(usage, attributes, context)
+            self._record_usage(usage, attributes, context, outputs=record.operation != "embeddings")
             if record.cost_status is CostStatus.UNPRICED:
                 unpriced = usage.total_tokens
                 if unpriced:
@@ -154,12 +154,19 @@ class OtelTelemetry:
             hist["cost"].record(float(record.cost.amount), cost_attributes, context=context)
 
     def _record_usage(
-        self, usage: Usage, attributes: Mapping[str, AttributeValue], context: Context | None
+        self,
+        usage: Usage,
+        attributes: Mapping[str, AttributeValue],
+        context: Context | None,
+        *,
+        outputs: bool = True,
     ) -> None:
+        """``outputs=False`` for embeddings: semconv records their input tokens only (vLLM sends
+        ``completion_tokens: 0``, which stays on the record and span but is no output point)."""
         token_usage = self._histograms["token_usage"]
         if usage.input_tokens is not None:
             token_usage.record(usage.input_tokens, {**attributes, sc.TOKEN_TYPE: "input"}, context=context)
-        if usage.output_tokens is not None:
+        if outputs and usage.output_tokens is not None:
             token_usage.record(usage.output_tokens, {**attributes, sc.TOKEN_TYPE: "output"}, context=context)
         parts = self._counters["token_parts"]
         series: Series | None = None
