@@ -60,13 +60,20 @@ def measure_otel_v2(
     for name in PEER_CONFIGS:
         tracer_provider, meter_provider = providers[name]
         instrumentor.instrument(tracer_provider=tracer_provider, meter_provider=meter_provider)
-        run_plain(3)
-        telemetry.drain()
-        for m in (K, 2 * K):
-            with segments.measure(f"{name}@{m}"):
-                run_plain(m)
-                telemetry.flush()
+        measure_blocks(name, run_plain, telemetry, segments)
         instrumentor.uninstrument()
+
+
+def measure_blocks(
+    name: str, run: Callable[[int], None], telemetry: _bench.Telemetry, segments: _bench.Segments
+) -> None:
+    """Warm up, then count blocks of K and 2K calls (their difference cancels fixed costs)."""
+    run(3)
+    telemetry.drain()
+    for m in (K, 2 * K):
+        with segments.measure(f"{name}@{m}"):
+            run(m)
+            telemetry.flush()
 
 
 def child(scenario: str) -> None:
@@ -79,20 +86,11 @@ def child(scenario: str) -> None:
         "meter_provider": telemetry.meter_provider,
         "store": None,
     }
-    for runner in (run_a, run_b):
-        runner(3)
-    for m in (K, 2 * K):
-        with segments.measure(f"A@{m}"):
-            run_a(m)
-            telemetry.flush()
+    run_b(3)
+    measure_blocks("A", run_a, telemetry, segments)
     for name, overrides in CONFIGS.items():
         llmmeter.configure(**{**base, **overrides})  # type: ignore[arg-type]
-        run_b(3)
-        telemetry.drain()
-        for m in (K, 2 * K):
-            with segments.measure(f"{name}@{m}"):
-                run_b(m)
-                telemetry.flush()
+        measure_blocks(name, run_b, telemetry, segments)
     measure_otel_v2(telemetry, segments, run_a)
     clients.close()
     telemetry.shutdown()
