@@ -39,7 +39,9 @@ RESPONSE = {
     "model": "gpt-4o-mini-2024-07-18",
     "choices": [{"index": 0, "message": {"role": "assistant", "content": "ok"}, "finish_reason": "stop"}],
     "usage": {
-        "prompt_tokens": 52, "completion_tokens": 88, "total_tokens": 140,
+        "prompt_tokens": 52,
+        "completion_tokens": 88,
+        "total_tokens": 140,
         "prompt_tokens_details": {"cached_tokens": 32},
         "completion_tokens_details": {"reasoning_tokens": 16},
     },
@@ -82,6 +84,7 @@ def build_variants() -> dict[str, tuple[Callable[[int], None], Callable[[int], N
         def run(m: int) -> None:
             for i in range(m):
                 fn(i)
+
         return run
 
     def async_runner(fn: Callable[[int], Any]) -> Callable[[int], None]:
@@ -91,6 +94,7 @@ def build_variants() -> dict[str, tuple[Callable[[int], None], Callable[[int], N
 
         def run(m: int) -> None:
             loop.run_until_complete(calls(m))
+
         return run
 
     return {
@@ -108,20 +112,41 @@ def run_timing(args: argparse.Namespace) -> None:
     rows = []
     for name in VARIANTS:
         run_a, run_b = variants[name]
-        res = _bench.ab_blocks(run_a, run_b, calls_per_block=args.calls, pairs=args.pairs,
-                               telemetry=telemetry)
+        res = _bench.ab_blocks(
+            run_a, run_b, calls_per_block=args.calls, pairs=args.pairs, telemetry=telemetry
+        )
         expected = args.pairs * args.calls * RECORDS_PER_CALL[name]
         if res.spans_a != 0 or res.spans_b != expected:
             raise SystemExit(f"{name}: spans A={res.spans_a} B={res.spans_b}, expected 0 / {expected}")
         s = res.summary()
-        rows.append([name, _bench.fmt(s["cpu_a"], 2), _bench.fmt(s["cpu_b"], 1),
-                     _bench.fmt(s["cpu_delta"], 1, True), _bench.fmt(s["wall_delta"], 1, True),
-                     _bench.fmt(s["cpu_delta"] / RECORDS_PER_CALL[name], 1, True)])
+        rows.append(
+            [
+                name,
+                _bench.fmt(s["cpu_a"], 2),
+                _bench.fmt(s["cpu_b"], 1),
+                _bench.fmt(s["cpu_delta"], 1, True),
+                _bench.fmt(s["wall_delta"], 1, True),
+                _bench.fmt(s["cpu_delta"] / RECORDS_PER_CALL[name], 1, True),
+            ]
+        )
     print("## @llmmeter.metered: µs added per call (in-process A/B)\n")
-    print(f"{_bench.machine_line()}; spans + metrics on (batch span processor), store off, {pricing}; "
-          f"{args.pairs} A/B block pairs of {args.calls} calls; medians of paired (B - A)\n")
-    print(_bench.table(["variant", "A µs/call (cpu)", "B µs/call (cpu)", "Δ cpu µs/call",
-                        "Δ wall µs/call", "Δ cpu µs/record"], rows))
+    print(
+        f"{_bench.machine_line()}; spans + metrics on (batch span processor), store off, {pricing}; "
+        f"{args.pairs} A/B block pairs of {args.calls} calls; medians of paired (B - A)\n"
+    )
+    print(
+        _bench.table(
+            [
+                "variant",
+                "A µs/call (cpu)",
+                "B µs/call (cpu)",
+                "Δ cpu µs/call",
+                "Δ wall µs/call",
+                "Δ cpu µs/record",
+            ],
+            rows,
+        )
+    )
     print()
     telemetry.shutdown()
 
@@ -151,8 +176,10 @@ def run_callgrind(args: argparse.Namespace) -> None:
         per_record = (b - a) / RECORDS_PER_CALL[name]
         rows.append([name, f"{a:,.0f}", f"{b:,.0f}", f"{b - a:+,.0f}", f"{per_record:+,.0f}"])
     print("## @llmmeter.metered: instructions added per call (callgrind)\n")
-    print(f"{_bench.machine_line()}; (I(2K) - I(K)) / K with K = {args.k}, one process, segments "
-          "split by --dump-before markers; exporter-thread instructions included\n")
+    print(
+        f"{_bench.machine_line()}; (I(2K) - I(K)) / K with K = {args.k}, one process, segments "
+        "split by --dump-before markers; exporter-thread instructions included\n"
+    )
     print(_bench.table(["variant", "A instr/call", "B instr/call", "Δ instr/call", "Δ instr/record"], rows))
     print()
 

@@ -70,9 +70,11 @@ class Clients:
 
         def pair() -> tuple[Any, Any]:
             sync = openai.OpenAI(
-                http_client=hx.Client(transport=hx.MockTransport(self.server.handle)), **common)
+                http_client=hx.Client(transport=hx.MockTransport(self.server.handle)), **common
+            )
             async_ = openai.AsyncOpenAI(
-                http_client=hx.AsyncClient(transport=hx.MockTransport(ahandle)), **common)
+                http_client=hx.AsyncClient(transport=hx.MockTransport(ahandle)), **common
+            )
             return sync, async_
 
         self._raw = pair()
@@ -84,17 +86,20 @@ class Clients:
     def runner(self, calls: dict[str, Callable[[], Any]], scenario: str) -> Callable[[int], None]:
         fn = calls[scenario]
         if scenario.endswith("-async"):
+
             async def many(m: int) -> None:
                 for _ in range(m):
                     await fn()
 
             def run_async(m: int) -> None:
                 self.loop.run_until_complete(many(m))
+
             return run_async
 
         def run(m: int) -> None:
             for _ in range(m):
                 fn()
+
         return run
 
     def close(self) -> None:
@@ -127,11 +132,17 @@ def run_timing(args: argparse.Namespace) -> dict[str, dict[str, float]]:
         if n is not None:
             clients.server.stream_events = peers.build_sse_events(n)
         m = max(1, int(block_calls(scenario, n) * args.scale))
-        res = _bench.ab_blocks(clients.runner(clients.a, scenario), clients.runner(clients.b, scenario),
-                               calls_per_block=m, pairs=args.pairs, telemetry=telemetry)
+        res = _bench.ab_blocks(
+            clients.runner(clients.a, scenario),
+            clients.runner(clients.b, scenario),
+            calls_per_block=m,
+            pairs=args.pairs,
+            telemetry=telemetry,
+        )
         if res.spans_a != 0 or res.spans_b != args.pairs * m:
-            raise SystemExit(f"{scenario} N={n}: spans A={res.spans_a} B={res.spans_b}, "
-                             f"expected 0 / {args.pairs * m}")
+            raise SystemExit(
+                f"{scenario} N={n}: spans A={res.spans_a} B={res.spans_b}, expected 0 / {args.pairs * m}"
+            )
         results[_key(scenario, n)] = res.summary()
         print(f"[ab] {_key(scenario, n)}: {results[_key(scenario, n)]}", file=sys.stderr, flush=True)
     clients.close()
@@ -143,14 +154,26 @@ def run_timing(args: argparse.Namespace) -> dict[str, dict[str, float]]:
 def print_timing(results: dict[str, dict[str, float]], args: argparse.Namespace, pricing: str) -> None:
     rows = []
     for key, s in results.items():
-        rows.append([key, _bench.fmt(s["cpu_a"], 0), _bench.fmt(s["cpu_delta"], 1, True),
-                     _bench.fmt(s["wall_delta"], 1, True), f"×{s['cpu_b'] / s['cpu_a']:.3f}",
-                     f"×{s['wall_b'] / s['wall_a']:.3f}"])
+        rows.append(
+            [
+                key,
+                _bench.fmt(s["cpu_a"], 0),
+                _bench.fmt(s["cpu_delta"], 1, True),
+                _bench.fmt(s["wall_delta"], 1, True),
+                f"×{s['cpu_b'] / s['cpu_a']:.3f}",
+                f"×{s['wall_b'] / s['wall_a']:.3f}",
+            ]
+        )
     print("## openai client: µs llmmeter adds per call (in-process A/B)\n")
-    print(f"{_bench.machine_line()}; spans + metrics on, store off, {pricing}; {args.pairs} A/B block "
-          f"pairs per scenario (block size × {args.scale}); medians of paired (B - A)\n")
-    print(_bench.table(["scenario", "A cpu µs/call", "Δ cpu µs/call", "Δ wall µs/call",
-                        "B/A cpu", "B/A wall"], rows))
+    print(
+        f"{_bench.machine_line()}; spans + metrics on, store off, {pricing}; {args.pairs} A/B block "
+        f"pairs per scenario (block size × {args.scale}); medians of paired (B - A)\n"
+    )
+    print(
+        _bench.table(
+            ["scenario", "A cpu µs/call", "Δ cpu µs/call", "Δ wall µs/call", "B/A cpu", "B/A wall"], rows
+        )
+    )
     print()
     fit_rows = []
     for mode in ("sync", "async"):
@@ -162,12 +185,28 @@ def print_timing(results: dict[str, dict[str, float]], args: argparse.Namespace,
             a, b = _bench.fit_line([(n, s[field]) for n, s in pts])
             row += [_bench.fmt(b, 2, field != "cpu_a"), _bench.fmt(a, 0, field != "cpu_a")]
         fit_rows.append(row)
-    print("## openai client: per streamed chunk (fit t(N) = a + b·N over N = "
-          f"{', '.join(map(str, args.chunks))})\n")
-    print(_bench.table(["mode", "A cpu µs/chunk", "A cpu µs fixed", "Δ cpu µs/chunk", "Δ cpu µs fixed",
-                        "Δ wall µs/chunk", "Δ wall µs fixed"], fit_rows))
-    print(f"\nTargets (reported, not asserted): ≤ {TARGET_CALL_US:.0f} µs added per non-streaming call, "
-          f"≤ {TARGET_CHUNK_US:.0f} µs per chunk, end to end ≤ ×{TARGET_RATIO:.2f}.\n")
+    print(
+        "## openai client: per streamed chunk (fit t(N) = a + b·N over N = "
+        f"{', '.join(map(str, args.chunks))})\n"
+    )
+    print(
+        _bench.table(
+            [
+                "mode",
+                "A cpu µs/chunk",
+                "A cpu µs fixed",
+                "Δ cpu µs/chunk",
+                "Δ cpu µs fixed",
+                "Δ wall µs/chunk",
+                "Δ wall µs fixed",
+            ],
+            fit_rows,
+        )
+    )
+    print(
+        f"\nTargets (reported, not asserted): ≤ {TARGET_CALL_US:.0f} µs added per non-streaming call, "
+        f"≤ {TARGET_CHUNK_US:.0f} µs per chunk, end to end ≤ ×{TARGET_RATIO:.2f}.\n"
+    )
 
 
 def run_callgrind_child(args: argparse.Namespace) -> None:
@@ -190,8 +229,9 @@ def run_callgrind(args: argparse.Namespace) -> None:
         print("valgrind not found: apt-get update && apt-get install -y valgrind\n")
         return
     chunks = [c for c in args.chunks if c in CALLGRIND_K]
-    counts = _bench.callgrind_segments(_bench.self_command(
-        Path(__file__), "--callgrind-child", "--chunks", ",".join(map(str, chunks))))
+    counts = _bench.callgrind_segments(
+        _bench.self_command(Path(__file__), "--callgrind-child", "--chunks", ",".join(map(str, chunks)))
+    )
     per: dict[str, tuple[float, float]] = {}
     for scenario, n in plan(tuple(chunks)):
         key = _key(scenario, n)
@@ -204,8 +244,10 @@ def run_callgrind(args: argparse.Namespace) -> None:
         da, db = (a2 - a1) / (hi - lo), (b2 - b1) / (hi - lo)
         rows.append([f"stream-{mode} per chunk", f"{da:,.0f}", f"{db - da:+,.0f}", f"×{db / da:.3f}"])
     print("## openai client: instructions llmmeter adds per call / per chunk (callgrind)\n")
-    print(f"{_bench.machine_line()}; (I(2K) - I(K)) / K, K = {CALLGRIND_K}; per chunk = slope "
-          f"between N = {lo} and N = {hi}; exporter-thread instructions included\n")
+    print(
+        f"{_bench.machine_line()}; (I(2K) - I(K)) / K, K = {CALLGRIND_K}; per chunk = slope "
+        f"between N = {lo} and N = {hi}; exporter-thread instructions included\n"
+    )
     print(_bench.table(["scenario", "A instr/call", "Δ instr/call", "B/A"], rows))
     print()
 

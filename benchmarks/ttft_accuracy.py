@@ -94,8 +94,9 @@ def measure(case: Case, runs: int) -> list[Run]:
     records: list[llmmeter.CallRecord] = []
     telemetry = _bench.make_telemetry()
     _bench.configure_llmmeter(telemetry, on_record=records.append, pricing=None)  # timing only
-    pacing = Pacing(ttft_ms=case.ttft_ms, itl_ms=case.itl_ms, tokens=case.tokens,
-                    tokens_per_chunk=case.tokens_per_chunk)
+    pacing = Pacing(
+        ttft_ms=case.ttft_ms, itl_ms=case.itl_ms, tokens=case.tokens, tokens_per_chunk=case.tokens_per_chunk
+    )
     out: list[Run] = []
     with LocalOpenAIServer(pacing=pacing) as server:
         options: dict[str, Any] = {"base_url": server.base_url, "api_key": "sk-local", "max_retries": 0}
@@ -105,8 +106,9 @@ def measure(case: Case, runs: int) -> list[Run]:
             stopwatch_ttft = _stopwatch_ttft(plain)
             records.clear()
             offset_ns = time.time_ns() - time.perf_counter_ns()
-            for _ in client.chat.completions.create(model=MODEL, messages=MESSAGES, stream=True,
-                                                    stream_options={"include_usage": True}):
+            for _ in client.chat.completions.create(
+                model=MODEL, messages=MESSAGES, stream=True, stream_options={"include_usage": True}
+            ):
                 pass
             request = server.last_request()  # event_times: role, token chunks..., finish, usage, [DONE]
             if i == 0:
@@ -125,8 +127,9 @@ def _stopwatch_ttft(plain: Any) -> float:
     """What a user timing the uninstrumented client sees: call -> first chunk with content, ms."""
     start = time.perf_counter()
     first = None
-    for chunk in plain.chat.completions.create(model=MODEL, messages=MESSAGES, stream=True,
-                                               stream_options={"include_usage": True}):
+    for chunk in plain.chat.completions.create(
+        model=MODEL, messages=MESSAGES, stream=True, stream_options={"include_usage": True}
+    ):
         if first is None and chunk.choices and chunk.choices[0].delta.content:
             first = time.perf_counter()
     if first is None:
@@ -141,8 +144,11 @@ def _compare(record: Any, sent: list[float], received_at: float, offset_ns: int,
     start = (timings.start_time_unix_ns - offset_ns) / 1e9  # perf_counter seconds
     first_token, last_token = sent[1], sent[case.chunks]
     return Run(
-        ttft=timings.ttft_s * 1e3, ttfc=timings.ttfc_s * 1e3, tpot=timings.tpot_s * 1e3,
-        true_ttft=(first_token - start) * 1e3, true_ttfc=(sent[0] - start) * 1e3,
+        ttft=timings.ttft_s * 1e3,
+        ttfc=timings.ttfc_s * 1e3,
+        tpot=timings.tpot_s * 1e3,
+        true_ttft=(first_token - start) * 1e3,
+        true_ttfc=(sent[0] - start) * 1e3,
         true_tpot=(last_token - first_token) / (case.tokens - 1) * 1e3,
         delivery=(received_at - start) * 1e3,
     )
@@ -157,8 +163,11 @@ def report(case: Case, runs: list[Run]) -> list[list[str]]:
     rows = []
     comparisons = [
         ("TTFT vs pacing", [r.ttft for r in runs], [case.ttft_ms] * len(runs)),
-        ("TTFT vs pacing + request delivery", [r.ttft for r in runs],
-         [case.ttft_ms + r.delivery for r in runs]),
+        (
+            "TTFT vs pacing + request delivery",
+            [r.ttft for r in runs],
+            [case.ttft_ms + r.delivery for r in runs],
+        ),
         ("TTFT vs server write", [r.ttft for r in runs], [r.true_ttft for r in runs]),
         ("TTFT vs stopwatch on the plain client", [r.ttft for r in runs], [r.stopwatch_ttft for r in runs]),
         ("TTFC vs server write", [r.ttfc for r in runs], [r.true_ttfc for r in runs]),
@@ -168,15 +177,24 @@ def report(case: Case, runs: list[Run]) -> list[list[str]]:
     for label, measured, truth in comparisons:
         errors = [m - t for m, t in zip(measured, truth, strict=True)]
         median_err, max_err = _err(errors)
-        rows.append([f"{case.name}: {label}", f"{statistics.median(measured):.3f}",
-                     f"{statistics.median(truth):.3f}", median_err, max_err])
+        rows.append(
+            [
+                f"{case.name}: {label}",
+                f"{statistics.median(measured):.3f}",
+                f"{statistics.median(truth):.3f}",
+                median_err,
+                max_err,
+            ]
+        )
     return rows
 
 
 def delivery_line(case: Case, runs: list[Run]) -> str:
     """Where TTFT's clock and the pacing's differ: the request's way to the server."""
-    return (f"{case.name}: request delivery (call start -> server has parsed the request) "
-            f"median {statistics.median(r.delivery for r in runs):.3f} ms")
+    return (
+        f"{case.name}: request delivery (call start -> server has parsed the request) "
+        f"median {statistics.median(r.delivery for r in runs):.3f} ms"
+    )
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -186,21 +204,30 @@ def main(argv: list[str] | None = None) -> int:
     args = ap.parse_args(argv)
     if args.quick:
         args.runs = 2
-        cases = [Case("ttft 20 ms, itl 2 ms, 8 tokens", 20, 2, 8),
-                 Case("same, 4 tokens/chunk", 20, 2, 8, tokens_per_chunk=4)]
+        cases = [
+            Case("ttft 20 ms, itl 2 ms, 8 tokens", 20, 2, 8),
+            Case("same, 4 tokens/chunk", 20, 2, 8, tokens_per_chunk=4),
+        ]
     else:
-        cases = [Case("ttft 80 ms, itl 10 ms, 32 tokens", 80, 10, 32),
-                 Case("same, 4 tokens/chunk", 80, 10, 32, tokens_per_chunk=4)]
+        cases = [
+            Case("ttft 80 ms, itl 10 ms, 32 tokens", 80, 10, 32),
+            Case("same, 4 tokens/chunk", 80, 10, 32, tokens_per_chunk=4),
+        ]
     rows, deliveries = [], []
     for case in cases:
         runs = measure(case, args.runs)
         rows += report(case, runs)
         deliveries.append(delivery_line(case, runs))
     print("## TTFT / TTFC / TPOT accuracy against a paced local server (ms)\n")
-    print(f"{_bench.machine_line()}; {args.runs} streamed calls per case through the real openai client "
-          "to LocalOpenAIServer on 127.0.0.1 (same process); error = llmmeter - reference\n")
-    print(_bench.table(["case: comparison", "llmmeter median", "reference median", "median error",
-                        "max |error|"], rows))
+    print(
+        f"{_bench.machine_line()}; {args.runs} streamed calls per case through the real openai client "
+        "to LocalOpenAIServer on 127.0.0.1 (same process); error = llmmeter - reference\n"
+    )
+    print(
+        _bench.table(
+            ["case: comparison", "llmmeter median", "reference median", "median error", "max |error|"], rows
+        )
+    )
     print()
     for line in deliveries:
         print(f"* {line}")

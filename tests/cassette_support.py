@@ -197,7 +197,7 @@ class Replay:
         events = []
         for line in self.response_text().splitlines():
             if line.startswith("data:"):
-                data = line[len("data:"):].strip()
+                data = line[len("data:") :].strip()
                 if data and data != "[DONE]":
                     events.append(json.loads(data))
         return events

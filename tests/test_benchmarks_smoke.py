@@ -13,7 +13,10 @@ BENCHMARKS = Path(__file__).resolve().parent.parent / "benchmarks"
 def run_quick(script: str, *args: str) -> str:
     proc = subprocess.run(
         [sys.executable, str(BENCHMARKS / script), "--quick", *args],
-        capture_output=True, text=True, timeout=600, check=False,
+        capture_output=True,
+        text=True,
+        timeout=600,
+        check=False,
     )
     assert proc.returncode == 0, f"{script} failed:\n{proc.stdout}\n{proc.stderr[-4000:]}"
     return proc.stdout
@@ -40,9 +43,15 @@ def test_openai_overhead_prints_per_call_and_per_chunk_tables() -> None:
 def test_ttft_accuracy_compares_with_pacing_and_server_write_times() -> None:
     out = run_quick("ttft_accuracy.py")
     assert "## TTFT / TTFC / TPOT accuracy against a paced local server (ms)" in out
-    for comparison in ("TTFT vs pacing", "TTFT vs pacing + request delivery", "TTFT vs server write",
-                       "TTFT vs stopwatch on the plain client", "TTFC vs server write",
-                       "TPOT vs pacing", "TPOT vs server write"):
+    for comparison in (
+        "TTFT vs pacing",
+        "TTFT vs pacing + request delivery",
+        "TTFT vs server write",
+        "TTFT vs stopwatch on the plain client",
+        "TTFC vs server write",
+        "TPOT vs pacing",
+        "TPOT vs server write",
+    ):
         assert comparison in out
     assert "same, 4 tokens/chunk: TPOT vs pacing" in out
     assert "request delivery (call start -> server has parsed the request) median" in out

@@ -144,7 +144,11 @@ def test_default_store_lives_in_the_xdg_data_dir(store_path: Path, tmp_path: Pat
 
     result = subprocess.run(
         [sys.executable, "-m", "llmmeter", "report", "--format", "json"],
-        capture_output=True, text=True, timeout=60, env=env, check=False,
+        capture_output=True,
+        text=True,
+        timeout=60,
+        env=env,
+        check=False,
     )
 
     assert result.returncode == 0, result.stderr

@@ -91,8 +91,11 @@ def final_response(r: Replay) -> dict[str, Any]:
     """The Responses API ``response`` object: the body, or the stream's terminal event's."""
     if not r.streaming:
         return r.response_json()
-    terminal = [e["response"] for e in r.sse_events() if e.get("type") in (
-        "response.completed", "response.incomplete", "response.failed")]
+    terminal = [
+        e["response"]
+        for e in r.sse_events()
+        if e.get("type") in ("response.completed", "response.incomplete", "response.failed")
+    ]
     return dict(terminal[-1])
 
 
@@ -148,16 +151,18 @@ def call_sync(r: Replay, client: Any, directory: Path, body: dict[str, Any] | No
     return returned, result
 
 
-async def call_async(r: Replay, client: Any, directory: Path,
-                     body: dict[str, Any] | None = None) -> tuple[Any, Any]:
+async def call_async(
+    r: Replay, client: Any, directory: Path, body: dict[str, Any] | None = None
+) -> tuple[Any, Any]:
     with r.cassette(directory):
         returned = await r.create_method(client)(**r.create_kwargs(client, body))
         result = [chunk async for chunk in returned] if r.streaming else returned
     return returned, result
 
 
-def call(r: Replay, client: Any, directory: Path, mode: str, body: dict[str, Any] | None = None
-         ) -> tuple[Any, Any]:
+def call(
+    r: Replay, client: Any, directory: Path, mode: str, body: dict[str, Any] | None = None
+) -> tuple[Any, Any]:
     if mode == "async":
         return asyncio.run(call_async(r, client, directory, body))
     return call_sync(r, client, directory, body)
@@ -398,8 +403,9 @@ def test_instrumented_stream_yields_what_the_plain_stream_yields(
     assert len(telemetry.records) == 1
 
 
-def _sent_bodies(r: Replay, mode: str, directory: Path, body: dict[str, Any] | None = None
-                 ) -> tuple[list[dict[str, Any]], Any]:
+def _sent_bodies(
+    r: Replay, mode: str, directory: Path, body: dict[str, Any] | None = None
+) -> tuple[list[dict[str, Any]], Any]:
     """The JSON bodies the instrumented client sent, and what the caller got back."""
     seen: list[Any] = []
     client = llmmeter.instrument(r.client(use_async=mode == "async"))
@@ -453,8 +459,9 @@ def test_usage_chunk_llmmeter_asked_for_is_hidden_from_the_caller(
         "openllmetry/test_azure__test_chat.yaml",
     ],
 )
-def test_request_is_sent_unchanged_where_llmmeter_adds_nothing(file: str, tmp_path: Path,
-                                                               telemetry: Any) -> None:
+def test_request_is_sent_unchanged_where_llmmeter_adds_nothing(
+    file: str, tmp_path: Path, telemetry: Any
+) -> None:
     r = replay(file)
     sent, _ = _sent_bodies(r, "sync", tmp_path)
     assert sent == [r.body]
@@ -531,9 +538,10 @@ async def test_async_raw_response_parses_to_the_measured_object(tmp_path: Path, 
 def test_streaming_response_is_measured_when_parsed(tmp_path: Path, telemetry: Any) -> None:
     r = replay(CHAT)
     client = llmmeter.instrument(r.client())
-    with r.cassette(tmp_path), r.create_method(client, "with_streaming_response")(
-        **r.create_kwargs(client)
-    ) as response:
+    with (
+        r.cassette(tmp_path),
+        r.create_method(client, "with_streaming_response")(**r.create_kwargs(client)) as response,
+    ):
         assert response.headers["content-type"].startswith("application/json")
         parsed = response.parse()
         assert parsed is response.parse()
@@ -544,9 +552,10 @@ def test_streaming_response_is_measured_when_parsed(tmp_path: Path, telemetry: A
 def test_streaming_response_of_a_stream_is_measured_to_its_end(tmp_path: Path, telemetry: Any) -> None:
     r = replay(CHAT_STREAM)
     client = llmmeter.instrument(r.client())
-    with r.cassette(tmp_path), r.create_method(client, "with_streaming_response")(
-        **r.create_kwargs(client)
-    ) as response:
+    with (
+        r.cassette(tmp_path),
+        r.create_method(client, "with_streaming_response")(**r.create_kwargs(client)) as response,
+    ):
         assert response.headers["content-type"].startswith("text/event-stream")
         stream = response.parse()
         assert isinstance(stream, openai.Stream)

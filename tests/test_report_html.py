@@ -151,9 +151,24 @@ def test_headless_chromium_renders_the_charts_without_console_errors(tmp_path: P
     store.close()
     page = tmp_path / "report.html"
     cli = subprocess.run(
-        [sys.executable, "-m", "llmmeter", "report", "--store", str(store_path), "--by", "model,team",
-         "--format", "html", "-o", str(page)],
-        capture_output=True, text=True, timeout=60, check=False,
+        [
+            sys.executable,
+            "-m",
+            "llmmeter",
+            "report",
+            "--store",
+            str(store_path),
+            "--by",
+            "model,team",
+            "--format",
+            "html",
+            "-o",
+            str(page),
+        ],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
     )
     assert cli.returncode == 0, cli.stderr
     artifacts = Path(os.environ.get("LLMMETER_TEST_ARTIFACTS", tmp_path))
@@ -164,7 +179,10 @@ def test_headless_chromium_renders_the_charts_without_console_errors(tmp_path: P
 
     shot = subprocess.run(
         [*chromium, "--window-size=1050,3400", f"--screenshot={screenshot}", page.as_uri()],
-        capture_output=True, text=True, timeout=120, check=False,
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=False,
     )
     dom = subprocess.run(
         [*chromium, "--dump-dom", page.as_uri()], capture_output=True, text=True, timeout=120, check=False

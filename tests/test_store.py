@@ -206,9 +206,7 @@ def test_store_file_is_versioned_in_wal_mode_and_indexed_by_time_and_model(tmp_p
         assert conn.execute("PRAGMA journal_mode").fetchone()[0] == "wal"
         version = conn.execute("SELECT value FROM meta WHERE key='schema_version'").fetchone()[0]
         indexes = {row[1]: row for row in conn.execute("PRAGMA index_list(records)")}
-        indexed = {
-            name: [col[2] for col in conn.execute(f"PRAGMA index_info({name})")] for name in indexes
-        }
+        indexed = {name: [col[2] for col in conn.execute(f"PRAGMA index_info({name})")] for name in indexes}
     assert version == str(SCHEMA_VERSION)
     assert ["start_time_unix_ns"] in indexed.values()
     assert ["request_model", "start_time_unix_ns"] in indexed.values()

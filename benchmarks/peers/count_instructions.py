@@ -12,6 +12,7 @@ is enough (they vary by well under 1 % between runs).
     PY=/work/peers-venv/bin/python python benchmarks/peers/count_instructions.py \\
         --variants "otel-v2 openllmetry llmmeter" [--jobs 2] [--out benchmarks/results/x]
 """
+
 from __future__ import annotations
 
 import argparse
@@ -26,10 +27,15 @@ sys.path.insert(0, str(HERE.parent))
 
 import _bench  # noqa: E402
 
-SCENARIOS = [("chat-sync", "non-stream sync"), ("chat-async", "non-stream async"),
-             ("embed-sync", "embed sync"), ("stream-sync/1", "stream N=1 sync"),
-             ("stream-sync/64", "stream N=64 sync"), ("stream-async/1", "stream N=1 async"),
-             ("stream-async/64", "stream N=64 async")]
+SCENARIOS = [
+    ("chat-sync", "non-stream sync"),
+    ("chat-async", "non-stream async"),
+    ("embed-sync", "embed sync"),
+    ("stream-sync/1", "stream N=1 sync"),
+    ("stream-sync/64", "stream N=64 sync"),
+    ("stream-async/1", "stream N=1 async"),
+    ("stream-async/64", "stream N=64 async"),
+]
 
 
 def count(py: str, variant: str, plan: str, extra: list[str]) -> dict:
@@ -45,8 +51,10 @@ def count(py: str, variant: str, plan: str, extra: list[str]) -> dict:
         one, many = out.get(f"stream-{mode}/1"), out.get(f"stream-{mode}/64")
         if one and many:
             out[f"stream-{mode}/per-chunk"] = {
-                "A": (many["A"] - one["A"]) / 63, "B": (many["B"] - one["B"]) / 63,
-                "delta": (many["delta"] - one["delta"]) / 63}
+                "A": (many["A"] - one["A"]) / 63,
+                "B": (many["B"] - one["B"]) / 63,
+                "delta": (many["delta"] - one["delta"]) / 63,
+            }
     return out
 
 
@@ -66,21 +74,28 @@ def main() -> int:
     if plan is None:
         sys.path.insert(0, str(HERE))
         import overhead
+
         plan = overhead.COUNT_PLAN
     variants = args.variants.split()
     with ThreadPoolExecutor(max_workers=args.jobs) as pool:
         futures = {v: pool.submit(count, py, v, plan, args.extra.split()) for v in variants}
         results = {v: f.result() for v, f in futures.items()}
-    cols = [*SCENARIOS, ("stream-sync/per-chunk", "per chunk sync"),
-            ("stream-async/per-chunk", "per chunk async")]
+    cols = [
+        *SCENARIOS,
+        ("stream-sync/per-chunk", "per chunk sync"),
+        ("stream-async/per-chunk", "per chunk async"),
+    ]
     any_variant = next(iter(results.values()))
     cols = [c for c in cols if c[0] in any_variant]
     rows = [["(A = uninstrumented, instr/call)"] + [f"{any_variant[k]['A']:,.0f}" for k, _ in cols]]
     for v, res in results.items():
         rows.append([v] + [f"{res[k]['delta']:+,.0f} (×{res[k]['B'] / res[k]['A']:.3f})" for k, _ in cols])
-    text = ("## Instructions added per call / per chunk (callgrind, in-process A/B)\n\n"
-            f"{_bench.machine_line()}; plan {plan}; Δ = B - A instructions, (×ratio B/A)\n\n"
-            + _bench.table(["variant", *(c[1] for c in cols)], rows) + "\n")
+    text = (
+        "## Instructions added per call / per chunk (callgrind, in-process A/B)\n\n"
+        f"{_bench.machine_line()}; plan {plan}; Δ = B - A instructions, (×ratio B/A)\n\n"
+        + _bench.table(["variant", *(c[1] for c in cols)], rows)
+        + "\n"
+    )
     print(text)
     if args.out:
         out = Path(args.out)

@@ -39,6 +39,7 @@ Usage:
   python overhead.py --variant openlit --ab
   python overhead.py --variant llmmeter --check
 """
+
 from __future__ import annotations
 
 import argparse
@@ -61,16 +62,16 @@ HERE = Path(__file__).resolve().parent
 
 VARIANTS = [
     "baseline",
-    "otel-v2",          # opentelemetry-instrumentation-openai-v2 (official OTel contrib)
-    "openllmetry",      # opentelemetry-instrumentation-openai (Traceloop / OpenLLMetry)
-    "openinference",    # openinference-instrumentation-openai (Arize)
-    "langfuse",         # `from langfuse.openai import openai` drop-in
-    "openlit",          # openlit.init(), openai instrumentor only
-    "llmmeter",         # the SDK under development (stub hook below)
+    "otel-v2",  # opentelemetry-instrumentation-openai-v2 (official OTel contrib)
+    "openllmetry",  # opentelemetry-instrumentation-openai (Traceloop / OpenLLMetry)
+    "openinference",  # openinference-instrumentation-openai (Arize)
+    "langfuse",  # `from langfuse.openai import openai` drop-in
+    "openlit",  # openlit.init(), openai instrumentor only
+    "llmmeter",  # the SDK under development (stub hook below)
 ]
 
-EXIT_UNAVAILABLE = 3      # variant's package is not installed / not usable
-EXIT_INACTIVE = 4         # instrumentation produced no (or the wrong number of) spans
+EXIT_UNAVAILABLE = 3  # variant's package is not installed / not usable
+EXIT_INACTIVE = 4  # instrumentation produced no (or the wrong number of) spans
 
 # --------------------------------------------------------------------------------------
 # Canned request / response data (built once, served from memory)
@@ -80,52 +81,73 @@ RESP_MODEL = "gpt-4o-mini-2024-07-18"
 EMBED_MODEL = "text-embedding-3-small"
 EMBED_DIM = 1536
 MESSAGES = [
-    {"role": "system", "content": "You are a concise assistant that answers questions about "
-                                  "distributed systems. Answer in at most three sentences."},
-    {"role": "user", "content": "Explain in plain words why a write-ahead log makes crash "
-                                "recovery possible, and what fsync has to do with it."},
+    {
+        "role": "system",
+        "content": "You are a concise assistant that answers questions about "
+        "distributed systems. Answer in at most three sentences.",
+    },
+    {
+        "role": "user",
+        "content": "Explain in plain words why a write-ahead log makes crash "
+        "recovery possible, and what fsync has to do with it.",
+    },
 ]
-ANSWER = ("A write-ahead log records every change before it is applied to the data files, so "
-          "after a crash the database can replay the log to redo committed work and undo "
-          "incomplete work. fsync forces the log records from the OS page cache onto durable "
-          "storage; only once it returns may the commit be acknowledged, otherwise a power loss "
-          "could drop a transaction the client believes is committed.")
+ANSWER = (
+    "A write-ahead log records every change before it is applied to the data files, so "
+    "after a crash the database can replay the log to redo committed work and undo "
+    "incomplete work. fsync forces the log records from the OS page cache onto durable "
+    "storage; only once it returns may the commit be acknowledged, otherwise a power loss "
+    "could drop a transaction the client believes is committed."
+)
 USAGE = {
     "prompt_tokens": 52,
     "completion_tokens": 88,
     "total_tokens": 140,
     "prompt_tokens_details": {"cached_tokens": 32, "audio_tokens": 0},
-    "completion_tokens_details": {"reasoning_tokens": 16, "audio_tokens": 0,
-                                  "accepted_prediction_tokens": 0,
-                                  "rejected_prediction_tokens": 0},
+    "completion_tokens_details": {
+        "reasoning_tokens": 16,
+        "audio_tokens": 0,
+        "accepted_prediction_tokens": 0,
+        "rejected_prediction_tokens": 0,
+    },
 }
 CREATED = 1764230400
 
 
 def build_chat_body() -> bytes:
-    return json.dumps({
-        "id": "chatcmpl-bench0001",
-        "object": "chat.completion",
-        "created": CREATED,
-        "model": RESP_MODEL,
-        "system_fingerprint": "fp_bench01",
-        "service_tier": "default",
-        "choices": [{
-            "index": 0,
-            "message": {"role": "assistant", "content": ANSWER, "refusal": None,
-                        "annotations": []},
-            "logprobs": None,
-            "finish_reason": "stop",
-        }],
-        "usage": USAGE,
-    }, separators=(",", ":")).encode()
+    return json.dumps(
+        {
+            "id": "chatcmpl-bench0001",
+            "object": "chat.completion",
+            "created": CREATED,
+            "model": RESP_MODEL,
+            "system_fingerprint": "fp_bench01",
+            "service_tier": "default",
+            "choices": [
+                {
+                    "index": 0,
+                    "message": {"role": "assistant", "content": ANSWER, "refusal": None, "annotations": []},
+                    "logprobs": None,
+                    "finish_reason": "stop",
+                }
+            ],
+            "usage": USAGE,
+        },
+        separators=(",", ":"),
+    ).encode()
 
 
 def build_sse_events(n_chunks: int) -> list[bytes]:
     """N content chunks, a finish chunk, a usage chunk, then [DONE]; one bytes per event."""
     words = ANSWER.split(" ")
-    base = {"id": "chatcmpl-bench0002", "object": "chat.completion.chunk", "created": CREATED,
-            "model": RESP_MODEL, "system_fingerprint": "fp_bench01", "service_tier": "default"}
+    base = {
+        "id": "chatcmpl-bench0002",
+        "object": "chat.completion.chunk",
+        "created": CREATED,
+        "model": RESP_MODEL,
+        "system_fingerprint": "fp_bench01",
+        "service_tier": "default",
+    }
 
     def ev(obj) -> bytes:
         return b"data: " + json.dumps(obj, separators=(",", ":")).encode() + b"\n\n"
@@ -135,27 +157,35 @@ def build_sse_events(n_chunks: int) -> list[bytes]:
         delta = {"content": (" " if i else "") + words[i % len(words)]}
         if i == 0:
             delta = {"role": "assistant", "content": words[0], "refusal": None}
-        events.append(ev({**base, "choices": [{"index": 0, "delta": delta, "logprobs": None,
-                                                "finish_reason": None}]}))
-    events.append(ev({**base, "choices": [{"index": 0, "delta": {}, "logprobs": None,
-                                            "finish_reason": "stop"}]}))
+        events.append(
+            ev({**base, "choices": [{"index": 0, "delta": delta, "logprobs": None, "finish_reason": None}]})
+        )
+    events.append(
+        ev({**base, "choices": [{"index": 0, "delta": {}, "logprobs": None, "finish_reason": "stop"}]})
+    )
     # llmmeter copy: completion_tokens counts the 16 reasoning tokens too (reasoning ⊆ output)
     out_tokens = n_chunks + USAGE["completion_tokens_details"]["reasoning_tokens"]
-    events.append(ev({**base, "choices": [], "usage": {**USAGE, "completion_tokens": out_tokens,
-                                                        "total_tokens": 52 + out_tokens}}))
+    events.append(
+        ev(
+            {
+                **base,
+                "choices": [],
+                "usage": {**USAGE, "completion_tokens": out_tokens, "total_tokens": 52 + out_tokens},
+            }
+        )
+    )
     events.append(b"data: [DONE]\n\n")
     return events
 
 
 def build_embedding_bodies() -> tuple[bytes, bytes]:
     vec = [((i * 7919) % 2000 - 1000) / 1000.0 for i in range(EMBED_DIM)]
-    common = {"object": "list", "model": EMBED_MODEL,
-              "usage": {"prompt_tokens": 12, "total_tokens": 12}}
-    as_floats = json.dumps({**common, "data": [
-        {"object": "embedding", "index": 0, "embedding": vec}]}).encode()
+    common = {"object": "list", "model": EMBED_MODEL, "usage": {"prompt_tokens": 12, "total_tokens": 12}}
+    as_floats = json.dumps(
+        {**common, "data": [{"object": "embedding", "index": 0, "embedding": vec}]}
+    ).encode()
     b64 = base64.b64encode(struct.pack(f"<{EMBED_DIM}f", *vec)).decode()
-    as_b64 = json.dumps({**common, "data": [
-        {"object": "embedding", "index": 0, "embedding": b64}]}).encode()
+    as_b64 = json.dumps({**common, "data": [{"object": "embedding", "index": 0, "embedding": b64}]}).encode()
     return as_floats, as_b64
 
 
@@ -165,18 +195,26 @@ def build_embedding_bodies() -> tuple[bytes, bytes]:
 def setup_telemetry(processor: str, attach_span_processor: bool = True):
     from opentelemetry import _logs, metrics, trace
     from opentelemetry.sdk._logs import LoggerProvider
-    from opentelemetry.sdk._logs.export import (BatchLogRecordProcessor, LogRecordExporter,
-                                                LogRecordExportResult,
-                                                SimpleLogRecordProcessor)
+    from opentelemetry.sdk._logs.export import (
+        BatchLogRecordProcessor,
+        LogRecordExporter,
+        LogRecordExportResult,
+        SimpleLogRecordProcessor,
+    )
     from opentelemetry.sdk.metrics import Counter, Histogram, MeterProvider, ObservableCounter
     from opentelemetry.sdk.metrics.export import AggregationTemporality, InMemoryMetricReader
     from opentelemetry.sdk.resources import Resource
     from opentelemetry.sdk.trace import TracerProvider
-    from opentelemetry.sdk.trace.export import (BatchSpanProcessor, SimpleSpanProcessor,
-                                                SpanExporter, SpanExportResult)
+    from opentelemetry.sdk.trace.export import (
+        BatchSpanProcessor,
+        SimpleSpanProcessor,
+        SpanExporter,
+        SpanExportResult,
+    )
 
     class CountingSpanExporter(SpanExporter):
         """Counts exported spans and drops them; remembers the shape of a few."""
+
         SAMPLE = 3
 
         def __init__(self):
@@ -186,12 +224,14 @@ def setup_telemetry(processor: str, attach_span_processor: bool = True):
         def export(self, spans):
             if len(self.samples) < self.SAMPLE:
                 for s in spans[: self.SAMPLE - len(self.samples)]:
-                    self.samples.append({
-                        "scope": s.instrumentation_scope.name if s.instrumentation_scope else None,
-                        "name": s.name,
-                        "attrs": sorted((s.attributes or {}).keys()),
-                        "events": [e.name for e in s.events],
-                    })
+                    self.samples.append(
+                        {
+                            "scope": s.instrumentation_scope.name if s.instrumentation_scope else None,
+                            "name": s.name,
+                            "attrs": sorted((s.attributes or {}).keys()),
+                            "events": [e.name for e in s.events],
+                        }
+                    )
             self.count += len(spans)
             return SpanExportResult.SUCCESS
 
@@ -225,16 +265,21 @@ def setup_telemetry(processor: str, attach_span_processor: bool = True):
     span_exporter = CountingSpanExporter()
     tp = TracerProvider(resource=resource_)
     if attach_span_processor:
-        tp.add_span_processor(BatchSpanProcessor(span_exporter) if processor == "batch"
-                              else SimpleSpanProcessor(span_exporter))
+        tp.add_span_processor(
+            BatchSpanProcessor(span_exporter) if processor == "batch" else SimpleSpanProcessor(span_exporter)
+        )
     delta = AggregationTemporality.DELTA
-    reader = InMemoryMetricReader(preferred_temporality={
-        Counter: delta, Histogram: delta, ObservableCounter: delta})
+    reader = InMemoryMetricReader(
+        preferred_temporality={Counter: delta, Histogram: delta, ObservableCounter: delta}
+    )
     mp = MeterProvider(resource=resource_, metric_readers=[reader])
     log_exporter = CountingLogExporter()
     lp = LoggerProvider(resource=resource_)
-    lp.add_log_record_processor(BatchLogRecordProcessor(log_exporter) if processor == "batch"
-                                else SimpleLogRecordProcessor(log_exporter))
+    lp.add_log_record_processor(
+        BatchLogRecordProcessor(log_exporter)
+        if processor == "batch"
+        else SimpleLogRecordProcessor(log_exporter)
+    )
     trace.set_tracer_provider(tp)
     metrics.set_meter_provider(mp)
     _logs.set_logger_provider(lp)
@@ -264,21 +309,23 @@ class Telemetry:
         self.flush()
         out_metrics: dict[str, dict] = {}
         data = self.reader.get_metrics_data()
-        for rm in (data.resource_metrics if data else []):
+        for rm in data.resource_metrics if data else []:
             for sm in rm.scope_metrics:
                 for metric in sm.metrics:
                     entry = out_metrics.setdefault(metric.name, {"points": 0, "recordings": 0})
                     for p in metric.data.data_points:
                         entry["points"] += 1
-                        if hasattr(p, "count"):            # histogram
+                        if hasattr(p, "count"):  # histogram
                             entry["recordings"] += p.count
-                        elif hasattr(p, "value"):           # sum / gauge
+                        elif hasattr(p, "value"):  # sum / gauge
                             entry["recordings"] += 1
-        return {"spans": self.span_exporter.count,
-                "span_samples": list(self.span_exporter.samples),
-                "log_records": self.log_exporter.count,
-                "log_event_names": sorted(self.log_exporter.names),
-                "metrics": out_metrics}
+        return {
+            "spans": self.span_exporter.count,
+            "span_samples": list(self.span_exporter.samples),
+            "log_records": self.log_exporter.count,
+            "log_event_names": sorted(self.log_exporter.names),
+            "metrics": out_metrics,
+        }
 
 
 # --------------------------------------------------------------------------------------
@@ -299,11 +346,17 @@ def _content_env(capture: str):
     on = capture == "on"
     # opentelemetry-util-genai (used by openai-v2 >= 2.x) wants an enum here and logs a
     # warning on *every call* for anything else (e.g. "true"/"false")
-    os.environ["OTEL_INSTRUMENTATION_GENAI_CAPTURE_MESSAGE_CONTENT"] = (
-        "SPAN_ONLY" if on else "NO_CONTENT")
+    os.environ["OTEL_INSTRUMENTATION_GENAI_CAPTURE_MESSAGE_CONTENT"] = "SPAN_ONLY" if on else "NO_CONTENT"
     os.environ["TRACELOOP_TRACE_CONTENT"] = "true" if on else "false"
-    for var in ("INPUTS", "OUTPUTS", "INPUT_MESSAGES", "OUTPUT_MESSAGES", "EMBEDDINGS_TEXT",
-                "EMBEDDINGS_VECTORS", "EMBEDDING_VECTORS"):
+    for var in (
+        "INPUTS",
+        "OUTPUTS",
+        "INPUT_MESSAGES",
+        "OUTPUT_MESSAGES",
+        "EMBEDDINGS_TEXT",
+        "EMBEDDINGS_VECTORS",
+        "EMBEDDING_VECTORS",
+    ):
         os.environ[f"OPENINFERENCE_HIDE_{var}"] = "false" if on else "true"
     # langfuse has no switch for this: its openai integration always records input/output;
     # openlit gets capture_message_content=False in setup_openlit()
@@ -318,6 +371,7 @@ def _require(dist: str, module: str):
 
 def setup_baseline(tel, args):
     import openai
+
     return {"openai_module": openai, "expects_spans": False, "config": {}}
 
 
@@ -325,32 +379,53 @@ def setup_otel_v2(tel, args):
     # NB: with opentelemetry-util-genai >= 1.1b0, is_experimental_mode() is always True, so
     # OTEL_SEMCONV_STABILITY_OPT_IN no longer selects a different code path.
     mod = _require("opentelemetry-instrumentation-openai-v2", "opentelemetry.instrumentation.openai_v2")
-    mod.OpenAIInstrumentor().instrument(tracer_provider=tel.tracer_provider,
-                                        meter_provider=tel.meter_provider,
-                                        logger_provider=tel.logger_provider)
+    mod.OpenAIInstrumentor().instrument(
+        tracer_provider=tel.tracer_provider,
+        meter_provider=tel.meter_provider,
+        logger_provider=tel.logger_provider,
+    )
     import openai
-    return {"openai_module": openai, "expects_spans": True, "config": {
-        "capture_content_env": os.environ.get("OTEL_INSTRUMENTATION_GENAI_CAPTURE_MESSAGE_CONTENT",
-                                              "unset (default: off)")}}
+
+    return {
+        "openai_module": openai,
+        "expects_spans": True,
+        "config": {
+            "capture_content_env": os.environ.get(
+                "OTEL_INSTRUMENTATION_GENAI_CAPTURE_MESSAGE_CONTENT", "unset (default: off)"
+            )
+        },
+    }
 
 
 def setup_openllmetry(tel, args):
     mod = _require("opentelemetry-instrumentation-openai", "opentelemetry.instrumentation.openai")
-    mod.OpenAIInstrumentor().instrument(tracer_provider=tel.tracer_provider,
-                                        meter_provider=tel.meter_provider,
-                                        logger_provider=tel.logger_provider)
+    mod.OpenAIInstrumentor().instrument(
+        tracer_provider=tel.tracer_provider,
+        meter_provider=tel.meter_provider,
+        logger_provider=tel.logger_provider,
+    )
     import openai
-    return {"openai_module": openai, "expects_spans": True, "config": {
-        "capture_content_env": os.environ.get("TRACELOOP_TRACE_CONTENT", "unset (default: on)")}}
+
+    return {
+        "openai_module": openai,
+        "expects_spans": True,
+        "config": {"capture_content_env": os.environ.get("TRACELOOP_TRACE_CONTENT", "unset (default: on)")},
+    }
 
 
 def setup_openinference(tel, args):
     mod = _require("openinference-instrumentation-openai", "openinference.instrumentation.openai")
     mod.OpenAIInstrumentor().instrument(tracer_provider=tel.tracer_provider)
     import openai
-    return {"openai_module": openai, "expects_spans": True, "config": {
-        "hide_inputs_env": os.environ.get("OPENINFERENCE_HIDE_INPUTS", "unset (default: record)"),
-        "metrics": "none (OpenInference is span-only)"}}
+
+    return {
+        "openai_module": openai,
+        "expects_spans": True,
+        "config": {
+            "hide_inputs_env": os.environ.get("OPENINFERENCE_HIDE_INPUTS", "unset (default: record)"),
+            "metrics": "none (OpenInference is span-only)",
+        },
+    }
 
 
 def setup_langfuse(tel, args):
@@ -359,31 +434,53 @@ def setup_langfuse(tel, args):
     # and our counting exporter, so nothing is sent anywhere.  The base URL points at a
     # closed loopback port in case anything tries to talk to a server anyway.
     lf = _require("langfuse", "langfuse")
-    lf.Langfuse(public_key="pk-lf-bench", secret_key="sk-lf-bench",
-                base_url="http://127.0.0.1:9", tracer_provider=tel.tracer_provider,
-                span_exporter=tel.span_exporter)
+    lf.Langfuse(
+        public_key="pk-lf-bench",
+        secret_key="sk-lf-bench",
+        base_url="http://127.0.0.1:9",
+        tracer_provider=tel.tracer_provider,
+        span_exporter=tel.span_exporter,
+    )
     from langfuse.openai import openai  # the documented drop-in
-    return {"openai_module": openai, "expects_spans": True, "config": {
-        "span_processor": "LangfuseSpanProcessor (batch) -> counting exporter",
-        "metrics": "none client-side (usage/cost computed server-side)"}}
+
+    return {
+        "openai_module": openai,
+        "expects_spans": True,
+        "config": {
+            "span_processor": "LangfuseSpanProcessor (batch) -> counting exporter",
+            "metrics": "none client-side (usage/cost computed server-side)",
+        },
+    }
 
 
 def setup_openlit(tel, args):
     ol = _require("openlit", "openlit")
     from openlit._instrumentors import MODULE_NAME_MAP
-    pricing = HERE / "openlit-pricing.json"   # local file: the default pricing URL needs network
+
+    pricing = HERE / "openlit-pricing.json"  # local file: the default pricing URL needs network
     others = [k for k in MODULE_NAME_MAP if k != "openai"]
     kwargs = {}
     if args.capture == "off":
         kwargs["capture_message_content"] = False
-    ol.init(service_name="openai-overhead-bench", pricing_json=str(pricing),
-            disabled_instrumentors=others, collect_gpu_stats=False,
-            disable_batch=(args.processor == "simple"), **kwargs)
+    ol.init(
+        service_name="openai-overhead-bench",
+        pricing_json=str(pricing),
+        disabled_instrumentors=others,
+        collect_gpu_stats=False,
+        disable_batch=(args.processor == "simple"),
+        **kwargs,
+    )
     import openai
-    return {"openai_module": openai, "expects_spans": True, "config": {
-        "pricing_json": "bench/openlit-pricing.json (local)",
-        "instrumentors": "openai only (all others disabled)",
-        "note": "openlit declares openai<3; installed with --no-deps next to openai 3.x"}}
+
+    return {
+        "openai_module": openai,
+        "expects_spans": True,
+        "config": {
+            "pricing_json": "bench/openlit-pricing.json (local)",
+            "instrumentors": "openai only (all others disabled)",
+            "note": "openlit declares openai<3; installed with --no-deps next to openai 3.x",
+        },
+    }
 
 
 def setup_llmmeter(tel, args):
@@ -399,15 +496,25 @@ def setup_llmmeter(tel, args):
     except ImportError as e:
         raise VariantUnavailable(f"llmmeter is not installed ({e})") from e
     import openai
-    llmmeter.configure(tracer_provider=tel.tracer_provider, meter_provider=tel.meter_provider,
-                       store=None, capture_content=args.capture == "on")
+
+    llmmeter.configure(
+        tracer_provider=tel.tracer_provider,
+        meter_provider=tel.meter_provider,
+        store=None,
+        capture_content=args.capture == "on",
+    )
     llmmeter.instrument_openai()
     settings = llmmeter.get_settings()
-    return {"openai_module": openai, "expects_spans": True, "config": {
-        "hook": "llmmeter.configure(tracer_provider, meter_provider, store=None) + "
-                "llmmeter.instrument_openai()",
-        "pricing": "bundled" if settings.pricing is not None else "off",
-        "capture_content": settings.capture_content}}
+    return {
+        "openai_module": openai,
+        "expects_spans": True,
+        "config": {
+            "hook": "llmmeter.configure(tracer_provider, meter_provider, store=None) + "
+            "llmmeter.instrument_openai()",
+            "pricing": "bundled" if settings.pricing is not None else "off",
+            "capture_content": settings.capture_content,
+        },
+    }
 
 
 SETUP = {
@@ -475,10 +582,11 @@ class MockServer:
         self.chat_body = build_chat_body()
         self.embed_floats, self.embed_b64 = build_embedding_bodies()
         self.stream_events: list[bytes] = build_sse_events(1)
-        self.json_headers = [(b"content-type", b"application/json"),
-                             (b"x-request-id", b"req_bench")]
-        self.sse_headers = [(b"content-type", b"text/event-stream; charset=utf-8"),
-                            (b"x-request-id", b"req_bench")]
+        self.json_headers = [(b"content-type", b"application/json"), (b"x-request-id", b"req_bench")]
+        self.sse_headers = [
+            (b"content-type", b"text/event-stream; charset=utf-8"),
+            (b"x-request-id", b"req_bench"),
+        ]
         self.unexpected = 0
 
         outer = self
@@ -505,8 +613,7 @@ class MockServer:
             body = self.embed_b64 if b"base64" in request.content else self.embed_floats
             return hx.Response(200, headers=self.json_headers, content=body)
         self.unexpected += 1
-        return hx.Response(404, headers=self.json_headers,
-                           content=b'{"error":{"message":"not mocked"}}')
+        return hx.Response(404, headers=self.json_headers, content=b'{"error":{"message":"not mocked"}}')
 
 
 # --------------------------------------------------------------------------------------
@@ -595,9 +702,14 @@ def make_calls(sync_client, async_client):
     async def embed_async():
         return await async_client.embeddings.create(model=EMBED_MODEL, input="write-ahead logging")
 
-    return {"chat-sync": chat_sync, "chat-async": chat_async,
-            "stream-sync": stream_sync, "stream-async": stream_async,
-            "embed-sync": embed_sync, "embed-async": embed_async}
+    return {
+        "chat-sync": chat_sync,
+        "chat-async": chat_async,
+        "stream-sync": stream_sync,
+        "stream-async": stream_async,
+        "embed-sync": embed_sync,
+        "embed-async": embed_async,
+    }
 
 
 def rss_kib():
@@ -627,10 +739,12 @@ def detect_features(collected_all: list[dict]) -> dict:
         return sorted(x for x in everything if any(n in x.lower() for n in needles))
 
     return {
-        "ttft": hits("time_to_first", "ttft", "first_token", "first_chunk", "first token",
-                     "completion_start"),
-        "tpot": hits("time_per_output", "tpot", "per_output_token", "per_output_chunk",
-                     "time_between", "generate"),
+        "ttft": hits(
+            "time_to_first", "ttft", "first_token", "first_chunk", "first token", "completion_start"
+        ),
+        "tpot": hits(
+            "time_per_output", "tpot", "per_output_token", "per_output_chunk", "time_between", "generate"
+        ),
         "cost": hits("cost"),
         "metric_names": sorted(metric_names),
         "span_event_names": sorted(event_names),
@@ -651,8 +765,7 @@ _MISSING = object()
 
 
 def _patchable(v):
-    return v is not _MISSING and (callable(v) or isinstance(v, (property, classmethod,
-                                                                 staticmethod)))
+    return v is not _MISSING and (callable(v) or isinstance(v, (property, classmethod, staticmethod)))
 
 
 def _snapshot_openai():
@@ -675,9 +788,9 @@ class PatchSwitch:
         for key, new in after.items():
             mod, cls, attr = key
             if id(mod) not in old_modules:
-                continue        # module first imported by the variant's setup: not on our path
+                continue  # module first imported by the variant's setup: not on our path
             if cls is not None and before.get((mod, None, cls.__name__)) is not cls:
-                continue        # class that did not exist before
+                continue  # class that did not exist before
             old = before.get(key, _MISSING)
             if old is not new and (_patchable(old) or _patchable(new)):
                 self.diff.append((key, old, new))
@@ -723,17 +836,16 @@ async def _block_async(fn, m):
 
 def run_ab(args, tel):
     import openai
+
     http_name, hx = http_module(args.http)
     server = MockServer(hx)
     common = dict(api_key="sk-bench", base_url="https://api.openai.com/v1", max_retries=0)
-    raw_sync = openai.OpenAI(http_client=hx.Client(transport=hx.MockTransport(server.handle)),
-                             **common)
+    raw_sync = openai.OpenAI(http_client=hx.Client(transport=hx.MockTransport(server.handle)), **common)
 
     async def ahandle(request):
         return server.handle(request)
 
-    raw_async = openai.AsyncOpenAI(
-        http_client=hx.AsyncClient(transport=hx.MockTransport(ahandle)), **common)
+    raw_async = openai.AsyncOpenAI(http_client=hx.AsyncClient(transport=hx.MockTransport(ahandle)), **common)
     loop = asyncio.new_event_loop()
     arun = loop.run_until_complete
     # touch every code path once so the modules on it are imported before the snapshot
@@ -758,7 +870,7 @@ def run_ab(args, tel):
         return EXIT_UNAVAILABLE
     switch = PatchSwitch(before, _snapshot_openai())
     wrap = hooks.get("wrap_client")
-    if wrap is not None:   # per-client wrapping: B uses wrapped clients, no patch switch needed
+    if wrap is not None:  # per-client wrapping: B uses wrapped clients, no patch switch needed
         b_calls = make_calls(wrap(raw_sync), wrap(raw_async))
     else:
         b_calls = raw_calls
@@ -767,16 +879,24 @@ def run_ab(args, tel):
         print(f"[{args.variant}] no patched attributes found under openai.*", file=sys.stderr)
         close()
         return EXIT_INACTIVE
-    meta = {"type": "meta", "mode": "ab", "variant": args.variant, "round": args.round,
-            "python": platform.python_version(), "cpus": os.cpu_count(), "http": http_name,
-            "processor": args.processor, "capture": args.capture,
-            "versions": {d: _version(d) for d in ["openai", "httpx2", "opentelemetry-sdk",
-                                                    *DISTS[args.variant]]},
-            "config": hooks.get("config", {}), "switched": switch.describe()}
+    meta = {
+        "type": "meta",
+        "mode": "ab",
+        "variant": args.variant,
+        "round": args.round,
+        "python": platform.python_version(),
+        "cpus": os.cpu_count(),
+        "http": http_name,
+        "processor": args.processor,
+        "capture": args.capture,
+        "versions": {d: _version(d) for d in ["openai", "httpx2", "opentelemetry-sdk", *DISTS[args.variant]]},
+        "config": hooks.get("config", {}),
+        "switched": switch.describe(),
+    }
     print(json.dumps(meta), flush=True)
 
     sc = lambda n: max(1, int(n * args.scale))  # noqa: E731
-    plan = []   # (scenario, mode, n_chunks, pairs, calls per block)
+    plan = []  # (scenario, mode, n_chunks, pairs, calls per block)
     for scen in [s for s in args.scenarios.split(",") if s]:
         mode = scen.split("-")[1]
         if scen.startswith("chat"):
@@ -798,11 +918,11 @@ def run_ab(args, tel):
             return _block_sync(fn, m) if mode == "sync" else arun(_block_async(fn, m))
 
         for st in ("A", "B", "A", "B"):
-            block(st)                                # warm-up, both states
+            block(st)  # warm-up, both states
         us = {"A": [], "B": []}
         spans = {"A": 0, "B": 0}
         for i in range(pairs):
-            for st in (("A", "B") if i % 2 == 0 else ("B", "A")):
+            for st in ("A", "B") if i % 2 == 0 else ("B", "A"):
                 switch.set(st)
                 tel.reset()
                 gc.collect()
@@ -814,21 +934,36 @@ def run_ab(args, tel):
         ok = spans["A"] == 0 and (spans["B"] == pairs * m if expects else spans["B"] == 0)
         if not ok:
             failures.append(f"{scen} N={n}: spans A={spans['A']} B={spans['B']}")
-        row = {"type": "ab", "variant": args.variant, "round": args.round, "scenario": scen,
-               "mode": mode, "n_chunks": n, "pairs": pairs, "block_calls": m,
-               "A_us": us["A"], "B_us": us["B"],
-               "A_us_median": statistics.median(us["A"]), "B_us_median": statistics.median(us["B"]),
-               "A_us_min": min(us["A"]), "B_us_min": min(us["B"]),
-               "delta_us_median": statistics.median(deltas),
-               "delta_us_mean": statistics.fmean(deltas),
-               "ratio_median": statistics.median(us["B"]) / statistics.median(us["A"]),
-               "spans_A": spans["A"], "spans_B": spans["B"],
-               "spans_B_expected": pairs * m if expects else 0, "spans_ok": ok}
+        row = {
+            "type": "ab",
+            "variant": args.variant,
+            "round": args.round,
+            "scenario": scen,
+            "mode": mode,
+            "n_chunks": n,
+            "pairs": pairs,
+            "block_calls": m,
+            "A_us": us["A"],
+            "B_us": us["B"],
+            "A_us_median": statistics.median(us["A"]),
+            "B_us_median": statistics.median(us["B"]),
+            "A_us_min": min(us["A"]),
+            "B_us_min": min(us["B"]),
+            "delta_us_median": statistics.median(deltas),
+            "delta_us_mean": statistics.fmean(deltas),
+            "ratio_median": statistics.median(us["B"]) / statistics.median(us["A"]),
+            "spans_A": spans["A"],
+            "spans_B": spans["B"],
+            "spans_B_expected": pairs * m if expects else 0,
+            "spans_ok": ok,
+        }
         print(json.dumps(row), flush=True)
-        print(f"[ab {args.variant}] {scen} N={n}: A {row['A_us_median']:.0f} µs, "
-              f"B {row['B_us_median']:.0f} µs, Δ {row['delta_us_median']:+.0f} µs "
-              f"(×{row['ratio_median']:.2f}) spans A/B {spans['A']}/{spans['B']}",
-              file=sys.stderr)
+        print(
+            f"[ab {args.variant}] {scen} N={n}: A {row['A_us_median']:.0f} µs, "
+            f"B {row['B_us_median']:.0f} µs, Δ {row['delta_us_median']:+.0f} µs "
+            f"(×{row['ratio_median']:.2f}) spans A/B {spans['A']}/{spans['B']}",
+            file=sys.stderr,
+        )
     close()
     if failures:
         print(f"[{args.variant}] A/B SPAN CHECK FAILED: {'; '.join(failures)}", file=sys.stderr)
@@ -846,8 +981,10 @@ def run_ab(args, tel):
 # (gc, span flush).  The block labels go to stdout as {"type": "segment"} JSON lines, in order;
 # count_instructions.py runs valgrind and pairs the dumps with them.
 # --------------------------------------------------------------------------------------
-COUNT_PLAN = "chat-sync:4,chat-async:4,stream-sync/1:4,stream-sync/64:2,stream-async/1:4," \
-             "stream-async/64:2,embed-sync:4"
+COUNT_PLAN = (
+    "chat-sync:4,chat-async:4,stream-sync/1:4,stream-sync/64:2,stream-async/1:4,"
+    "stream-async/64:2,embed-sync:4"
+)
 
 
 def _marker_block(label, run, tel):
@@ -861,17 +998,16 @@ def _marker_block(label, run, tel):
 
 def run_count(args, tel):
     import openai
+
     _, hx = http_module(args.http)
     server = MockServer(hx)
     common = dict(api_key="sk-bench", base_url="https://api.openai.com/v1", max_retries=0)
-    raw_sync = openai.OpenAI(http_client=hx.Client(transport=hx.MockTransport(server.handle)),
-                             **common)
+    raw_sync = openai.OpenAI(http_client=hx.Client(transport=hx.MockTransport(server.handle)), **common)
 
     async def ahandle(request):
         return server.handle(request)
 
-    raw_async = openai.AsyncOpenAI(
-        http_client=hx.AsyncClient(transport=hx.MockTransport(ahandle)), **common)
+    raw_async = openai.AsyncOpenAI(http_client=hx.AsyncClient(transport=hx.MockTransport(ahandle)), **common)
     loop = asyncio.new_event_loop()
     arun = loop.run_until_complete
     raw_calls = make_calls(raw_sync, raw_async)
@@ -887,10 +1023,20 @@ def run_count(args, tel):
     switch = PatchSwitch(before, _snapshot_openai())
     wrap = hooks.get("wrap_client")
     b_calls = make_calls(wrap(raw_sync), wrap(raw_async)) if wrap is not None else raw_calls
-    print(json.dumps({"type": "meta", "mode": "count", "variant": args.variant,
-                      "versions": {d: _version(d) for d in ["openai", "httpx2", "opentelemetry-sdk",
-                                                              *DISTS[args.variant]]},
-                      "config": hooks.get("config", {})}), flush=True)
+    print(
+        json.dumps(
+            {
+                "type": "meta",
+                "mode": "count",
+                "variant": args.variant,
+                "versions": {
+                    d: _version(d) for d in ["openai", "httpx2", "opentelemetry-sdk", *DISTS[args.variant]]
+                },
+                "config": hooks.get("config", {}),
+            }
+        ),
+        flush=True,
+    )
     for item in [x for x in args.count_plan.split(",") if x]:
         scen, k = item.split(":")
         k = int(k)
@@ -905,17 +1051,20 @@ def run_count(args, tel):
 
             def run():
                 if is_async:
+
                     async def go():
                         for _ in range(m):
                             await fn()
+
                     arun(go())
                 else:
                     for _ in range(m):
                         fn()
+
             return run
 
         for st in ("A", "B", "A", "B"):
-            block(st, 2)()                        # warm-up, both states
+            block(st, 2)()  # warm-up, both states
         tel.reset()
         label = scen + (f"/{n}" if n else "")
         for m in (k, 2 * k):
@@ -932,34 +1081,51 @@ def run_count(args, tel):
 def main(argv=None):
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("--variant", required=True, choices=VARIANTS)
-    ap.add_argument("--scenarios", default="chat-sync,chat-async,stream-sync,stream-async,"
-                    "embed-sync,embed-async",
-                    help="comma list of chat-sync, chat-async, stream-sync, stream-async, "
-                         "embed-sync, embed-async, leak")
+    ap.add_argument(
+        "--scenarios",
+        default="chat-sync,chat-async,stream-sync,stream-async,embed-sync,embed-async",
+        help="comma list of chat-sync, chat-async, stream-sync, stream-async, embed-sync, embed-async, leak",
+    )
     ap.add_argument("--chunks", default="1,64,512", help="SSE content-chunk counts N")
     ap.add_argument("--iters", type=int, default=2000, help="non-streaming calls per scenario")
-    ap.add_argument("--stream-iters", default="1:1000,64:500,512:60",
-                    help="streaming calls per N (N:iters,...)")
+    ap.add_argument(
+        "--stream-iters", default="1:1000,64:500,512:60", help="streaming calls per N (N:iters,...)"
+    )
     ap.add_argument("--embed-iters", type=int, default=1000)
     ap.add_argument("--leak-calls", type=int, default=20000)
     ap.add_argument("--scale", type=float, default=1.0, help="multiply all iteration counts")
     ap.add_argument("--processor", choices=["batch", "simple"], default="batch")
-    ap.add_argument("--capture", choices=["default", "on", "off"], default="default",
-                    help="prompt/completion content capture: each tool's default, or forced")
+    ap.add_argument(
+        "--capture",
+        choices=["default", "on", "off"],
+        default="default",
+        help="prompt/completion content capture: each tool's default, or forced",
+    )
     ap.add_argument("--http", choices=["auto", "httpx", "httpx2"], default="auto")
     ap.add_argument("--round", type=int, default=0)
-    ap.add_argument("--check", action="store_true",
-                    help="set up the variant, make a few calls, verify spans; exit 0/3/4")
-    ap.add_argument("--ab", action="store_true",
-                    help="in-process A/B: alternate blocks with the instrumentation "
-                         "switched off/on (paired, robust to machine-speed drift)")
-    ap.add_argument("--count", action="store_true",
-                    help="llmmeter copy: callgrind mode, A/B blocks bracketed by os.getsid "
-                         "markers (run it through count_instructions.py)")
-    ap.add_argument("--count-plan", default=COUNT_PLAN,
-                    help="scenario[/N]:K,... blocks of K and 2K calls per state (--count)")
-    ap.add_argument("--no-assert", action="store_true",
-                    help="report but do not fail on span-count mismatches")
+    ap.add_argument(
+        "--check", action="store_true", help="set up the variant, make a few calls, verify spans; exit 0/3/4"
+    )
+    ap.add_argument(
+        "--ab",
+        action="store_true",
+        help="in-process A/B: alternate blocks with the instrumentation "
+        "switched off/on (paired, robust to machine-speed drift)",
+    )
+    ap.add_argument(
+        "--count",
+        action="store_true",
+        help="llmmeter copy: callgrind mode, A/B blocks bracketed by os.getsid "
+        "markers (run it through count_instructions.py)",
+    )
+    ap.add_argument(
+        "--count-plan",
+        default=COUNT_PLAN,
+        help="scenario[/N]:K,... blocks of K and 2K calls per state (--count)",
+    )
+    ap.add_argument(
+        "--no-assert", action="store_true", help="report but do not fail on span-count mismatches"
+    )
     args = ap.parse_args(argv)
 
     _content_env(args.capture)
@@ -982,31 +1148,41 @@ def main(argv=None):
     oa = hooks["openai_module"]
     wrap = hooks.get("wrap_client", lambda c: c)
     common = dict(api_key="sk-bench", base_url="https://api.openai.com/v1", max_retries=0)
-    sync_client = wrap(oa.OpenAI(http_client=hx.Client(transport=hx.MockTransport(server.handle)),
-                                 **common))
+    sync_client = wrap(oa.OpenAI(http_client=hx.Client(transport=hx.MockTransport(server.handle)), **common))
 
     async def ahandle(request):
         return server.handle(request)
 
-    async_client = wrap(oa.AsyncOpenAI(
-        http_client=hx.AsyncClient(transport=hx.MockTransport(ahandle)), **common))
+    async_client = wrap(
+        oa.AsyncOpenAI(http_client=hx.AsyncClient(transport=hx.MockTransport(ahandle)), **common)
+    )
     calls = make_calls(sync_client, async_client)
     expects = hooks["expects_spans"]
 
-    versions = {d: _version(d) for d in ["openai", "httpx", "httpx2", "opentelemetry-api",
-                                          "opentelemetry-sdk", *DISTS[args.variant]]}
-    meta = {"type": "meta", "variant": args.variant, "round": args.round,
-            "python": platform.python_version(), "machine": platform.machine(),
-            "cpus": os.cpu_count(), "http": http_name, "processor": args.processor,
-            "capture": args.capture, "versions": versions, "config": hooks.get("config", {})}
+    versions = {
+        d: _version(d)
+        for d in ["openai", "httpx", "httpx2", "opentelemetry-api", "opentelemetry-sdk", *DISTS[args.variant]]
+    }
+    meta = {
+        "type": "meta",
+        "variant": args.variant,
+        "round": args.round,
+        "python": platform.python_version(),
+        "machine": platform.machine(),
+        "cpus": os.cpu_count(),
+        "http": http_name,
+        "processor": args.processor,
+        "capture": args.capture,
+        "versions": versions,
+        "config": hooks.get("config", {}),
+    }
     print(json.dumps(meta), flush=True)
 
     loop = asyncio.new_event_loop()
     arun = loop.run_until_complete
     sc = lambda n: max(1, int(n * args.scale))  # noqa: E731
     chunk_ns = [int(x) for x in args.chunks.split(",") if x]
-    stream_iters = dict((int(k), int(v)) for k, v in
-                        (kv.split(":") for kv in args.stream_iters.split(",")))
+    stream_iters = dict((int(k), int(v)) for k, v in (kv.split(":") for kv in args.stream_iters.split(",")))
     rows, collected_all, failures = [], [], []
 
     def sanity():
@@ -1026,12 +1202,23 @@ def main(argv=None):
         c = tel.collect()
         collected_all.append(c)
         ok = (c["spans"] == iters) if expects else (c["spans"] == 0)
-        row = {"type": "result", "variant": args.variant, "round": args.round,
-               "scenario": scenario, "mode": mode, "n_chunks": n, "iters": iters,
-               "warmup": warmup, **stats, "spans": c["spans"],
-               "spans_expected": iters if expects else 0, "spans_ok": ok,
-               "log_records": c["log_records"],
-               "metrics": c["metrics"], "span_sample": c["span_samples"][:1]}
+        row = {
+            "type": "result",
+            "variant": args.variant,
+            "round": args.round,
+            "scenario": scenario,
+            "mode": mode,
+            "n_chunks": n,
+            "iters": iters,
+            "warmup": warmup,
+            **stats,
+            "spans": c["spans"],
+            "spans_expected": iters if expects else 0,
+            "spans_ok": ok,
+            "log_records": c["log_records"],
+            "metrics": c["metrics"],
+            "span_sample": c["span_samples"][:1],
+        }
         if not ok:
             failures.append(f"{scenario}: spans={c['spans']} expected={row['spans_expected']}")
         rows.append(row)
@@ -1046,8 +1233,18 @@ def main(argv=None):
         c = tel.collect()
         feats = detect_features([c])
         ok = (c["spans"] == 3) if expects else c["spans"] == 0
-        print(json.dumps({"type": "check", "variant": args.variant, "spans": c["spans"],
-                          "expected": 3 if expects else 0, "ok": ok, "features": feats}))
+        print(
+            json.dumps(
+                {
+                    "type": "check",
+                    "variant": args.variant,
+                    "spans": c["spans"],
+                    "expected": 3 if expects else 0,
+                    "ok": ok,
+                    "features": feats,
+                }
+            )
+        )
         sync_client.close()
         arun(async_client.close())
         arun(loop.shutdown_asyncgens())
@@ -1066,9 +1263,11 @@ def main(argv=None):
                 tel.reset()
                 stats = _timed_sync(fn, iters)
             else:
+
                 async def go():
                     for _ in range(warmup):
                         await fn()
+
                 arun(go())
                 tel.reset()
                 stats = arun(_timed_async(fn, iters))
@@ -1086,23 +1285,34 @@ def main(argv=None):
                     tel.reset()
                     stats = _timed_sync(fn, iters)
                 else:
+
                     async def go():
                         for _ in range(warmup):
                             await fn()
+
                     arun(go())
                     tel.reset()
                     stats = arun(_timed_async(fn, iters))
                 record(scen, mode, n, iters, warmup, stats)
-            pts = [(r["n_chunks"], r["us_per_call_mean"]) for r in rows
-                   if r["scenario"] == scen and r["n_chunks"] is not None]
+            pts = [
+                (r["n_chunks"], r["us_per_call_mean"])
+                for r in rows
+                if r["scenario"] == scen and r["n_chunks"] is not None
+            ]
             if len(pts) >= 2:
                 xs, ys = zip(*pts)
                 mx, my = statistics.fmean(xs), statistics.fmean(ys)
-                slope = (sum((x - mx) * (y - my) for x, y in pts)
-                         / sum((x - mx) ** 2 for x in xs))
-                fit = {"type": "fit", "variant": args.variant, "round": args.round,
-                       "scenario": scen, "mode": mode, "points": pts,
-                       "us_per_chunk": slope, "us_fixed": my - slope * mx}
+                slope = sum((x - mx) * (y - my) for x, y in pts) / sum((x - mx) ** 2 for x in xs)
+                fit = {
+                    "type": "fit",
+                    "variant": args.variant,
+                    "round": args.round,
+                    "scenario": scen,
+                    "mode": mode,
+                    "points": pts,
+                    "us_per_chunk": slope,
+                    "us_fixed": my - slope * mx,
+                }
                 print(json.dumps(fit), flush=True)
         elif scen == "leak":
             total = sc(args.leak_calls)
@@ -1125,18 +1335,28 @@ def main(argv=None):
             collected_all.append(c)
             gc.collect()
             half = marks[1]["rss_kib"] if len(marks) >= 2 else rss0
-            row = {"type": "result", "variant": args.variant, "round": args.round,
-                   "scenario": "leak", "mode": "sync", "n_chunks": 8, "iters": total,
-                   "calls_desc": "alternating non-streaming and 8-chunk streaming, sync",
-                   "us_per_call_mean": wall / total / 1e3,
-                   "rss_start_kib": rss0, "rss_marks": marks,
-                   "rss_end_kib": rss_kib(), "peak_rss_start_kib": peak0,
-                   "peak_rss_end_kib": peak_rss_kib(),
-                   "peak_rss_growth_kib": peak_rss_kib() - peak0,
-                   "rss_growth_second_half_kib": (marks[-1]["rss_kib"] - half) if marks else None,
-                   "spans": c["spans"], "spans_expected": total if expects else 0,
-                   "spans_ok": (c["spans"] == total) if expects else c["spans"] == 0,
-                   "log_records": c["log_records"]}
+            row = {
+                "type": "result",
+                "variant": args.variant,
+                "round": args.round,
+                "scenario": "leak",
+                "mode": "sync",
+                "n_chunks": 8,
+                "iters": total,
+                "calls_desc": "alternating non-streaming and 8-chunk streaming, sync",
+                "us_per_call_mean": wall / total / 1e3,
+                "rss_start_kib": rss0,
+                "rss_marks": marks,
+                "rss_end_kib": rss_kib(),
+                "peak_rss_start_kib": peak0,
+                "peak_rss_end_kib": peak_rss_kib(),
+                "peak_rss_growth_kib": peak_rss_kib() - peak0,
+                "rss_growth_second_half_kib": (marks[-1]["rss_kib"] - half) if marks else None,
+                "spans": c["spans"],
+                "spans_expected": total if expects else 0,
+                "spans_ok": (c["spans"] == total) if expects else c["spans"] == 0,
+                "log_records": c["log_records"],
+            }
             if not row["spans_ok"]:
                 failures.append(f"leak: spans={c['spans']} expected={row['spans_expected']}")
             rows.append(row)
@@ -1150,19 +1370,20 @@ def main(argv=None):
     loop.close()
 
     feats = detect_features(collected_all)
-    print(json.dumps({"type": "features", "variant": args.variant, "round": args.round,
-                      **feats}), flush=True)
+    print(json.dumps({"type": "features", "variant": args.variant, "round": args.round, **feats}), flush=True)
 
     # Small per-process Markdown table on stderr.
     err = sys.stderr
-    print(f"\n### {args.variant} (round {args.round}, {http_name}, {args.processor} processor)",
-          file=err)
+    print(f"\n### {args.variant} (round {args.round}, {http_name}, {args.processor} processor)", file=err)
     print("| scenario | N | iters | µs/call mean | µs/call median | spans | log recs |", file=err)
     print("|---|---:|---:|---:|---:|---:|---:|", file=err)
     for r in rows:
-        print(f"| {r['scenario']} | {r['n_chunks'] or ''} | {r['iters']} | "
-              f"{r['us_per_call_mean']:.1f} | {r.get('us_per_call_median', float('nan')):.1f} | "
-              f"{r['spans']} | {r['log_records']} |", file=err)
+        print(
+            f"| {r['scenario']} | {r['n_chunks'] or ''} | {r['iters']} | "
+            f"{r['us_per_call_mean']:.1f} | {r.get('us_per_call_median', float('nan')):.1f} | "
+            f"{r['spans']} | {r['log_records']} |",
+            file=err,
+        )
     if failures:
         msg = "; ".join(failures)
         print(f"[{args.variant}] SPAN COUNT MISMATCH: {msg}", file=err)

@@ -132,9 +132,7 @@ def _run_report(args: argparse.Namespace) -> int:
     kind = cast(ReportKind, args.kind)
     path = resolve_store_path(args.store)
     try:
-        records = read_records(
-            path, since=since, until=until, kind=None if kind == "all" else CallKind(kind)
-        )
+        records = read_records(path, since=since, until=until, kind=None if kind == "all" else CallKind(kind))
     except StoreError as exc:
         return _fail(str(exc))
     report = build_report(records, by=args.by, kind=kind, since=since, until=until)

@@ -504,12 +504,14 @@ def latency_table_cells(report: Report) -> TableCells:
         label = [_key_label(v) for v in stats.key] or ["all"]
         for i, metric in enumerate(LATENCY_METRICS):
             summary = stats.latency[metric]
-            rows.append([
-                *(label if i == 0 else [""] * key_columns),
-                _METRIC_LABELS[metric],
-                _format_count(summary.count),
-                *(format_seconds(summary.percentiles[p]) for p in PERCENTILES),
-            ])
+            rows.append(
+                [
+                    *(label if i == 0 else [""] * key_columns),
+                    _METRIC_LABELS[metric],
+                    _format_count(summary.count),
+                    *(format_seconds(summary.percentiles[p]) for p in PERCENTILES),
+                ]
+            )
     return headers, rows, key_columns + 1
 
 

@@ -462,10 +462,14 @@ def _cards(report: Report, currency: str) -> str:
         ("TTFT p50 / p95", f"{format_seconds(ttft[50])} / {format_seconds(ttft[95])}"),
         ("duration p50 / p95", f"{format_seconds(duration[50])} / {format_seconds(duration[95])}"),
     ]
-    return '<div class="cards">' + "".join(
-        f'<div class="card"><div class="muted">{_esc(name)}</div><div class="big">{_esc(value)}</div></div>'
-        for name, value in cards
-    ) + "</div>"
+    return (
+        '<div class="cards">'
+        + "".join(
+            f'<div class="card"><div class="muted">{_esc(name)}</div><div class="big">{_esc(value)}</div></div>'
+            for name, value in cards
+        )
+        + "</div>"
+    )
 
 
 _CSS = """

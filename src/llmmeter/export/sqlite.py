@@ -121,10 +121,7 @@ _CREATE_STATEMENTS: tuple[str, ...] = (
     "CREATE INDEX IF NOT EXISTS records_by_start ON records (start_time_unix_ns)",
     "CREATE INDEX IF NOT EXISTS records_by_model ON records (request_model, start_time_unix_ns)",
 )
-_INSERT = (
-    f"INSERT INTO records ({', '.join(_COLUMN_NAMES)}) "
-    f"VALUES ({', '.join('?' for _ in _COLUMN_NAMES)})"
-)
+_INSERT = f"INSERT INTO records ({', '.join(_COLUMN_NAMES)}) VALUES ({', '.join('?' for _ in _COLUMN_NAMES)})"
 
 
 class StoreError(Exception):
@@ -648,9 +645,7 @@ def read_records(
     conn = _open_for_reading(Path(path).expanduser())
     try:
         conn.row_factory = sqlite3.Row
-        cursor = conn.execute(
-            f"SELECT * FROM records{where} ORDER BY start_time_unix_ns, id", params
-        )
+        cursor = conn.execute(f"SELECT * FROM records{where} ORDER BY start_time_unix_ns, id", params)
         return [_record_from_row(_row_dict(row)) for row in cursor]
     except sqlite3.DatabaseError as exc:
         raise StoreError(f"cannot read the llmmeter store {path}: {exc}") from exc
