@@ -465,7 +465,8 @@ def _cards(report: Report, currency: str) -> str:
     return (
         '<div class="cards">'
         + "".join(
-            f'<div class="card"><div class="muted">{_esc(name)}</div><div class="big">{_esc(value)}</div></div>'
+            f'<div class="card"><div class="muted">{_esc(name)}</div>'
+            f'<div class="big">{_esc(value)}</div></div>'
             for name, value in cards
         )
         + "</div>"
