@@ -451,9 +451,6 @@ def test_usage_chunk_llmmeter_asked_for_is_hidden_from_the_caller(
 @pytest.mark.parametrize(
     "file",
     [
-        "openllmetry/test_streaming_with_api_usage_capture.yaml",  # DeepSeek
-        "openllmetry/test_chat_streaming_legacy.yaml",  # Groq
-        "openllmetry/test_trace_propagation_stream[OpenAI].yaml",  # localhost: not known beforehand
         "opentelemetry-python-contrib/test_responses_create_streaming[content_mode0].yaml",
         "opentelemetry-python-contrib/test_chat_completion_with_content.yaml",  # not streamed
         "openllmetry/test_azure__test_chat.yaml",
@@ -465,6 +462,22 @@ def test_request_is_sent_unchanged_where_llmmeter_adds_nothing(
     r = replay(file)
     sent, _ = _sent_bodies(r, "sync", tmp_path)
     assert sent == [r.body]
+
+
+@pytest.mark.parametrize(
+    "file",
+    [
+        "openllmetry/test_streaming_with_api_usage_capture.yaml",  # DeepSeek
+        "openllmetry/test_chat_streaming_legacy.yaml",  # Groq
+        "openllmetry/test_trace_propagation_stream[OpenAI].yaml",  # localhost: not known beforehand
+    ],
+)
+def test_every_chat_stream_asks_for_its_usage_chunk_whatever_the_host(
+    file: str, tmp_path: Path, telemetry: Any
+) -> None:
+    r = replay(file)
+    sent, _ = _sent_bodies(r, "sync", tmp_path)
+    assert sent == [{**r.body, "stream_options": {"include_usage": True}}]
 
 
 @pytest.mark.parametrize("mode", MODES)

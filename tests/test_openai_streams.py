@@ -18,6 +18,7 @@ import pytest
 
 import llmmeter
 from llmmeter import Outcome, UsageSource
+from llmmeter.instrument.sdk import body_change_retries
 from llmmeter.testing import LocalOpenAIServer, Pacing, pacing_headers
 
 from .conftest import Telemetry
@@ -85,7 +86,6 @@ def test_exhausted_stream_gives_one_ok_record_with_provider_usage_and_timings(
 def test_usage_chunk_llmmeter_asked_for_is_hidden_from_the_caller(
     client: openai.OpenAI, server: LocalOpenAIServer, telemetry: Telemetry
 ) -> None:
-    telemetry.reconfigure(stream_usage_hosts=["127.0.0.1"])
     chunks = list(_stream(client))
     assert all(chunk.choices for chunk in chunks), "caller code indexing choices[0] must keep working"
     assert server.last_request().body["stream_options"] == {"include_usage": True}
@@ -94,9 +94,28 @@ def test_usage_chunk_llmmeter_asked_for_is_hidden_from_the_caller(
     assert record.usage.output_tokens == 6
 
 
-def test_nothing_is_added_to_the_request_of_an_unknown_server(
+def test_an_unknown_server_is_asked_for_stream_usage_too(
     client: openai.OpenAI, server: LocalOpenAIServer, telemetry: Telemetry
 ) -> None:
+    list(_stream(client))
+    assert server.last_request().body["stream_options"] == {"include_usage": True}
+    (record,) = telemetry.records
+    assert record.provider == "openai_compatible"
+    assert record.usage is not None and record.usage.source is UsageSource.PROVIDER
+
+
+def test_the_callers_own_include_usage_choice_is_kept(
+    client: openai.OpenAI, server: LocalOpenAIServer, telemetry: Telemetry
+) -> None:
+    chunks = list(_stream(client, stream_options={"include_usage": False}))
+    assert server.last_request().body["stream_options"] == {"include_usage": False}
+    assert all(chunk.choices for chunk in chunks)
+
+
+def test_nothing_is_added_to_a_stream_when_stream_usage_is_off(
+    client: openai.OpenAI, server: LocalOpenAIServer, telemetry: Telemetry
+) -> None:
+    telemetry.reconfigure(stream_usage=False)
     list(_stream(client))
     assert "stream_options" not in server.last_request().body
 
@@ -104,6 +123,7 @@ def test_nothing_is_added_to_the_request_of_an_unknown_server(
 def test_stream_without_usage_is_estimated_locally_and_marked(
     client: openai.OpenAI, telemetry: Telemetry
 ) -> None:
+    telemetry.reconfigure(stream_usage=False)
     list(_stream(client))
     (record,) = telemetry.records
     assert record.usage is not None
@@ -120,7 +140,7 @@ def test_for_loop_over_the_call_itself_is_recorded_ok_when_exhausted(
     assert texts
     (record,) = telemetry.records
     assert record.outcome is Outcome.OK
-    assert record.timings.chunks == len(texts)
+    assert record.timings.chunks == len(texts) + 1  # and the usage chunk llmmeter asked for, hidden
 
 
 def test_next_and_for_share_one_position_like_the_sdk_stream(
@@ -330,7 +350,7 @@ async def test_async_anext_and_async_for_share_one_position(
     assert first.choices and rest
     (record,) = telemetry.records
     assert record.outcome is Outcome.OK
-    assert record.timings.chunks == 1 + len(rest)
+    assert record.timings.chunks == 1 + len(rest) + 1  # and the hidden usage chunk
 
 
 async def test_async_break_then_drop_is_recorded_once_as_abandoned(
@@ -417,3 +437,53 @@ def test_ttft_is_what_a_stopwatch_on_the_uninstrumented_client_reads(
     measured = statistics.median(r.timings.ttft_s for r in telemetry.records)  # type: ignore[type-var]
     assert abs(measured - statistics.median(stopwatch)) < 0.010
     assert all(r.timings.ttft_s >= 0.050 for r in telemetry.records)  # type: ignore[operator]
+
+
+# --- a server that refuses stream_options -----------------------------------------------------------
+@pytest.fixture
+def strict_server() -> Iterator[LocalOpenAIServer]:
+    with LocalOpenAIServer(pacing=Pacing(ttft_ms=1, itl_ms=0, tokens=4), rejects_stream_options=True) as srv:
+        yield srv
+
+
+def test_a_server_refusing_stream_options_gets_the_callers_own_request_once_more(
+    strict_server: LocalOpenAIServer, telemetry: Telemetry
+) -> None:
+    client = llmmeter.instrument(openai.OpenAI(base_url=strict_server.base_url, api_key="t", max_retries=0))
+    retries_before = body_change_retries()
+    chunks = list(_stream(client))
+    assert [c.choices[0].delta.content for c in chunks if c.choices]  # the caller got its stream
+    first, second = (request.body for request in strict_server.requests)
+    assert first["stream_options"] == {"include_usage": True} and "stream_options" not in second
+    assert body_change_retries() == retries_before + 1
+    (record,) = telemetry.records
+    assert record.outcome is Outcome.OK
+    assert record.usage is not None and record.usage.source is UsageSource.ESTIMATED
+
+
+async def test_a_refusing_server_is_never_asked_again_sync_or_async(
+    strict_server: LocalOpenAIServer, telemetry: Telemetry
+) -> None:
+    client = llmmeter.instrument(
+        openai.AsyncOpenAI(base_url=strict_server.base_url, api_key="t", max_retries=0)
+    )
+    for _ in range(3):
+        async for _chunk in await client.chat.completions.create(
+            model="gpt-4o-mini", messages=MESSAGES, stream=True
+        ):
+            pass
+    bodies = [request.body for request in strict_server.requests]
+    assert len(bodies) == 4  # the refused request, then three of the caller's own
+    assert ["stream_options" in body for body in bodies] == [True, False, False, False]
+    assert [record.outcome for record in telemetry.records] == [Outcome.OK] * 3
+
+
+def test_a_4xx_that_is_not_about_stream_options_reaches_the_caller_unchanged(
+    client: openai.OpenAI, server: LocalOpenAIServer, telemetry: Telemetry
+) -> None:
+    requests_before = len(server.requests)
+    with pytest.raises(openai.NotFoundError):
+        _stream(client, extra_headers=pacing_headers(error_status=404))
+    assert len(server.requests) == requests_before + 1  # not sent again
+    (record,) = telemetry.records
+    assert record.outcome is Outcome.ERROR and record.error_type == "openai.NotFoundError"

@@ -42,6 +42,7 @@ from llmmeter.export.sqlite import read_records
 from llmmeter.instrument.vllm import RequestOutputReader, request_params_of
 from llmmeter.pricing import GpuHourPrice, GpuHourSource, PricingRegistry
 from llmmeter.providers.openai_stream import ChatStreamReader, CompletionStreamReader
+from llmmeter.providers.types import apply_observed
 from llmmeter.providers.vllm import (
     finish_reasons_from_request_output,
     is_vllm_object,
@@ -108,13 +109,13 @@ def chat_chunks(name: str) -> list[ChatCompletionChunk]:
 
 
 def read_chat_stream(chunks: list[ChatCompletionChunk], request: dict[str, Any]) -> CallRecord:
-    reader = ChatStreamReader(request)
+    reader = ChatStreamReader()
     for chunk in chunks:
         reader.feed(chunk)
     record = CallRecord(
         operation="chat", provider="openai_compatible", request_model="tiny-llama", streaming=True
     )
-    reader.finalize(record)
+    apply_observed(record, reader.result())
     return record
 
 
@@ -139,13 +140,13 @@ def test_stream_cut_short_keeps_the_last_running_total_not_an_estimate() -> None
 
 def test_completions_stream_with_continuous_usage() -> None:
     cap = capture("completion_stream_usage")
-    reader = CompletionStreamReader(cap.request)
+    reader = CompletionStreamReader()
     for event in cap.events:
         # As the SDK builds stream chunks: without validation (vLLM sends finish_reason null,
         # which the strict Completion type does not allow).
         reader.feed(Completion.construct(**event))
     record = CallRecord(operation="text_completion", provider="openai_compatible", streaming=True)
-    reader.finalize(record)
+    apply_observed(record, reader.result())
     assert record.usage == Usage(input_tokens=10, output_tokens=16)
     assert record.provider == "vllm"
 

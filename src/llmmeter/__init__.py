@@ -67,9 +67,11 @@ __all__ = [
     "flush",
     "get_settings",
     "instrument",
+    "instrument_anthropic",
     "instrument_openai",
     "metered",
     "uninstrument",
+    "uninstrument_anthropic",
     "uninstrument_openai",
 ]
 
@@ -93,46 +95,66 @@ def instrument(client: T, *, provider: str | None = None, model: str | None = No
     """Measure every request made through ``client``; returns the same object.
 
     Supported: ``openai.OpenAI``, ``AsyncOpenAI``, ``AzureOpenAI``, ``AsyncAzureOpenAI`` (and so
-    any OpenAI-compatible server reached through them), and vLLM's in-process engines
-    ``vllm.LLM`` (``generate``/``chat``) and ``AsyncLLM`` (``generate``; start it with
+    any OpenAI-compatible server or gateway reached through them); ``anthropic.Anthropic``,
+    ``AsyncAnthropic`` (and the Bedrock and Vertex clients); vLLM's in-process engines
+    ``vllm.LLM`` (``generate``/``chat``/``embed``) and ``AsyncLLM`` (``generate``; start it with
     ``disable_log_stats=False`` to get vLLM's own per-request timings too).
-    ``provider`` overrides the ``gen_ai.provider.name`` detected from the base URL (e.g.
-    ``"vllm"`` for your own server); ``model`` names a vLLM engine's model in records (default:
-    its served model name).
+    ``provider`` overrides the ``gen_ai.provider.name`` detected from the client and its base
+    URL (e.g. ``"vllm"`` for your own server, ``"openai"`` for a gateway in front of OpenAI);
+    ``model`` names a vLLM engine's model in records (default: its served model name).
     """
-    from llmmeter.instrument.openai import instrument_client, is_openai_client
-    from llmmeter.instrument.vllm import instrument_vllm, is_vllm_engine
+    from llmmeter.instrument import INTEGRATIONS, integration_for
 
-    if is_openai_client(client):
-        return instrument_client(client, provider=provider)
-    if is_vllm_engine(client):
-        return instrument_vllm(client, model=model)
-    raise TypeError(
-        f"llmmeter.instrument: don't know how to measure a {type(client).__module__}."
-        f"{type(client).__qualname__}; supported: openai clients, vllm.LLM and vllm AsyncLLM. "
-        "For your own function, use @llmmeter.metered."
-    )
+    row = integration_for(client)
+    if row is None:
+        supported = ", ".join(r.name for r in INTEGRATIONS)
+        raise TypeError(
+            f"llmmeter.instrument: don't know how to measure a {type(client).__module__}."
+            f"{type(client).__qualname__}; supported: {supported} clients. "
+            "For your own function, use @llmmeter.metered."
+        )
+    return row.instrument(client, provider=provider, model=model)  # type: ignore[no-any-return]
 
 
 def uninstrument(client: T) -> T:
     """Stop measuring a client passed to :func:`instrument`; returns the same object."""
-    from llmmeter.instrument.openai import uninstrument_client
-    from llmmeter.instrument.vllm import is_vllm_engine, uninstrument_vllm
+    from llmmeter.instrument import integration_for
 
-    if is_vllm_engine(client):
-        return uninstrument_vllm(client)
-    return uninstrument_client(client)
+    row = integration_for(client)
+    return client if row is None else row.uninstrument(client)  # type: ignore[no-any-return]
+
+
+def _install(name: str) -> None:
+    from llmmeter.instrument import integration_named
+
+    install = integration_named(name).install
+    if install is not None:
+        install()
+
+
+def _uninstall(name: str) -> None:
+    from llmmeter.instrument import integration_named
+
+    uninstall = integration_named(name).uninstall
+    if uninstall is not None:
+        uninstall()
 
 
 def instrument_openai() -> None:
     """Measure every ``openai`` client of this process, existing and future (idempotent)."""
-    from llmmeter.instrument.openai import instrument_openai as _install
-
-    _install()
+    _install("openai")
 
 
 def uninstrument_openai() -> None:
     """Undo :func:`instrument_openai`."""
-    from llmmeter.instrument.openai import uninstrument_openai as _uninstall
+    _uninstall("openai")
 
-    _uninstall()
+
+def instrument_anthropic() -> None:
+    """Measure every ``anthropic`` client of this process, existing and future (idempotent)."""
+    _install("anthropic")
+
+
+def uninstrument_anthropic() -> None:
+    """Undo :func:`instrument_anthropic`."""
+    _uninstall("anthropic")

@@ -1,9 +1,13 @@
 """A :class:`Measurement` is one call in flight: its clock, its span, its record.
 
-Instrumentation creates a Measurement just before it calls the wrapped function, feeds it stream
-chunks as they arrive (:meth:`Measurement.on_chunk`, the hot path), and finishes it exactly once.
-Finishing runs the rest of the pipeline: pricing, OTel export, the local store, user callbacks,
-and the roll-up into an enclosing ``@metered`` step.
+Instrumentation creates a Measurement just before it calls the wrapped function, passes a stream
+through it (:meth:`Measurement.observe` and its async and generator twins, the hot path), and
+finishes it exactly once. Finishing runs the rest of the pipeline: pricing, OTel export, the local
+store, user callbacks, and the roll-up into an enclosing ``@metered`` step.
+
+The module-level helpers are the pieces every instrumentation needs around a measurement:
+:func:`attach_guarded` / :func:`detach_guarded` (make the call's span current without ever
+raising) and :func:`abandonment_finalizer` (finish as ``abandoned`` when a stream is dropped).
 """
 
 from __future__ import annotations
@@ -11,7 +15,8 @@ from __future__ import annotations
 import asyncio
 import threading
 import time
-from collections.abc import AsyncIterator, Callable, Iterator
+import weakref
+from collections.abc import AsyncGenerator, AsyncIterator, Callable, Generator, Iterator
 from contextvars import ContextVar, Token
 from decimal import Decimal
 from typing import Any, NamedTuple, Protocol
@@ -21,10 +26,13 @@ from opentelemetry import trace
 from opentelemetry.context import Context
 from opentelemetry.trace import Span
 
-from llmmeter._log import guard, internal_error, strict_mode
+from llmmeter._log import guard
 from llmmeter.config import Settings
 from llmmeter.context import current_attributes
-from llmmeter.record import CallKind, CallRecord, CostStatus, Outcome, Usage
+from llmmeter.pipeline import complete
+from llmmeter.providers.estimate import estimate_usage
+from llmmeter.providers.types import EstimateInput, Observed, StreamReader, apply_observed
+from llmmeter.record import CallKind, CallRecord, Outcome, Usage
 
 _current: ContextVar[Measurement | None] = ContextVar("llmmeter_measurement", default=None)
 
@@ -83,6 +91,35 @@ class Attached(NamedTuple):
     measurement: Token[Measurement | None]
 
 
+def attach_guarded(measurement: Measurement | None) -> Attached | None:
+    """Make ``measurement``'s span and the measurement itself current; ``None`` when there is no
+    measurement or attaching failed (logged once): the caller's code runs either way."""
+    if measurement is not None:
+        with guard("attaching the span context"):
+            return measurement.attach()
+    return None
+
+
+def detach_guarded(token: Attached | None) -> None:
+    """Undo :func:`attach_guarded` (same thread or task); never raises."""
+    if token is not None:
+        with guard("detaching the span context"):
+            Measurement.detach(token)
+
+
+def abandonment_finalizer(owner: object, measurement: Measurement) -> weakref.finalize[..., Any]:
+    """Finish ``measurement`` as ``abandoned`` when ``owner`` is garbage-collected unfinished.
+
+    The finalizer holds the measurement, never ``owner``, so a stream nobody reads stays
+    collectable; it is a no-op once the measurement finished, and it does not run at interpreter
+    exit (a record half-exported during shutdown helps nobody). ``detach()`` it when the owner
+    finishes on its own.
+    """
+    finalizer = weakref.finalize(owner, measurement.finish, Outcome.ABANDONED)
+    finalizer.atexit = False
+    return finalizer
+
+
 class Measurement:
     """One measured call. Not thread-safe by design except :meth:`add_child` (see below)."""
 
@@ -96,6 +133,7 @@ class Measurement:
         "_t_last_chunk",
         "_t_last_output",
         "chunks",
+        "estimate_input",
         "parent",
         "reader",
         "record",
@@ -103,12 +141,15 @@ class Measurement:
         "span",
     )
 
-    def __init__(self, settings: Settings, record: CallRecord, reader: ChunkReader | None = None) -> None:
+    def __init__(
+        self, settings: Settings, record: CallRecord, reader: ChunkReader | StreamReader | None = None
+    ) -> None:
         self.settings = settings
         self.record = record
         self.reader = reader
         self.parent = _current.get()
         self.span: Span | None = None
+        self.estimate_input: EstimateInput | None = None
         self.chunks = 0
         self._finished = False
         self._t_first_chunk: int | None = None
@@ -145,25 +186,6 @@ class Measurement:
             otel_context.detach(token.otel)
 
     # --- streams (hot path) -------------------------------------------------------------------
-    def on_chunk(self, chunk: Any) -> None:
-        """Record the arrival of one streamed chunk. Reads the clock first.
-
-        The hot path of every stream: a clock read, a few slot reads and the reader's ``feed``.
-        """
-        now = _perf_ns()
-        last = self._t_last_chunk
-        if last is None:
-            self._t_first_chunk = now
-        elif self._per_chunk_metrics:
-            self.settings.telemetry.record_chunk_gap(self.record, (now - last) / 1e9)
-        self._t_last_chunk = now
-        self.chunks += 1
-        reader = self.reader
-        if reader is not None and reader.feed(chunk):
-            if self._t_first_output is None:
-                self._t_first_output = now
-            self._t_last_output = now
-
     def observe(self, chunks: Iterator[Any], hidden: Callable[[Any], bool] | None = None) -> Iterator[Any]:
         """Yield the items of ``chunks`` (an SDK stream's iterator), timing each, and finish when
         they end: ``ok`` when exhausted, ``error``/``aborted`` with the exception they raise (which
@@ -242,6 +264,140 @@ class Measurement:
                 continue
             yield chunk
 
+    def observe_generator(
+        self, generator: Generator[Any, Any, Any], *, current: bool = False
+    ) -> Generator[Any, Any, Any]:
+        """:meth:`observe` for a generator whose consumer may also ``send()``, ``throw()`` and
+        ``close()``: all three reach ``generator`` with a generator's own semantics.
+
+        Sent values reach ``generator`` and what it yields back is timed like any chunk; an
+        exception thrown in is raised inside it (``error``/``aborted`` if it comes back out);
+        closing this generator closes ``generator`` (its ``finally`` runs) and finishes
+        ``aborted`` -- unless it was garbage-collected unfinished and an
+        :func:`abandonment_finalizer` watching it said ``abandoned`` first. Its return value is
+        this generator's (``yield from`` receives it). ``current=True`` makes the span current
+        while ``generator``'s own code runs (a ``@metered`` generator's calls nest under it), not
+        while the consumer handles a chunk.
+        """
+        reader = self.reader
+        feed = reader.feed if reader is not None else _no_output
+        track = self._track
+        send, throw = generator.send, generator.throw
+        sent: Any = None
+        pending: BaseException | None = None
+        while True:
+            token = attach_guarded(self) if current else None
+            try:
+                if pending is None:
+                    chunk = send(sent)
+                else:
+                    chunk = throw(pending)
+                    pending = None
+            except StopIteration as stop:
+                self.finish(Outcome.OK)
+                return stop.value
+            except BaseException as exc:
+                self.finish(outcome_of(exc), exc)
+                raise
+            finally:
+                if token is not None:
+                    detach_guarded(token)
+            now = _perf_ns()
+            if self._t_last_chunk is None or self._per_chunk_metrics:
+                track(now)
+            self._t_last_chunk = now
+            self.chunks += 1
+            try:
+                has_output = feed(chunk)
+            except Exception:
+                has_output = _reader_failed()
+            if has_output:
+                if self._t_first_output is None:
+                    self._t_first_output = now
+                self._t_last_output = now
+            try:
+                sent = yield chunk
+            except GeneratorExit:
+                return self._close_generator(generator, current)
+            except BaseException as exc:
+                pending = exc
+
+    def _close_generator(self, generator: Generator[Any, Any, Any], current: bool) -> Any:
+        token = attach_guarded(self) if current else None
+        try:
+            result = generator.close()
+        except BaseException as exc:
+            self.finish(outcome_of(exc), exc)
+            raise
+        finally:
+            detach_guarded(token)
+        self.finish(Outcome.ABORTED)
+        return result
+
+    async def observe_async_generator(
+        self, generator: AsyncGenerator[Any, Any], *, current: bool = False
+    ) -> AsyncGenerator[Any, Any]:
+        """:meth:`observe_generator` for an async generator: ``asend()``, ``athrow()`` and
+        ``aclose()`` reach ``generator``; a cancelled task finishes ``aborted``.
+
+        The loop body repeats :meth:`observe_generator`'s for the reason given in
+        :meth:`observe_async`.
+        """
+        reader = self.reader
+        feed = reader.feed if reader is not None else _no_output
+        track = self._track
+        asend, athrow = generator.asend, generator.athrow
+        sent: Any = None
+        pending: BaseException | None = None
+        while True:
+            token = attach_guarded(self) if current else None
+            try:
+                if pending is None:
+                    chunk = await asend(sent)
+                else:
+                    chunk = await athrow(pending)
+                    pending = None
+            except StopAsyncIteration:
+                self.finish(Outcome.OK)
+                return
+            except BaseException as exc:
+                self.finish(outcome_of(exc), exc)
+                raise
+            finally:
+                if token is not None:
+                    detach_guarded(token)
+            now = _perf_ns()
+            if self._t_last_chunk is None or self._per_chunk_metrics:
+                track(now)
+            self._t_last_chunk = now
+            self.chunks += 1
+            try:
+                has_output = feed(chunk)
+            except Exception:
+                has_output = _reader_failed()
+            if has_output:
+                if self._t_first_output is None:
+                    self._t_first_output = now
+                self._t_last_output = now
+            try:
+                sent = yield chunk
+            except GeneratorExit:
+                await self._aclose_generator(generator, current)
+                raise
+            except BaseException as exc:
+                pending = exc
+
+    async def _aclose_generator(self, generator: AsyncGenerator[Any, Any], current: bool) -> None:
+        token = attach_guarded(self) if current else None
+        try:
+            await generator.aclose()
+        except BaseException as exc:
+            self.finish(outcome_of(exc), exc)
+            raise
+        finally:
+            detach_guarded(token)
+        self.finish(Outcome.ABORTED)
+
     def _track(self, now: int) -> None:
         """The first chunk's time, or (opt-in) the gap since the previous chunk."""
         last = self._t_last_chunk
@@ -263,11 +419,15 @@ class Measurement:
         exc: BaseException | None = None,
         *,
         fill: Callable[[CallRecord], None] | None = None,
+        read: Callable[[], Observed] | None = None,
     ) -> None:
         """Finish the call exactly once: timings, usage, then the rest of the pipeline.
 
-        ``fill`` (or the stream reader) fills usage and response info from the result. Never
-        raises: llmmeter's own failures are logged and the record is exported with what is known.
+        ``read`` (a provider adapter reading the response) or the stream reader says what the
+        response told; ``fill`` is the older form that fills the record itself. When the provider
+        reported no usage but a response arrived, the usage is estimated locally (marked so).
+        Never raises: llmmeter's own failures are logged and the record is exported with what is
+        known.
         """
         if self._finished:
             return
@@ -281,14 +441,37 @@ class Measurement:
             if outcome is Outcome.ABANDONED and self._t_last_chunk is not None:
                 end = self._t_last_chunk  # the last moment the call was observed alive
             self._fill_timings(end)
+            observed = None
             if fill is not None:
                 with guard("reading the response"):
                     fill(record)
-            if self.reader is not None:
+            if read is not None:
+                with guard("reading the response"):
+                    observed = read()
+            reader = self.reader
+            if reader is not None:
                 with guard("reading the stream"):
-                    self.reader.finalize(record)
+                    if hasattr(reader, "result"):
+                        observed = reader.result()
+                    else:
+                        reader.finalize(record)  # type: ignore[union-attr]
+            if observed is not None:
+                apply_observed(record, observed)
+            if record.usage is None and self._responded(outcome, read is not None):
+                with guard("estimating tokens"):
+                    record.usage = estimate_usage(
+                        record.response_model or record.request_model,
+                        self.estimate_input,
+                        observed.output_text if observed is not None else None,
+                    )
             self._fill_tpot()
         complete(self.settings, record, self.span, self.parent)
+
+    def _responded(self, outcome: Outcome, read_a_response: bool) -> bool:
+        """Whether a response (whole, or at least one chunk) arrived: only then is usage estimated."""
+        if self.record.kind is not CallKind.LLM or self.estimate_input is None:
+            return False
+        return self.chunks > 0 if self.record.streaming else read_a_response and outcome is Outcome.OK
 
     def _fill_timings(self, end: int) -> None:
         t0 = self._t0
@@ -341,29 +524,3 @@ class Measurement:
                 record.rollup_usage.add(usage)
             if cost is not None:
                 record.rollup_cost = (record.rollup_cost or Decimal(0)) + cost
-
-
-def complete(settings: Settings, record: CallRecord, span: Span | None, parent: Measurement | None) -> None:
-    """The pipeline after a call finished: price -> export -> store -> callbacks -> roll-up."""
-    if record.kind is CallKind.LLM:
-        if settings.pricing is None:
-            record.cost_status = CostStatus.DISABLED
-        else:
-            try:
-                settings.pricing.price(record)
-            except Exception:
-                record.cost, record.cost_status = None, CostStatus.ERROR
-                if strict_mode():
-                    raise
-                internal_error("pricing")
-    with guard("exporting to OpenTelemetry"):
-        settings.telemetry.finish(record, span)
-    if settings.store is not None:
-        with guard("writing to the local store"):
-            settings.store.write(record)
-    for callback in settings.callbacks:
-        with guard(f"on_record callback {getattr(callback, '__qualname__', callback)!r}"):
-            callback(record)
-    if parent is not None and not parent.finished:
-        with guard("rolling up into the enclosing step"):
-            parent.add_child(record)

@@ -52,18 +52,34 @@ USAGE_ATTRIBUTES: Final[dict[str, str]] = {
 }
 
 # Request parameters (keys of CallRecord.request_params are already these names).
+REQUEST_MAX_TOKENS: Final = "gen_ai.request.max_tokens"
+REQUEST_TEMPERATURE: Final = "gen_ai.request.temperature"
+REQUEST_TOP_P: Final = "gen_ai.request.top_p"
+REQUEST_TOP_K: Final = "gen_ai.request.top_k"
+REQUEST_FREQUENCY_PENALTY: Final = "gen_ai.request.frequency_penalty"
+REQUEST_PRESENCE_PENALTY: Final = "gen_ai.request.presence_penalty"
+REQUEST_SEED: Final = "gen_ai.request.seed"
+REQUEST_STOP_SEQUENCES: Final = "gen_ai.request.stop_sequences"
+REQUEST_CHOICE_COUNT: Final = "gen_ai.request.choice.count"
+REQUEST_REASONING_LEVEL: Final = "gen_ai.request.reasoning.level"
+REQUEST_ENCODING_FORMATS: Final = "gen_ai.request.encoding_formats"
+EMBEDDINGS_DIMENSION_COUNT: Final = "gen_ai.embeddings.dimension.count"
+OUTPUT_TYPE: Final = "gen_ai.output.type"
+OPENAI_REQUEST_SERVICE_TIER: Final = "openai.request.service_tier"
+OPENAI_API_TYPE: Final = "openai.api.type"
 REQUEST_PARAMS: Final = (
-    "gen_ai.request.max_tokens",
-    "gen_ai.request.temperature",
-    "gen_ai.request.top_p",
-    "gen_ai.request.frequency_penalty",
-    "gen_ai.request.presence_penalty",
-    "gen_ai.request.seed",
-    "gen_ai.request.stop_sequences",
-    "gen_ai.request.choice.count",
-    "gen_ai.request.reasoning.level",
-    "gen_ai.output.type",
-    "openai.request.service_tier",
+    REQUEST_MAX_TOKENS,
+    REQUEST_TEMPERATURE,
+    REQUEST_TOP_P,
+    REQUEST_TOP_K,
+    REQUEST_FREQUENCY_PENALTY,
+    REQUEST_PRESENCE_PENALTY,
+    REQUEST_SEED,
+    REQUEST_STOP_SEQUENCES,
+    REQUEST_CHOICE_COUNT,
+    REQUEST_REASONING_LEVEL,
+    OUTPUT_TYPE,
+    OPENAI_REQUEST_SERVICE_TIER,
 )
 
 # Provisional cost attributes (semantic-conventions-genai PR #443).
@@ -269,3 +285,11 @@ TOKEN_KINDS: Final[dict[str, str]] = {
     "image_output_tokens": "image_output",
     "audio_output_tokens": "audio_output",
 }
+
+# llmmeter's own health (not in METRICS: one observable counter per provider, read from the pipeline).
+RECORDS_DROPPED_METRIC: Final = MetricSpec(
+    "llmmeter.records.dropped",
+    "counter",
+    "{record}",
+    "Finished records llmmeter could not deliver to every sink (a sink failed, or exit came first).",
+)

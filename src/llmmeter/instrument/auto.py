@@ -15,8 +15,8 @@ from typing import Any
 
 from opentelemetry.instrumentation.instrumentor import BaseInstrumentor  # type: ignore[attr-defined]
 
+from llmmeter import instrument_openai, uninstrument_openai
 from llmmeter.config import configure
-from llmmeter.instrument.openai import instrument_openai, uninstrument_openai
 
 _CONFIGURE_KEYS = frozenset(
     {

@@ -13,6 +13,9 @@ iteration, ``close()`` and the context-manager protocol. Its measurement finishe
   (on the proxy until iteration starts, then on the measuring generator, which the proxy holds
   and a ``for`` loop over a temporary proxy keeps alive).
 
+``hidden`` marks chunks llmmeter asked for and the caller did not (the usage chunk added by
+``include_usage``): they are read, never handed to the caller.
+
 The sync and async proxies are siblings, not parent and child: their iteration protocols differ
 and sharing a base invites calling a sync method on an async stream.
 """
@@ -20,7 +23,7 @@ and sharing a base invites calling a sync method on an async stream.
 from __future__ import annotations
 
 import weakref
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncIterator, Callable, Iterator
 from typing import Any
 
 import wrapt
@@ -28,11 +31,6 @@ import wrapt
 from llmmeter._log import guard
 from llmmeter.measure import Measurement, outcome_of
 from llmmeter.record import Outcome
-
-
-def _is_usage_only(chunk: Any) -> bool:
-    """The extra chunk OpenAI sends for ``include_usage``: no choices, only usage."""
-    return not chunk.choices and chunk.usage is not None
 
 
 class StreamBookkeeping:
@@ -43,10 +41,10 @@ class StreamBookkeeping:
     _self_hidden: Any
     _self_finalizer: weakref.finalize[..., Any]
 
-    def _self_setup(self, measurement: Measurement, hide_usage_chunk: bool) -> None:
+    def _self_setup(self, measurement: Measurement, hidden: Callable[[Any], bool] | None) -> None:
         self._self_measurement = measurement
         self._self_chunks = None
-        self._self_hidden = _is_usage_only if hide_usage_chunk else None
+        self._self_hidden = hidden
         # Holds the measurement, never the stream: an abandoned stream is still collectable.
         self._self_finalizer = weakref.finalize(self, measurement.finish, Outcome.ABANDONED)
         self._self_finalizer.atexit = False
@@ -75,9 +73,11 @@ class MeteredStream(StreamBookkeeping, wrapt.BaseObjectProxy):  # type: ignore[m
     the same generator.
     """
 
-    def __init__(self, stream: Any, measurement: Measurement, *, hide_usage_chunk: bool = False) -> None:
+    def __init__(
+        self, stream: Any, measurement: Measurement, *, hidden: Callable[[Any], bool] | None = None
+    ) -> None:
         super().__init__(stream)
-        self._self_setup(measurement, hide_usage_chunk)
+        self._self_setup(measurement, hidden)
 
     def _self_iterator(self) -> Iterator[Any]:
         chunks = self._self_chunks
@@ -118,9 +118,11 @@ class AsyncMeteredStream(StreamBookkeeping, wrapt.BaseObjectProxy):  # type: ign
     """Measured proxy of an asynchronous SDK stream (``openai.AsyncStream``); ``aiter(proxy)``
     is the measuring async generator (see :class:`MeteredStream`)."""
 
-    def __init__(self, stream: Any, measurement: Measurement, *, hide_usage_chunk: bool = False) -> None:
+    def __init__(
+        self, stream: Any, measurement: Measurement, *, hidden: Callable[[Any], bool] | None = None
+    ) -> None:
         super().__init__(stream)
-        self._self_setup(measurement, hide_usage_chunk)
+        self._self_setup(measurement, hidden)
 
     def _self_iterator(self) -> AsyncIterator[Any]:
         chunks = self._self_chunks

@@ -1,15 +1,13 @@
 """Readers for OpenAI-style streams: Chat Completions, legacy Completions and the Responses API.
 
 A reader is told about every chunk (:meth:`feed`, the hot path: a few attribute reads, no
-allocation beyond keeping a reference to streamed text) and, once, fills the record
-(:meth:`finalize`). Where usage comes from, in order:
-
-1. the provider's own numbers -- OpenAI's usage chunk, usage on the last content chunk
-   (DeepSeek, Together, OpenRouter), vLLM's ``continuous_usage_stats`` running totals (a stream
-   cut short keeps the last running total), Groq's ``x_groq.usage``, the Responses API's
-   terminal ``response.*`` event;
-2. otherwise a local tiktoken estimate of the streamed text and of the request's input,
-   marked ``estimated``.
+allocation beyond keeping a reference to streamed text) and, once, says what it saw
+(:meth:`result`, an :class:`~llmmeter.providers.types.Observed`). Usage is the provider's own:
+OpenAI's usage chunk, usage on the last content chunk (DeepSeek, Together, OpenRouter), vLLM's
+``continuous_usage_stats`` running totals (a stream cut short keeps the last running total),
+Groq's ``x_groq.usage``, the Responses API's terminal ``response.*`` event. When there is none,
+usage is left missing here; the pipeline's estimate step counts the streamed text
+(:mod:`llmmeter.providers.estimate`).
 """
 
 from __future__ import annotations
@@ -17,7 +15,14 @@ from __future__ import annotations
 from collections.abc import Mapping
 from typing import Any
 
-from llmmeter.record import CallRecord, Usage, UsageSource
+from llmmeter.providers.base import ResponseInfo
+from llmmeter.providers.openai import (
+    provider_cost_from_openai_usage,
+    server_timings_from_openai_usage,
+    usage_from_openai,
+)
+from llmmeter.providers.types import Observed
+from llmmeter.providers.vllm import server_timings_from_vllm_response, vllm_cache_writes
 
 
 def _extra(model: Any) -> Mapping[str, Any] | None:
@@ -25,57 +30,45 @@ def _extra(model: Any) -> Mapping[str, Any] | None:
     return getattr(model, "__pydantic_extra__", None)
 
 
-def output_messages(text: str) -> list[dict[str, Any]]:
-    """Generated text in the semantic conventions' output-message shape (content capture only)."""
-    return [{"role": "assistant", "parts": [{"type": "text", "content": text}]}]
+def is_usage_only_chunk(chunk: Any) -> bool:
+    """The extra chunk OpenAI sends for ``include_usage``: no choices, only usage."""
+    return not chunk.choices and chunk.usage is not None
 
 
 class _OpenAIReaderBase:
-    __slots__ = ("first", "last", "last_usage", "request", "texts")
+    __slots__ = ("first", "last", "last_usage", "texts")
 
-    def __init__(self, request: Mapping[str, Any]) -> None:
-        self.request = request
+    def __init__(self) -> None:
         self.first: Any = None
         self.last: Any = None
         self.last_usage: Any = None
         self.texts: list[str] = []
 
-    def _capture_output(self, record: CallRecord) -> None:
-        if record.content is not None and self.texts:
-            record.content["gen_ai.output.messages"] = output_messages("".join(self.texts))
-
-    def _finalize_common(self, record: CallRecord) -> None:
-        self._capture_output(record)
-        first = self.first
-        if first is not None:
-            record.response_id = getattr(first, "id", None)
-            record.response_model = getattr(first, "model", None)
-            tier = getattr(self.last, "service_tier", None) or getattr(first, "service_tier", None)
-            if tier:
-                record.service_tier = tier
-            if looks_like_vllm(first) and record.provider == "openai_compatible":
-                record.provider = "vllm"
+    def _observed(self, finish_reasons: tuple[str, ...] | None) -> Observed:
+        first, last = self.first, self.last
+        observed = Observed(output_text="".join(self.texts) or None)
         usage = self._provider_usage()
         if usage is not None:
-            from llmmeter.providers.openai import (
-                provider_cost_from_openai_usage,
-                server_timings_from_openai_usage,
-                usage_from_openai,
+            observed.usage = usage_from_openai(usage)
+        server = server_timings_from_openai_usage(usage) if usage is not None else None
+        if last is not None:
+            server = server_timings_from_vllm_response(last) or server
+        if first is not None:
+            observed.info = ResponseInfo(
+                response_id=getattr(first, "id", None),
+                response_model=getattr(first, "model", None),
+                finish_reasons=finish_reasons,
+                service_tier=getattr(last, "service_tier", None) or getattr(first, "service_tier", None),
+                provider_cost=provider_cost_from_openai_usage(usage) if usage is not None else None,
+                server_timings=server,
             )
-
-            record.usage = usage_from_openai(usage)
-            cost = provider_cost_from_openai_usage(usage)
-            if cost is not None:
-                record.cost = cost
-            server = server_timings_from_openai_usage(usage)
-            if server is not None:
-                record.timings.server = server
-        else:
-            record.usage = self._estimate(record)
-        if record.provider == "vllm" and self.last is not None:
-            from llmmeter.providers.vllm import apply_vllm_extras
-
-            apply_vllm_extras(record, self.last, usage)
+            if looks_like_vllm(first):
+                observed.provider = "vllm"
+        elif finish_reasons is not None or server is not None:
+            observed.info = ResponseInfo(finish_reasons=finish_reasons, server_timings=server)
+        if observed.usage is not None and observed.usage.cache_write_input_tokens is None:
+            observed.usage.cache_write_input_tokens = vllm_cache_writes(usage)
+        return observed
 
     def _provider_usage(self) -> Any:
         if self.last_usage is not None:
@@ -86,31 +79,6 @@ class _OpenAIReaderBase:
             if isinstance(groq, Mapping) and groq.get("usage") is not None:
                 return groq["usage"]
         return None
-
-    def _estimate(self, record: CallRecord) -> Usage | None:
-        from llmmeter.tokens import estimate_chat_input_tokens, estimate_prompt_tokens, estimate_text_tokens
-
-        model = record.response_model or record.request_model
-        methods: list[str] = []
-        usage = Usage(source=UsageSource.ESTIMATED)
-        if self.texts:
-            estimate = estimate_text_tokens("".join(self.texts), model)
-            usage.output_tokens = estimate.tokens
-            methods.append(estimate.method)
-        messages = self.request.get("messages")
-        prompt = self.request.get("prompt")
-        if isinstance(messages, list):
-            estimate = estimate_chat_input_tokens(messages, model)
-            usage.input_tokens = estimate.tokens
-            methods.append(estimate.method)
-        elif isinstance(prompt, str | list):
-            estimate = estimate_prompt_tokens(prompt, model)
-            usage.input_tokens = estimate.tokens
-            methods.append(estimate.method)
-        if usage.input_tokens is None and usage.output_tokens is None:
-            return None
-        usage.estimate_method = methods[0] if methods else None
-        return usage
 
 
 def looks_like_vllm(obj: Any) -> bool:
@@ -132,8 +100,8 @@ class _ChoicesStreamReader(_OpenAIReaderBase):
 
     __slots__ = ("finish_reasons", "ready")
 
-    def __init__(self, request: Mapping[str, Any]) -> None:
-        super().__init__(request)
+    def __init__(self) -> None:
+        super().__init__()
         self.finish_reasons: dict[int, str] = {}
         self.ready = False  # True once a chunk with a model name was seen (the fast path's premise)
 
@@ -159,10 +127,9 @@ class _ChoicesStreamReader(_OpenAIReaderBase):
     def _choice_has_output(self, choice: Any) -> bool:
         raise NotImplementedError
 
-    def finalize(self, record: CallRecord) -> None:
-        self._finalize_common(record)
-        if self.finish_reasons:
-            record.finish_reasons = tuple(self.finish_reasons[i] for i in sorted(self.finish_reasons))
+    def result(self) -> Observed:
+        reasons = self.finish_reasons
+        return self._observed(tuple(reasons[i] for i in sorted(reasons)) if reasons else None)
 
 
 class ChatStreamReader(_ChoicesStreamReader):
@@ -227,8 +194,8 @@ class ResponsesStreamReader(_OpenAIReaderBase):
 
     __slots__ = ("response",)
 
-    def __init__(self, request: Mapping[str, Any]) -> None:
-        super().__init__(request)
+    def __init__(self) -> None:
+        super().__init__()
         self.response: Any = None
 
     def feed(self, chunk: Any) -> bool:
@@ -241,41 +208,24 @@ class ResponsesStreamReader(_OpenAIReaderBase):
             self.response = chunk.response
         return False
 
-    def finalize(self, record: CallRecord) -> None:
-        self._capture_output(record)
+    def result(self) -> Observed:
+        observed = Observed(output_text="".join(self.texts) or None)
         response = self.response
-        if response is not None:
-            record.response_id = response.id
-            record.response_model = response.model
-            if response.service_tier:
-                record.service_tier = response.service_tier
-            status = response.status
-            if status:
-                reason = (
-                    getattr(response.incomplete_details, "reason", None) if status == "incomplete" else None
-                )
-                record.finish_reasons = (reason or status,)
-            if response.usage is not None:
-                from llmmeter.providers.openai import usage_from_openai
-
-                record.usage = usage_from_openai(response.usage)
-                return
-        record.usage = self._estimate_responses(record)
-
-    def _estimate_responses(self, record: CallRecord) -> Usage | None:
-        from llmmeter.tokens import estimate_prompt_tokens, estimate_text_tokens
-
-        model = record.response_model or record.request_model
-        usage = Usage(source=UsageSource.ESTIMATED)
-        if self.texts:
-            estimate = estimate_text_tokens("".join(self.texts), model)
-            usage.output_tokens = estimate.tokens
-            usage.estimate_method = estimate.method
-        request_input = self.request.get("input")
-        if isinstance(request_input, str):
-            estimate = estimate_prompt_tokens(request_input, model)
-            usage.input_tokens = estimate.tokens
-            usage.estimate_method = usage.estimate_method or estimate.method
-        if usage.input_tokens is None and usage.output_tokens is None:
-            return None
-        return usage
+        if response is None:
+            return observed
+        status = response.status
+        reason = None
+        if status:
+            incomplete = (
+                getattr(response.incomplete_details, "reason", None) if status == "incomplete" else None
+            )
+            reason = incomplete or status
+        observed.info = ResponseInfo(
+            response_id=response.id,
+            response_model=response.model,
+            finish_reasons=(reason,) if reason else None,
+            service_tier=response.service_tier or None,
+        )
+        if response.usage is not None:
+            observed.usage = usage_from_openai(response.usage)
+        return observed

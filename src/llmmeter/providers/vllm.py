@@ -45,6 +45,7 @@ __all__ = [
     "server_timings_from_vllm_response",
     "usage_from_request_output",
     "usage_from_vllm_usage",
+    "vllm_cache_writes",
     "vllm_metrics_of",
 ]
 
@@ -289,6 +290,11 @@ def usage_from_vllm_usage(usage: Any) -> Usage:
         details = field(usage, "prompt_tokens_details")
         normalized.cache_write_input_tokens = int_or_none(field(details, "created_cache_tokens"))
     return normalized
+
+
+def vllm_cache_writes(usage: Any) -> int | None:
+    """Tokens a vLLM server wrote to its prefix cache (``prompt_tokens_details.created_cache_tokens``)."""
+    return int_or_none(field(field(usage, "prompt_tokens_details"), "created_cache_tokens"))
 
 
 def apply_vllm_extras(record: CallRecord, final: Any, usage: Any = None) -> None:

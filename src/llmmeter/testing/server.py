@@ -495,6 +495,10 @@ class _Handler(BaseHTTPRequestHandler):
         except (ValueError, TypeError) as err:
             self._send_error(400, f"Invalid {PACING_HEADER} header: {err}", record, param=PACING_HEADER)
             return
+        if owner.rejects_stream_options and "stream_options" in record.body:  # type: ignore[operator]
+            message = "Unrecognized request argument supplied: stream_options"
+            self._send_error(400, message, record, param="stream_options")
+            return
         if record.pacing.error_status is not None:
             status = record.pacing.error_status
             self._send_error(status, f"Simulated error {status} (llmmeter test server).", record)
@@ -950,7 +954,9 @@ class LocalOpenAIServer:
     ``/v1/responses`` and ``GET /v1/models``. ``pacing`` holds the defaults; a request's
     ``x-llmmeter-pacing`` header (see :func:`pacing_headers`) overrides them for that request.
     ``flavor="vllm"`` mimics vLLM's chunk shapes; ``served_model`` replaces the request's model
-    name in responses (like a dated snapshot). Every request is appended to :attr:`requests`.
+    name in responses (like a dated snapshot). ``rejects_stream_options=True`` answers any request
+    carrying ``stream_options`` with a 400 naming it, as strict gateways and older servers do.
+    Every request is appended to :attr:`requests`.
     """
 
     def __init__(
@@ -961,6 +967,7 @@ class LocalOpenAIServer:
         served_model: str | None = None,
         embedding_dimensions: int = 16,
         port: int = 0,
+        rejects_stream_options: bool = False,
     ) -> None:
         if flavor not in ("openai", "vllm"):
             raise ValueError(f"flavor must be 'openai' or 'vllm', got {flavor!r}")
@@ -968,6 +975,7 @@ class LocalOpenAIServer:
         self.flavor: Flavor = flavor
         self.served_model = served_model
         self.embedding_dimensions = embedding_dimensions
+        self.rejects_stream_options = rejects_stream_options
         self.requests: list[RecordedRequest] = []
         self._port = port
         self._httpd: _Server | None = None
