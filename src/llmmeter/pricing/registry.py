@@ -77,11 +77,16 @@ _PROVIDER_KEYS: Mapping[str, str] = {
     "togetherai": "together",
     "fireworks": "fireworks",
     "fireworks_ai": "fireworks",
+    "aws.bedrock": "bedrock",
+    "aws_bedrock": "bedrock",
+    "bedrock": "bedrock",
 }
 """``gen_ai.provider.name`` values and model-name prefixes -> the bundled table's provider keys.
 
-Unknown names (``vllm``, ``openrouter``, ``ollama``...) stay as they are, so they match only
-prices registered for them, never a hosted API's bundled price.
+Other names stay as they are. A self-hosted runtime (``vllm``, ``ollama``...) matches only prices
+registered for it, never a hosted API's price; a gateway or an unknown host (``openai_compatible``,
+``openrouter``, ``unknown``...) is priced as the model's maker when the model name names one
+(:data:`_INFERABLE`), and the price ref says so.
 
 Azure OpenAI maps to OpenAI's prices: Azure's global deployments bill OpenAI's list prices
 (regional/data-zone deployments cost more: load a file or register them).
@@ -89,9 +94,44 @@ Azure OpenAI maps to OpenAI's prices: Azure's global deployments bill OpenAI's l
 
 _KNOWN_PROVIDERS = frozenset(_PROVIDER_KEYS.values()) - {_ANY_PROVIDER}
 
+_SELF_HOSTED = frozenset(
+    {
+        "vllm", "hosted_vllm", "sglang", "ollama", "ollama_chat", "llama.cpp", "llama_cpp", "llamacpp",
+        "llamafile", "lmstudio", "lm_studio", "localai", "tgi", "huggingface_tgi",
+        "text-generation-inference", "triton", "tensorrt_llm", "mlx", "xinference",
+    }
+)  # fmt: skip
+"""Runtimes you host yourself: a model they serve is never priced at a hosted API's list price."""
+
+_INFERABLE = frozenset({"openai", "anthropic", "google", "mistral", "deepseek", "xai", "bedrock"})
+"""Providers whose model names are their own (one price per name): a call whose provider is not
+known is priced at their entry, marked ``inferred-provider``. Hosts of open-weight models (Groq,
+Together, Fireworks) are not here: the same weights cost something else on every host, and on a
+server you run yourself."""
+
+_GATEWAY_PREFIXES = frozenset(
+    {"openrouter", "litellm_proxy", "bedrock", "bedrock_converse", "converse", "vertex_ai",
+     "vertex_ai-anthropic_models", "vertex_ai-language-models"}
+)  # fmt: skip
+"""Model-name prefixes of routers and clouds (LiteLLM's spelling) that say nothing about the maker."""
+
+_ROUTER_VARIANTS = (":thinking", ":beta", ":extended")
+"""OpenRouter suffixes billed at the base model's price (``:free``, ``:online``, ``:nitro`` and
+``:floor`` change the price: such names stay unpriced unless you price them)."""
+
+_BEDROCK_ID = re.compile(
+    r"(?:(?P<region>[a-z]{2,6}(?:-gov)?)\.)?anthropic\.(?P<model>claude-[a-z0-9.-]*?)(?:-v\d+(?::\d+)?)?(?P<vertex>@\d+)?"
+)
+"""``us.anthropic.claude-3-5-sonnet-20241022-v2:0`` -> ``claude-3-5-sonnet-20241022`` (Bedrock bills
+Anthropic's list price; its regional ids of newer models cost more and have entries of their own)."""
+_DOTTED_VERSION = re.compile(r"(?<=\d)\.(?=\d)")
+_VERTEX_VERSION = re.compile(r"(?:-v\d+)?@")
+_MAX_NAME = 512
+"""Longer model names are unpriced without a lookup (no price table has such names)."""
+
 _SNAPSHOT_SUFFIXES = (
     re.compile(r"-\d{4}-\d{2}-\d{2}$"),  # gpt-4o-2024-08-06
-    re.compile(r"-20\d{6}$"),  # claude-sonnet-4-20250514
+    re.compile(r"-\d{8}$"),  # claude-sonnet-4-20250514
     re.compile(r"@[\w.-]+$"),  # claude-sonnet-4@20250514 (Vertex AI)
     re.compile(r"-(?:0[1-9]|1[0-2])\d{2}$"),  # gpt-4-0613, gpt-3.5-turbo-0125 (MMDD)
 )
@@ -101,6 +141,11 @@ _STANDARD_TIERS = frozenset({"default", "standard", "auto", "on_demand"})
 _STEP = CallKind.STEP
 _PRICED = CostStatus.PRICED
 _NO_USAGE = CostStatus.NO_USAGE
+
+_Candidate = tuple[str, str | None, str, str | None]
+"""(name, provider, how the name was derived, the dated snapshot a family name stands for)."""
+_Match = tuple[ResolvedPrice, str, str | None, int]
+"""(price found, how its name was derived, the snapshot a family price was found for, layer index)."""
 
 _CallKey = tuple[str | None, str | None, str | None, int]
 """(response model, request model, provider, UTC day number) of a call."""
@@ -239,38 +284,88 @@ class PricingRegistry:
         cache_ = self._cache
         if key in cache_:
             return cache_[key]
-        resolved = self._lookup_uncached(model, normalize_provider(provider), when)
+        resolved = self._lookup_uncached(model, provider, when)
         if len(cache_) >= _CACHE_LIMIT:
             cache_.clear()
         cache_[key] = resolved
         return resolved
 
-    def _lookup_uncached(self, model: str, provider: str | None, at: dt.datetime) -> ResolvedPrice | None:
+    def _lookup_uncached(
+        self, model: str, provider_name: str | None, at: dt.datetime
+    ) -> ResolvedPrice | None:
+        if not model or len(model) > _MAX_NAME:
+            return None
+        provider = normalize_provider(provider_name)
         candidates = list(self._candidates(model, provider))
-        for layer in self._layers:
-            for name, candidate_provider, via in candidates:
+        match = self._first_match(candidates, at)
+        if match is None and _infers_provider(provider):
+            match = self._first_inferred(candidates, provider, at)
+        if match is None:
+            return None
+        found, via, snapshot, depth = match
+        if found.matched_via == "pattern":
+            via = "pattern" if via == "exact" else f"{via}+pattern"
+        provider_inferred = (
+            _marks_inferred_provider(provider_name, provider)
+            and found.provider is not None
+            and found.provider != provider
+        )
+        snapshot_inferred = snapshot is not None and not self._known_below(
+            depth, snapshot, found.provider, at
+        )
+        return dataclasses.replace(
+            found,
+            requested_model=model,
+            matched_via=via,
+            provider_inferred=provider_inferred,
+            snapshot_inferred=snapshot_inferred,
+        )
+
+    def _first_match(self, candidates: list[_Candidate], at: dt.datetime) -> _Match | None:
+        """The first price of any candidate name, layer by layer (today's rules, nothing inferred)."""
+        for depth, layer in enumerate(self._layers):
+            for name, candidate_provider, via, snapshot in candidates:
                 found = layer.lookup(name, candidate_provider, at)
                 if found is not None:
-                    if found.matched_via == "pattern":
-                        via = "pattern" if via == "exact" else f"{via}+pattern"
-                    return dataclasses.replace(found, requested_model=model, matched_via=via)
+                    return found, via, snapshot, depth
         return None
 
-    def _candidates(self, model: str, provider: str | None) -> Iterator[tuple[str, str | None, str]]:
-        """Every (name, provider, how) a model can be priced under, most specific first."""
+    def _first_inferred(
+        self, candidates: list[_Candidate], provider: str | None, at: dt.datetime
+    ) -> _Match | None:
+        """The maker's price of a name whose call went to a gateway or an unknown host."""
+        for depth, layer in enumerate(self._layers):
+            for name, candidate_provider, via, snapshot in candidates:
+                if candidate_provider != provider:  # a prefix named the provider: tried already
+                    continue
+                found = _maker_price(layer, name, at)
+                if found is not None:
+                    return found, via, snapshot, depth
+        return None
+
+    def _known_below(self, depth: int, model: str, provider: str | None, at: dt.datetime) -> bool:
+        """Whether a layer below ``depth`` has a price for exactly ``model`` (a snapshot's own
+        entry, under a family price registered above it); the layers above were asked already."""
+        return any(layer.lookup(model, provider, at) is not None for layer in self._layers[depth + 1 :])
+
+    def _candidates(self, model: str, provider: str | None) -> Iterator[_Candidate]:
+        """Every (name, provider, how, snapshot) a model can be priced under, most specific first.
+
+        ``snapshot`` is the dated name a family name stands for (``None`` for other names).
+        """
         seen: set[tuple[str, str | None]] = set()
         target = _alias_chain(model, self._aliases)
         starts = [(model, "exact")]
         if target is not None and target != model:
             starts.insert(0, (target, "alias"))
         for start, start_via in starts:
-            for name, name_provider, via in _name_variants(start, provider):
+            for name, name_provider, via, snapshot in _name_variants(start, provider):
                 if (name, name_provider) in seen:
                     continue
                 seen.add((name, name_provider))
                 if start_via == "alias":
                     via = "alias" if via == "exact" else f"alias+{via}"
-                yield name, name_provider, via
+                yield name, name_provider, via, snapshot
 
     # -- cost ----------------------------------------------------------------------------
 
@@ -388,18 +483,42 @@ def _alias_chain(name: str, aliases: Mapping[str, str]) -> str | None:
     return None
 
 
-def _name_variants(model: str, provider: str | None) -> Iterator[tuple[str, str | None, str]]:
+def _infers_provider(provider: str | None) -> bool:
+    """Whether a call to ``provider`` may be priced as the maker its model name names."""
+    return provider is not None and provider not in _KNOWN_PROVIDERS and provider not in _SELF_HOSTED
+
+
+def _marks_inferred_provider(provider_name: str | None, provider: str | None) -> bool:
+    """Whether a price of another provider than the call's is an inference: not for a known
+    provider, a multi-vendor cloud such as Vertex AI (it bills its makers' list prices), or a
+    lookup that names no provider at all (it asks for any provider's price)."""
+    return provider is not None and provider not in _KNOWN_PROVIDERS
+
+
+def _maker_price(layer: PriceSource, name: str, at: dt.datetime) -> ResolvedPrice | None:
+    found = layer.lookup(name, None, at)
+    if found is None or found.provider is None or found.provider in _INFERABLE:
+        return found
+    for maker in sorted(_INFERABLE):  # a host's entry came first; the maker's may follow
+        found = layer.lookup(name, maker, at)
+        if found is not None:
+            return found
+    return None
+
+
+def _name_variants(model: str, provider: str | None) -> Iterator[_Candidate]:
     if model.startswith("models/"):  # Gemini API resource names
         model = model.removeprefix("models/")
     base = _fine_tune_base(model)
     if base is not None:
-        for name, name_provider, via in _name_variants(base, provider):
-            yield f"ft:{name}", name_provider, "fine-tune" if via == "exact" else f"fine-tune+{via}"
+        for name, name_provider, via, snapshot in _name_variants(base, provider):
+            ft_via = "fine-tune" if via == "exact" else f"fine-tune+{via}"
+            yield f"ft:{name}", name_provider, ft_via, None if snapshot is None else f"ft:{snapshot}"
         return
-    for name, name_provider, via in _provider_variants(model, provider):
-        yield name, name_provider, via
-        for family, family_via in _family_names(name):
-            yield family, name_provider, family_via if via == "exact" else f"{via}+{family_via}"
+    for name, name_provider, via in _route_variants(model, provider):
+        yield name, name_provider, via, None
+        for family, family_via, snapshot in _family_names(name):
+            yield family, name_provider, family_via if via == "exact" else f"{via}+{family_via}", snapshot
 
 
 def _fine_tune_base(model: str) -> str | None:
@@ -412,32 +531,75 @@ def _fine_tune_base(model: str) -> str | None:
     return None
 
 
-def _provider_variants(model: str, provider: str | None) -> Iterator[tuple[str, str | None, str]]:
+def _route_variants(model: str, provider: str | None) -> Iterator[tuple[str, str | None, str]]:
+    """The name as given, then as routers and clouds spell it: ``openrouter/openai/gpt-4o-mini``,
+    ``anthropic/claude-3.5-haiku:beta``, ``bedrock/us.anthropic.claude-...-v2:0``."""
     yield model, provider, "exact"
-    prefix, slash, rest = model.partition("/")
-    prefix_provider = _PROVIDER_KEYS.get(prefix.lower()) or None if slash else None
-    if prefix_provider is None or not rest:
-        return
+    name, via = model, ""
+    for _ in range(3):
+        prefix, slash, rest = name.partition("/")
+        if not (slash and rest and prefix.lower() in _GATEWAY_PREFIXES):
+            break
+        name, via = rest, _then(via, "router-prefix")
+        yield name, provider, via
+    for suffix in _ROUTER_VARIANTS:
+        if name.endswith(suffix):
+            name, via = name.removesuffix(suffix), _then(via, "router-variant")
+            yield name, provider, via
+            break
+    yield from _maker_names(name, provider, via)
+
+
+def _maker_names(name: str, provider: str | None, via: str) -> Iterator[tuple[str, str | None, str]]:
+    """The maker's own name for a provider-prefixed, Bedrock or OpenRouter-dotted model name."""
+    prefix, slash, rest = name.partition("/")
+    prefix_provider = _PROVIDER_KEYS.get(prefix.lower()) or None if slash and rest else None
     # A prefix never overrides a different known provider: Groq serving "openai/gpt-oss-20b"
     # must not be priced at OpenAI's rates.
-    if provider is None or provider == prefix_provider or provider not in _KNOWN_PROVIDERS:
-        yield rest, prefix_provider, "provider-prefix"
+    if prefix_provider is not None and _may_be(prefix_provider, provider):
+        name, provider, via = rest, prefix_provider, _then(via, "provider-prefix")
+        yield name, provider, via
+    bedrock = _BEDROCK_ID.fullmatch(name) if "anthropic." in name else None
+    if bedrock is not None and _may_be("anthropic", provider):
+        via = _then(via, "bedrock-id")
+        if _may_be("bedrock", provider):  # Bedrock's own price for this id (regional uplift)
+            yield name, "bedrock", via
+        name, provider = bedrock["model"] + (bedrock["vertex"] or ""), "anthropic"
+        yield name, provider, via
+    if name.startswith("claude-") and _DOTTED_VERSION.search(name):  # OpenRouter: claude-3.5-haiku
+        yield _DOTTED_VERSION.sub("-", name), provider, _then(via, "router-name")
 
 
-def _family_names(name: str) -> Iterator[tuple[str, str]]:
+def _may_be(named: str, provider: str | None) -> bool:
+    """Whether a name may say its provider is ``named`` on a call to ``provider``."""
+    if provider is None or provider == named or provider not in _KNOWN_PROVIDERS:
+        return True
+    return provider == "bedrock" and named == "anthropic"
+
+
+def _then(via: str, step: str) -> str:
+    return step if not via else f"{via}+{step}"
+
+
+def _family_names(name: str) -> Iterator[tuple[str, str, str | None]]:
+    """(name, how, snapshot): Azure's spelling, ``-latest``, Vertex ``@`` versions, then the family
+    of a dated snapshot (``snapshot`` is the dated name; ``None`` for the other rules)."""
     if name.startswith("gpt-35-"):  # Azure spells gpt-3.5 without the dot
         dotted = "gpt-3.5-" + name.removeprefix("gpt-35-")
-        yield dotted, "azure-name"
+        yield dotted, "azure-name", None
         name = dotted
     if name.endswith("-latest"):
-        yield name.removesuffix("-latest"), "latest"
+        yield name.removesuffix("-latest"), "latest", None
         return
-    if "@" in name:  # Vertex AI: claude-sonnet-4@20250514 is Anthropic's claude-sonnet-4-20250514
-        yield name.replace("@", "-", 1), "snapshot"
+    via = "snapshot"
+    if "@" in name:  # Vertex AI: claude-3-5-sonnet-v2@20241022 is Anthropic's claude-3-5-sonnet-20241022
+        name = _VERTEX_VERSION.sub("-", name, count=1)
+        yield name, "vertex-version", None
+        via = "vertex-version+snapshot"
     for suffix in _SNAPSHOT_SUFFIXES:
         family = suffix.sub("", name)
-        if family != name:
-            yield family, "snapshot"
+        if family != name and family:
+            yield family, via, name
             return
 
 
@@ -496,7 +658,7 @@ class _PricePlan:
     def __init__(self, resolved: ResolvedPrice) -> None:
         price = resolved.price
         self.resolved = resolved
-        self.ref = resolved.ref
+        self.ref = resolved.price_ref
         self.gpu = price if isinstance(price, GpuHourPrice) else None
         self.tokens = price if isinstance(price, ModelPrice) else None
         self.fees = isinstance(price, ModelPrice) and (

@@ -22,6 +22,7 @@ from typing import Protocol, runtime_checkable
 from llmmeter.pricing.models import GpuHourPrice, ModelPrice
 
 __all__ = [
+    "INFERRED_MARK",
     "AnyPrice",
     "BundledSource",
     "DictSource",
@@ -31,6 +32,7 @@ __all__ = [
     "PriceSource",
     "ResolvedPrice",
     "TableSource",
+    "is_inferred_price",
     "is_pattern",
 ]
 
@@ -50,8 +52,14 @@ class ResolvedPrice:
     requested_model: str = ""
     """The model name the lookup started from."""
     matched_via: str = "exact"
-    """How the name was matched: ``exact``, ``alias``, ``provider-prefix``, ``snapshot``,
-    ``latest``, ``fine-tune``, ``pattern`` (several joined with ``+``)."""
+    """How the name was matched: ``exact``, ``alias``, ``provider-prefix``, ``router-prefix``,
+    ``router-name``, ``router-variant``, ``bedrock-id``, ``vertex-version``, ``snapshot``,
+    ``latest``, ``azure-name``, ``fine-tune``, ``pattern`` (several joined with ``+``)."""
+    provider_inferred: bool = False
+    """The call's provider was not known (a gateway, a proxy, ``openai_compatible``): the
+    provider priced (:attr:`provider`) was inferred from the model name."""
+    snapshot_inferred: bool = False
+    """The model is a dated snapshot no layer knows: it was priced as its family (:attr:`model`)."""
 
     @property
     def ref(self) -> str:
@@ -59,6 +67,37 @@ class ResolvedPrice:
         key = f"{self.provider}/{self.model}" if self.provider else self.model
         when = f"@{self.price.effective_from.isoformat()}" if self.price.effective_from else ""
         return f"{self.source}:{key}{when}"
+
+    @property
+    def inferred(self) -> bool:
+        """Whether the price rests on an inference (the provider, or the snapshot's family)."""
+        return self.provider_inferred or self.snapshot_inferred
+
+    @property
+    def price_ref(self) -> str:
+        """:attr:`ref` plus how the name was resolved, as ``Cost.price_ref`` carries it.
+
+        ``bundled:openai/gpt-4o-mini;via=router-prefix+provider-prefix;inferred-provider=openai``:
+        ``;via=`` when the name was not matched as given, ``;inferred-provider=P`` and
+        ``;inferred-snapshot=FAMILY`` when the price was inferred (``INFERRED_MARK`` finds both).
+        """
+        parts = [self.ref]
+        if self.matched_via != "exact":
+            parts.append(f"via={self.matched_via}")
+        if self.provider_inferred:
+            parts.append(f"inferred-provider={self.provider}")
+        if self.snapshot_inferred:
+            parts.append(f"inferred-snapshot={self.model}")
+        return ";".join(parts)
+
+
+INFERRED_MARK = ";inferred-"
+"""In a ``Cost.price_ref``: the price was inferred (``ref.find(INFERRED_MARK) >= 0``)."""
+
+
+def is_inferred_price(price_ref: str | None) -> bool:
+    """Whether a ``Cost.price_ref`` names an inferred price (provider or snapshot family)."""
+    return price_ref is not None and INFERRED_MARK in price_ref
 
 
 @runtime_checkable
