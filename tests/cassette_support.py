@@ -261,6 +261,14 @@ def all_replays() -> list[Replay]:
     return replays
 
 
+def anthropic_replay(file: str, index: int = 0) -> Replay:
+    """One recorded Anthropic Messages interaction (replayed through the ``anthropic`` SDK)."""
+    for entry in _index():
+        if entry["file"] == file:
+            return Replay(file, index, _interactions(file)[index], entry["interactions"][index])
+    raise KeyError(f"{file}#{index}")
+
+
 def replay(file: str, index: int = 0) -> Replay:
     """The replay of one interaction, by cassette file and position."""
     for candidate in all_replays():

@@ -4,14 +4,13 @@ Every interaction of ``../shared/cassettes`` that the ``openai`` package can sen
 vcrpy (``record_mode="none"``: a request that does not match a recording fails, nothing reaches
 the network) through ``llmmeter.instrument(openai.OpenAI(...))`` and its async / Azure siblings,
 and the record it produces is checked against the truth values of ``index.json`` and against
-the recorded response itself. The Anthropic Messages recordings (``api.anthropic.com``) are not
-replayed here: the ``anthropic`` SDK is not a dependency, and the ``openai`` client cannot send
-those requests.
+the recorded response itself. The Anthropic Messages recordings (``api.anthropic.com``) are
+replayed through the ``anthropic`` client in ``test_anthropic.py``.
 
 Requests are rebuilt from the recorded JSON body and passed as keyword arguments to the SDK
 method of the endpoint (``chat.completions`` / ``completions`` / ``embeddings`` /
 ``responses``), so what the client sends is what was recorded -- except what llmmeter itself adds
-(``stream_options.include_usage`` for endpoints known to accept it), which is why recordings are
+(``stream_options.include_usage`` on chat and completions streams), which is why recordings are
 matched on method, scheme, host, port and path, never on the body.
 """
 
@@ -220,7 +219,7 @@ def failed(request: pytest.FixtureRequest, tmp_path: Path, telemetry: Any) -> tu
 
 
 # --- the replay set -------------------------------------------------------------------------------------
-def test_every_cassette_is_replayed_except_anthropic_messages() -> None:
+def test_every_cassette_is_replayed_here_except_anthropic_messages() -> None:
     on_disk = sorted(str(p.relative_to(CASSETTES)) for p in CASSETTES.glob("*/*.yaml"))
     assert sorted(indexed_files()) == on_disk
     replayed = {r.file for r in REPLAYS}
