@@ -33,6 +33,7 @@ __all__ = [
     "CallRecord",
     "Cost",
     "CostStatus",
+    "MediaUnits",
     "Outcome",
     "ServerTimings",
     "Timings",
@@ -168,6 +169,24 @@ class Cost:
 
 
 @dataclass(slots=True)
+class MediaUnits:
+    """What a media call is billed by besides tokens. ``None`` means *not observed*.
+
+    Images: how many were generated, at which size and quality (DALL·E is priced per image by
+    both); audio: the seconds transcribed or translated (``whisper-1`` is priced per minute);
+    characters: the text a speech model read aloud (``tts-1`` is priced per character).
+    """
+
+    images: int | None = None
+    image_size: str | None = None
+    """As requested, e.g. ``"1024x1024"``; ``None`` when the model's default was used."""
+    image_quality: str | None = None
+    """As requested: ``"standard"``/``"hd"`` (DALL·E 3), ``"low"``/``"medium"``/``"high"``."""
+    audio_seconds: float | None = None
+    characters: int | None = None
+
+
+@dataclass(slots=True)
 class ServerTimings:
     """Timings the *server* reported about itself (vLLM ``metrics``, Groq ``x_groq``...).
 
@@ -221,6 +240,8 @@ class CallRecord:
     streaming: bool = False
     timings: Timings = field(default_factory=Timings)
     usage: Usage | None = None
+    media: MediaUnits | None = None
+    """Images, audio seconds, characters: for image, speech and transcription calls only."""
     cost: Cost | None = None
     cost_status: CostStatus = CostStatus.NO_USAGE
     outcome: Outcome = Outcome.OK
