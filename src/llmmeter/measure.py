@@ -68,6 +68,12 @@ def _hides(hidden: Callable[[Any], bool], chunk: Any) -> bool:
     return False
 
 
+def _close(generator: Generator[Any, Any, Any]) -> Any:
+    """``generator.close()``, passing on what it returns (its return value, since Python 3.13)."""
+    close: Callable[[], Any] = generator.close
+    return close()
+
+
 def outcome_of(exc: BaseException) -> Outcome:
     """ABORTED for cancellation and interrupts, ERROR for everything else."""
     if isinstance(exc, asyncio.CancelledError | KeyboardInterrupt | GeneratorExit):
@@ -325,7 +331,7 @@ class Measurement:
     def _close_generator(self, generator: Generator[Any, Any, Any], current: bool) -> Any:
         token = attach_guarded(self) if current else None
         try:
-            result = generator.close()
+            result = _close(generator)
         except BaseException as exc:
             self.finish(outcome_of(exc), exc)
             raise

@@ -19,12 +19,12 @@ from __future__ import annotations
 
 import functools
 import inspect
-from collections.abc import AsyncGenerator, AsyncIterator, Callable, Generator, Mapping
+from collections.abc import AsyncGenerator, Callable, Generator, Mapping
 from typing import Any, TypeVar, overload
 
 from llmmeter._log import guard
 from llmmeter.config import get_settings
-from llmmeter.measure import Attached, Measurement, outcome_of
+from llmmeter.measure import Measurement, attach_guarded, detach_guarded, outcome_of
 from llmmeter.providers import extract_response_info, extract_usage
 from llmmeter.record import AttributeValue, CallKind, CallRecord, Outcome
 
@@ -218,19 +218,6 @@ def _start(spec: _Spec, *, streaming: bool) -> Measurement | None:
     return None
 
 
-def _attach(measurement: Measurement | None) -> Attached | None:
-    if measurement is not None:
-        with guard("attaching the span context"):
-            return measurement.attach()
-    return None
-
-
-def _detach(token: Attached | None) -> None:
-    if token is not None:
-        with guard("detaching the span context"):
-            Measurement.detach(token)
-
-
 def _finish_ok(spec: _Spec, measurement: Measurement | None, result: Any) -> None:
     if measurement is not None:
         measurement.finish(Outcome.OK, fill=lambda _record: spec.fill_from_result(measurement, result))
@@ -247,14 +234,14 @@ def _wrap_function(fn: Callable[..., Any], spec: _Spec) -> Callable[..., Any]:
     @functools.wraps(fn)
     def wrapper(*args: Any, **kwargs: Any) -> Any:
         measurement = _start(spec, streaming=False)
-        token = _attach(measurement)
+        token = attach_guarded(measurement)
         try:
             result = fn(*args, **kwargs)
         except BaseException as exc:
-            _detach(token)
+            detach_guarded(token)
             _finish_failed(measurement, exc)
             raise
-        _detach(token)
+        detach_guarded(token)
         _finish_ok(spec, measurement, result)
         return result
 
@@ -265,14 +252,14 @@ def _wrap_coroutine(fn: Callable[..., Any], spec: _Spec) -> Callable[..., Any]:
     @functools.wraps(fn)
     async def wrapper(*args: Any, **kwargs: Any) -> Any:
         measurement = _start(spec, streaming=False)
-        token = _attach(measurement)
+        token = attach_guarded(measurement)
         try:
             result = await fn(*args, **kwargs)
         except BaseException as exc:
-            _detach(token)
+            detach_guarded(token)
             _finish_failed(measurement, exc)
             raise
-        _detach(token)
+        detach_guarded(token)
         _finish_ok(spec, measurement, result)
         return result
 
@@ -282,58 +269,47 @@ def _wrap_coroutine(fn: Callable[..., Any], spec: _Spec) -> Callable[..., Any]:
 def _wrap_generator(
     fn: Callable[..., Generator[Any, Any, Any]], spec: _Spec
 ) -> Callable[..., Generator[Any, Any, Any]]:
+    # Still a generator function (frameworks check inspect.isgeneratorfunction), delegating with
+    # `yield from`, which forwards send(), throw() and close() and hands back the return value.
     @functools.wraps(fn)
     def wrapper(*args: Any, **kwargs: Any) -> Generator[Any, Any, Any]:
         measurement = _start(spec, streaming=True)
         generator = fn(*args, **kwargs)
-        try:
-            while True:
-                # The span is current only while the generator's own code runs, not while the
-                # caller handles a yielded item.
-                token = _attach(measurement)
-                try:
-                    item = next(generator)
-                finally:
-                    _detach(token)
-                if measurement is not None:
-                    with guard("reading a yielded item"):
-                        measurement.on_chunk(item)
-                yield item
-        except StopIteration as stop:
-            _finish_ok(spec, measurement, None)
-            return stop.value  # what `yield from` and send()-style callers receive
-        except BaseException as exc:
-            generator.close()
-            _finish_failed(measurement, exc)
-            raise
+        if measurement is None:
+            return (yield from generator)
+        return (yield from measurement.observe_generator(generator, current=True))
 
     return wrapper
 
 
 def _wrap_async_generator(
     fn: Callable[..., AsyncGenerator[Any, Any]], spec: _Spec
-) -> Callable[..., AsyncIterator[Any]]:
+) -> Callable[..., AsyncGenerator[Any, Any]]:
     @functools.wraps(fn)
-    async def wrapper(*args: Any, **kwargs: Any) -> AsyncIterator[Any]:
+    async def wrapper(*args: Any, **kwargs: Any) -> AsyncGenerator[Any, Any]:
         measurement = _start(spec, streaming=True)
         generator = fn(*args, **kwargs)
-        try:
-            while True:
-                token = _attach(measurement)
-                try:
-                    item = await anext(generator)
-                finally:
-                    _detach(token)
-                if measurement is not None:
-                    with guard("reading a yielded item"):
-                        measurement.on_chunk(item)
-                yield item
-        except StopAsyncIteration:
-            _finish_ok(spec, measurement, None)
-            return
-        except BaseException as exc:
-            await generator.aclose()
-            _finish_failed(measurement, exc)
-            raise
+        if measurement is not None:
+            generator = measurement.observe_async_generator(generator, current=True)
+        # `yield from` for async generators, which have none: asend/athrow/aclose reach `generator`.
+        asend, athrow = generator.asend, generator.athrow
+        sent: Any = None
+        pending: BaseException | None = None
+        while True:
+            try:
+                if pending is None:
+                    item = await asend(sent)
+                else:
+                    item = await athrow(pending)
+                    pending = None
+            except StopAsyncIteration:
+                return
+            try:
+                sent = yield item
+            except GeneratorExit:
+                await generator.aclose()
+                raise
+            except BaseException as exc:
+                pending = exc
 
     return wrapper

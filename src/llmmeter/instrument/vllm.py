@@ -15,28 +15,30 @@ cost), and every request in it gets its own :class:`~llmmeter.record.CallRecord`
   default, so create it with ``LLM(..., disable_log_stats=False)``.
 
 ``instrument_async_llm(engine)`` measures ``AsyncLLM.generate``: every request is a stream with
-client-side TTFT/TPOT (the clock starts when the generator is first awaited, which is when vLLM
-receives the request). The returned async generator is a transparent proxy with the same
-never-leak guarantees as the OpenAI stream proxies: its record is finished exactly once --
-``ok`` when exhausted, ``error`` on an exception, ``aborted`` on ``aclose()`` before the end or on
-cancellation, ``abandoned`` when dropped unfinished and garbage-collected.
+client-side TTFT/TPOT (the clock starts when iteration starts, which is when vLLM receives the
+request). The returned async generator is an
+:class:`~llmmeter.instrument.generators.AsyncMeteredGenerator`, the proxy every measured
+generator uses: ``asend``/``athrow``/``aclose`` reach vLLM's generator, and the record is
+finished exactly once -- ``ok`` when exhausted, ``error`` on an exception, ``aborted`` on
+``aclose()`` before the end or on cancellation, ``abandoned`` when dropped unfinished and
+garbage-collected.
 
 Nothing here imports vLLM: objects are recognised by their class names and read by attribute.
 """
 
 from __future__ import annotations
 
+import functools
 import time
-import weakref
 from collections.abc import Callable, Mapping
 from contextvars import ContextVar
 from typing import Any, TypeVar
 
-import wrapt
-
 from llmmeter._log import guard
 from llmmeter.config import get_settings
-from llmmeter.measure import Attached, Measurement, complete, outcome_of
+from llmmeter.instrument.generators import AsyncMeteredGenerator
+from llmmeter.measure import Measurement, attach_guarded, detach_guarded, outcome_of
+from llmmeter.pipeline import complete
 from llmmeter.providers.base import field, int_or_none, str_or_none
 from llmmeter.providers.vllm import (
     finish_reasons_from_request_output,
@@ -47,7 +49,6 @@ from llmmeter.providers.vllm import (
 from llmmeter.record import CallKind, CallRecord, Outcome, Timings, Usage
 
 __all__ = [
-    "MeteredRequestStream",
     "RequestOutputReader",
     "instrument_async_llm",
     "instrument_vllm_llm",
@@ -202,17 +203,17 @@ def _batch_method(original: Callable[..., Any], method: str, model: str | None) 
         if batch is None:
             return original(*args, **kwargs)
         token = _in_batch.set(True)
-        context = _attach(batch)
+        context = attach_guarded(batch)
         started_ns = time.perf_counter_ns()
         try:
             outputs = original(*args, **kwargs)
         except BaseException as exc:
-            _detach(context)
+            detach_guarded(context)
             _in_batch.reset(token)
             batch.finish(outcome_of(exc), exc)
             raise
         duration_s = (time.perf_counter_ns() - started_ns) / 1e9
-        _detach(context)
+        detach_guarded(context)
         _in_batch.reset(token)
         with guard("recording the vLLM batch"):
             request_params = _params_arg(params_name, args, kwargs)
@@ -223,20 +224,6 @@ def _batch_method(original: Callable[..., Any], method: str, model: str | None) 
     measured.__wrapped__ = original  # type: ignore[attr-defined]
     measured.__doc__ = getattr(original, "__doc__", None)
     return measured
-
-
-def _attach(batch: Measurement) -> Attached | None:
-    """Make the batch span current, so that spans vLLM's callers open inside nest under it."""
-    context = None
-    with guard("attaching the batch span"):
-        context = batch.attach()
-    return context
-
-
-def _detach(context: Attached | None) -> None:
-    if context is not None:
-        with guard("detaching the batch span"):
-            Measurement.detach(context)
 
 
 def _start_batch(method: str, operation: str, model: str | None) -> Measurement | None:
@@ -295,9 +282,10 @@ def fill_from_request_output(record: CallRecord, output: Any) -> None:
 def instrument_async_llm(engine: T, *, model: str | None = None) -> T:
     """Measure ``engine.generate`` of this ``AsyncLLM``: one streamed record per request.
 
-    Each call returns a :class:`MeteredRequestStream` around vLLM's async generator. Works with
-    every ``RequestOutputKind``: ``CUMULATIVE`` (vLLM's default), ``DELTA`` and ``FINAL_ONLY``
-    (then TTFT is the whole request's time: nothing arrives earlier).
+    Each call returns an :class:`~llmmeter.instrument.generators.AsyncMeteredGenerator` around
+    vLLM's async generator. Works with every ``RequestOutputKind``: ``CUMULATIVE`` (vLLM's
+    default), ``DELTA`` and ``FINAL_ONLY`` (then TTFT is the whole request's time: nothing
+    arrives earlier).
     """
     if vars(engine).get(_INSTRUMENTED_FLAG):
         return engine
@@ -309,12 +297,14 @@ def instrument_async_llm(engine: T, *, model: str | None = None) -> T:
         measured = stream
         with guard("wrapping an AsyncLLM stream"):
             sampling_params = _params_arg("sampling_params", args, kwargs)
-            measured = MeteredRequestStream(
-                stream,
+            start = functools.partial(
+                _start_request,
                 model_name,
                 request_params_of(sampling_params),
                 delta=is_delta_output(sampling_params),
             )
+            # Started lazily: vLLM submits the request when its generator is first awaited.
+            measured = AsyncMeteredGenerator(stream, start=start)
         return measured
 
     generate.__wrapped__ = original  # type: ignore[attr-defined]
@@ -381,99 +371,19 @@ class RequestOutputReader:
         record.timings.server = server_timings_from_request_output(last)
 
 
-class MeteredRequestStream(wrapt.BaseObjectProxy):  # type: ignore[misc,type-arg]
-    """Measured proxy of the async generator that ``AsyncLLM.generate`` returns.
-
-    The measurement starts at the first ``__anext__`` -- vLLM submits the request then -- so a
-    generator that is never iterated records nothing. Everything else (``isinstance`` checks,
-    attributes) goes to vLLM's generator.
-    """
-
-    def __init__(
-        self, stream: Any, model: str | None, request_params: dict[str, Any], *, delta: bool = False
-    ) -> None:
-        super().__init__(stream)
-        self._self_model = model
-        self._self_request_params = request_params
-        self._self_delta = delta
-        self._self_started = False
-        self._self_exhausted = False
-        self._self_measurement: Measurement | None = None
-        self._self_finalizer: weakref.finalize[Any, Any] | None = None
-
-    def __aiter__(self) -> MeteredRequestStream:
-        return self
-
-    def _start(self) -> None:
-        self._self_started = True
-        settings = get_settings()
-        if not settings.enabled:
-            return
-        record = CallRecord(
-            operation="text_completion",
-            provider=PROVIDER,
-            request_model=self._self_model,
-            response_model=self._self_model,
-            streaming=True,
-            request_params=self._self_request_params,
-        )
-        measurement = Measurement(settings, record, RequestOutputReader(delta=self._self_delta))
-        # The finalizer holds the measurement, never this proxy or vLLM's generator.
-        finalizer = weakref.finalize(self, measurement.finish, Outcome.ABANDONED)
-        finalizer.atexit = False
-        self._self_measurement = measurement
-        self._self_finalizer = finalizer
-
-    async def __anext__(self) -> Any:
-        if not self._self_started:
-            with guard("starting an AsyncLLM measurement"):
-                self._start()
-        try:
-            output = await self.__wrapped__.__anext__()
-        except StopAsyncIteration:
-            self._self_exhausted = True
-            self._end(Outcome.OK)
-            raise
-        except BaseException as exc:
-            self._end(outcome_of(exc), exc)
-            raise
-        measurement = self._self_measurement
-        if measurement is not None:
-            with guard("reading a vLLM stream output"):
-                measurement.on_chunk(output)
-        return output
-
-    async def asend(self, value: Any) -> Any:
-        """``asend(None)`` is ``__anext__``; vLLM's generator takes no other values."""
-        if value is None:
-            return await self.__anext__()
-        return await self.__wrapped__.asend(value)
-
-    async def athrow(self, *args: Any) -> Any:
-        """Throw into vLLM's generator; the record ends with the resulting outcome."""
-        try:
-            return await self.__wrapped__.athrow(*args)
-        except StopAsyncIteration:
-            self._end(Outcome.OK if self._self_exhausted else Outcome.ABORTED)
-            raise
-        except BaseException as exc:
-            self._end(outcome_of(exc), exc)
-            raise
-
-    async def aclose(self) -> None:
-        """Close vLLM's generator (vLLM aborts the request); finish ``ok`` or ``aborted``."""
-        try:
-            await self.__wrapped__.aclose()
-        except BaseException as exc:
-            self._end(outcome_of(exc), exc)
-            raise
-        self._end(Outcome.OK if self._self_exhausted else Outcome.ABORTED)
-
-    def _end(self, outcome: Outcome, exc: BaseException | None = None) -> None:
-        self._self_started = True  # a closed, never-iterated generator starts nothing later
-        measurement = self._self_measurement
-        if measurement is None:
-            return
-        if self._self_finalizer is not None:
-            self._self_finalizer.detach()
-        measurement.finish(outcome, exc)
+def _start_request(
+    model: str | None, request_params: dict[str, Any], *, delta: bool = False
+) -> Measurement | None:
+    """The measurement of one ``AsyncLLM.generate`` stream, when its iteration starts."""
+    settings = get_settings()
+    if not settings.enabled:
+        return None
+    record = CallRecord(
+        operation="text_completion",
+        provider=PROVIDER,
+        request_model=model,
+        response_model=model,
+        streaming=True,
+        request_params=request_params,
+    )
+    return Measurement(settings, record, RequestOutputReader(delta=delta))
