@@ -14,10 +14,10 @@ from typing import Any, TextIO
 
 from llmmeter.pricing.files import PriceFileError, check_price_file
 from llmmeter.pricing.models import GpuHourPrice, ModelPrice
-from llmmeter.pricing.registry import PricingRegistry
+from llmmeter.pricing.registry import _MAX_NAME, PricingRegistry, is_self_hosted
 from llmmeter.pricing.sources import ResolvedPrice
 
-__all__ = ["add_subcommand", "check_command", "show_command"]
+__all__ = ["add_subcommand", "check_command", "describe", "show_command", "why_unpriced"]
 
 
 def add_subcommand(subparsers: Any) -> None:
@@ -46,21 +46,33 @@ def add_subcommand(subparsers: Any) -> None:
 
 
 def show_command(args: argparse.Namespace, out: TextIO | None = None) -> int:
-    """Print the price ``args.model`` resolves to; exit status 1 when it has none."""
+    """Print the price ``args.model`` resolves to and how; exit status 1 when it has none.
+
+    Any model string gets a clear answer, never a traceback: an odd name is unpriced (status 1),
+    a failure is one ``error:`` line (status 2).
+    """
     out = out or sys.stdout
-    registry = PricingRegistry.default()
     try:
-        for path in args.file:
-            registry.load(path)
+        return _show(args, out)
     except PriceFileError as exc:
         print(exc, file=out)
         return 2
+    except Exception as exc:  # an answer, never a traceback
+        print(f"{_shown(args.model)}: error: {type(exc).__name__}: {_shown(str(exc))}", file=out)
+        return 2
+
+
+def _show(args: argparse.Namespace, out: TextIO) -> int:
+    registry = PricingRegistry.default()
+    for path in args.file:
+        registry.load(path)
+    model, provider = args.model, args.provider
     at = dt.datetime.combine(args.at, dt.time(12), tzinfo=dt.UTC) if args.at else None
-    resolved = registry.lookup(args.model, provider=args.provider, at=at)
+    resolved = registry.lookup(model, provider=provider, at=at)
     if resolved is None:
-        print(f"{args.model}: no price (calls would be recorded as 'unpriced')", file=out)
+        print(f"{_shown(model)}: no price ({why_unpriced(registry, model, provider, at)})", file=out)
         return 1
-    for line in describe(resolved):
+    for line in describe(resolved, provider=provider):
         print(line, file=out)
     return 0
 
@@ -81,13 +93,44 @@ def check_command(args: argparse.Namespace, out: TextIO | None = None) -> int:
     return 1 if failed else 0
 
 
-def describe(resolved: ResolvedPrice) -> list[str]:
-    """Human-readable lines: what matched, how, the rates in force, provenance."""
+_VIA = {
+    "alias": "an alias names its target",
+    "provider-prefix": "a provider prefix (openai/, anthropic/, azure/, groq/...) names the provider",
+    "router-prefix": "a router or cloud prefix (openrouter/, litellm_proxy/, bedrock/, vertex_ai/) dropped",
+    "router-variant": "an OpenRouter suffix billed at the base price (:thinking, :beta, :extended) dropped",
+    "router-name": "OpenRouter's dotted Claude version (claude-3.5-haiku) is Anthropic's claude-3-5-haiku",
+    "bedrock-id": "a Bedrock id (region., anthropic., -vN:M) is Anthropic's model name",
+    "vertex-version": "a Vertex AI @version (claude-3-5-sonnet-v2@20241022) is Anthropic's dated name",
+    "snapshot": "a dated snapshot was priced as its family",
+    "latest": "a -latest name is its family",
+    "azure-name": "Azure's gpt-35 spelling is gpt-3.5",
+    "fine-tune": "a fine-tune is priced at its base model's fine-tuned rate",
+    "pattern": "a family pattern of the table matched",
+}
+"""What each step of ``ResolvedPrice.matched_via`` did, for ``prices show``."""
+
+
+def describe(resolved: ResolvedPrice, *, provider: str | None = None) -> list[str]:
+    """Human-readable lines: what matched, how, what was inferred, the rates in force, provenance."""
     price = resolved.price
     lines = [
-        f"model:      {resolved.requested_model}",
+        f"model:      {_shown(resolved.requested_model)}",
         f"priced as:  {resolved.ref}  (matched via {resolved.matched_via})",
+        f"price ref:  {resolved.price_ref}  (Cost.price_ref of such a call)",
     ]
+    lines += [
+        f"resolved:   {_VIA.get(step, step)}" for step in resolved.matched_via.split("+") if step != "exact"
+    ]
+    if resolved.provider_inferred:
+        lines.append(
+            f"inferred:   provider {resolved.provider!r} from the model name ({provider!r} is a gateway, "
+            "a proxy or an unknown host; declare the host's provider to price it exactly)"
+        )
+    if resolved.snapshot_inferred:
+        lines.append(
+            f"inferred:   no price for this snapshot: priced as its family {resolved.model!r} "
+            "(register the snapshot's price if it differs)"
+        )
     if isinstance(price, GpuHourPrice):
         lines += _gpu_lines(price)
     else:
@@ -99,6 +142,40 @@ def describe(resolved: ResolvedPrice) -> list[str]:
     if price.notes:
         lines.append(f"notes:      {price.notes}")
     return lines
+
+
+def why_unpriced(registry: PricingRegistry, model: str, provider: str | None, at: dt.datetime | None) -> str:
+    """Why ``model`` has no price on ``provider``, and what to do, in one line."""
+    if not model.strip():
+        return "an empty model name"
+    if len(model) > _MAX_NAME:
+        return f"a {len(model)}-character name: no price table has one longer than {_MAX_NAME}"
+    if is_self_hosted(provider):
+        return f"{provider!r} is a server you run: register its price (per token or per GPU-hour)"
+    other = registry.lookup(model, at=at) if provider is not None else None
+    if other is not None:
+        return (
+            f"priced for provider {other.provider!r}, not for {provider!r}: a host prices the same "
+            "weights its own way; register a price for this provider"
+        )
+    org, _, rest = model.partition("/")
+    if rest and org.lower() in {"openrouter", *_OPEN_WEIGHT_ORGS}:
+        return (
+            "an open-weight model through a router has no single list price: OpenRouter reports "
+            "what it charged (usage.cost), which llmmeter keeps; or register a price"
+        )
+    return "calls would be recorded as 'unpriced'; register a price, load a price file or add an alias"
+
+
+_OPEN_WEIGHT_ORGS = frozenset({"meta-llama", "qwen", "mistralai", "deepseek-ai", "nousresearch", "microsoft"})
+
+
+def _shown(text: str, limit: int = 80) -> str:
+    """``text`` safe for one terminal line: control characters escaped, long names cut."""
+    if text and text.isprintable() and len(text) <= limit:
+        return text
+    shown = repr(text[:limit])
+    return shown + (f"... ({len(text)} characters)" if len(text) > limit else "")
 
 
 def _rate_lines(price: ModelPrice) -> list[str]:

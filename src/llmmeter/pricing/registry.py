@@ -35,7 +35,7 @@ from llmmeter.pricing.sources import (
 )
 from llmmeter.record import CallKind, CallRecord, Cost, CostStatus, Usage, UsageSource
 
-__all__ = ["PricingRegistry", "UsageInconsistentError", "normalize_provider"]
+__all__ = ["PricingRegistry", "UsageInconsistentError", "is_self_hosted", "normalize_provider"]
 
 _log = logging.getLogger("llmmeter.pricing")
 
@@ -481,6 +481,11 @@ def _alias_chain(name: str, aliases: Mapping[str, str]) -> str | None:
         seen.add(target)
         current = target
     return None
+
+
+def is_self_hosted(provider: str | None) -> bool:
+    """Whether ``provider`` (a ``gen_ai.provider.name``) is a runtime you host yourself (vLLM...)."""
+    return provider is not None and provider.lower() in _SELF_HOSTED
 
 
 def _infers_provider(provider: str | None) -> bool:

@@ -1,0 +1,417 @@
+"""Gateways, routers, clouds and unknown snapshots: which price applies, and what the ref admits.
+
+A call through a gateway, a proxy or any OpenAI-compatible host is recorded with a provider the
+price table does not know (``openai_compatible``, ``openrouter``, ``unknown``...). A model name
+only its maker sells (``gpt-4o-mini``, ``claude-...``, ``gemini-...``) is then priced at the
+maker's list price, and ``Cost.price_ref`` carries ``;inferred-provider=<maker>``. A dated
+snapshot no layer knows is priced as its family, with ``;inferred-snapshot=<family>``. How a
+router's or a cloud's spelling was resolved is in ``;via=<steps>``.
+
+Golden costs are computed by hand from the list prices in the comments (USD per million tokens).
+"""
+
+from __future__ import annotations
+
+import argparse
+import datetime as dt
+import io
+from decimal import Decimal
+
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from llmmeter import CallRecord, CostStatus, Timings, Usage
+from llmmeter.pricing import ModelPrice, PricingRegistry
+from llmmeter.pricing.cli import add_subcommand
+from llmmeter.pricing.sources import INFERRED_MARK, is_inferred_price
+
+CALL_DAY_NS = int(dt.datetime(2026, 11, 30, 10, tzinfo=dt.UTC).timestamp() * 1_000_000_000)
+
+
+@pytest.fixture
+def registry() -> PricingRegistry:
+    return PricingRegistry.default()
+
+
+def call(
+    model: str, provider: str, input_tokens: int = 1000, output_tokens: int = 1000, **usage: int
+) -> CallRecord:
+    return CallRecord(
+        operation="chat",
+        provider=provider,
+        request_model=model,
+        response_model=model,
+        usage=Usage(input_tokens=input_tokens, output_tokens=output_tokens, **usage),  # type: ignore[arg-type]
+        timings=Timings(start_time_unix_ns=CALL_DAY_NS),
+    )
+
+
+def priced(registry: PricingRegistry, record: CallRecord) -> tuple[Decimal, str]:
+    registry.price(record)
+    assert record.cost_status is CostStatus.PRICED, record.cost_status
+    assert record.cost is not None and record.cost.price_ref is not None
+    return record.cost.amount, record.cost.price_ref
+
+
+# -- a known model behind a gateway ----------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    "provider", ["openai_compatible", "unknown", "openrouter", "litellm", "acme-gateway"]
+)
+def test_a_known_model_behind_a_gateway_is_priced_at_its_list_price_and_marked_inferred(
+    registry: PricingRegistry, provider: str
+) -> None:
+    # gpt-4o-mini: input 0.15, cached input 0.075, output 0.60.
+    # 800 x 0.15 + 200 x 0.075 + 500 x 0.60 = 120 + 15 + 300 = 435 per million.
+    record = call("gpt-4o-mini", provider, input_tokens=1000, output_tokens=500, cache_read_input_tokens=200)
+    assert priced(registry, record) == (
+        Decimal("0.000435"),
+        "bundled:openai/gpt-4o-mini;inferred-provider=openai",
+    )
+    assert record.cost is not None
+    assert record.cost.components == {
+        "input": Decimal("0.00012"),
+        "cached_input": Decimal("0.000015"),
+        "output": Decimal("0.0003"),
+    }
+
+
+def test_a_known_provider_keeps_its_exact_price_and_an_unmarked_ref(registry: PricingRegistry) -> None:
+    # The same call, recorded as OpenAI's own endpoint: same amount, no inference in the ref.
+    record = call("gpt-4o-mini", "openai", input_tokens=1000, output_tokens=500, cache_read_input_tokens=200)
+    assert priced(registry, record) == (Decimal("0.000435"), "bundled:openai/gpt-4o-mini")
+    azure = call("gpt-4o-mini", "azure.ai.openai", input_tokens=1000, output_tokens=500)
+    assert priced(registry, azure)[1] == "bundled:openai/gpt-4o-mini"
+
+
+def test_the_inferred_price_is_prepared_once_and_every_call_carries_the_same_marked_ref(
+    registry: PricingRegistry,
+) -> None:
+    refs = {priced(registry, call("gpt-4o-mini", "openai_compatible"))[1] for _ in range(3)}
+    assert refs == {"bundled:openai/gpt-4o-mini;inferred-provider=openai"}
+
+
+@pytest.mark.parametrize("provider", ["vllm", "ollama", "sglang", "llama.cpp", "lmstudio", "hosted_vllm"])
+def test_a_server_you_run_is_never_priced_at_a_hosted_list_price(
+    registry: PricingRegistry, provider: str
+) -> None:
+    record = call("gpt-4o-mini", provider)
+    registry.price(record)
+    assert record.cost is None and record.cost_status is CostStatus.UNPRICED
+
+
+@pytest.mark.parametrize(
+    "model",
+    ["meta-llama/Llama-3.3-70B-Instruct-Turbo", "Qwen/Qwen2.5-Coder-32B-Instruct", "llama-3.3-70b-versatile"],
+)
+def test_open_weights_behind_a_gateway_are_not_priced_as_some_host(
+    registry: PricingRegistry, model: str
+) -> None:
+    # Together's and Groq's names of open weights: another host (or your own vLLM) bills them otherwise.
+    assert registry.lookup(model, provider="openai_compatible") is None
+
+
+def test_a_host_named_in_the_model_name_prices_its_open_weights(registry: PricingRegistry) -> None:
+    # LiteLLM's spelling names the host: Together's Llama 3.3 70B Turbo, 0.88 in and out.
+    # 1000 x 0.88 + 1000 x 0.88 = 1760 per million.
+    record = call("together_ai/meta-llama/Llama-3.3-70B-Instruct-Turbo", "openai_compatible")
+    assert priced(registry, record) == (
+        Decimal("0.00176"),
+        "bundled:together/meta-llama/Llama-3.3-70B-Instruct-Turbo;via=provider-prefix;inferred-provider=together",
+    )
+
+
+def test_a_price_registered_for_the_gateway_wins_over_the_inferred_one(registry: PricingRegistry) -> None:
+    registry.register(
+        "gpt-4o-mini", ModelPrice(input_per_mtok="0.10", output_per_mtok="0.50"), provider="acme"
+    )
+    resolved = registry.lookup("gpt-4o-mini", provider="acme")
+    assert resolved is not None and resolved.source == "user" and not resolved.inferred
+
+
+# -- router and cloud spellings -------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("model", "provider", "price_ref"),
+    [
+        (
+            "openai/gpt-4o-mini",
+            "openrouter",
+            "bundled:openai/gpt-4o-mini;via=provider-prefix;inferred-provider=openai",
+        ),
+        (
+            "openrouter/openai/gpt-4o-mini",
+            "openai_compatible",
+            "bundled:openai/gpt-4o-mini;via=router-prefix+provider-prefix;inferred-provider=openai",
+        ),
+        (
+            "anthropic/claude-3-5-haiku-20241022",
+            "openrouter",
+            "bundled:anthropic/claude-3-5-haiku-20241022;via=provider-prefix;inferred-provider=anthropic",
+        ),
+        (
+            "anthropic/claude-3.5-haiku",
+            "openrouter",
+            "bundled:anthropic/claude-3-5-haiku;via=provider-prefix+router-name;inferred-provider=anthropic",
+        ),
+        (
+            "anthropic/claude-3.7-sonnet:thinking",
+            "openrouter",
+            "bundled:anthropic/claude-3-7-sonnet;via=router-variant+provider-prefix+router-name;"
+            "inferred-provider=anthropic",
+        ),
+        (
+            "google/gemini-2.0-flash",
+            "openrouter",
+            "bundled:google/gemini-2.0-flash;via=provider-prefix;inferred-provider=google",
+        ),
+        (
+            "google/gemini-2.0-flash-001",
+            "openrouter",
+            "bundled:google/gemini-2.0-flash-00?;via=provider-prefix+pattern;inferred-provider=google",
+        ),
+        ("x-ai/grok-4", "openrouter", "bundled:xai/grok-4;via=provider-prefix;inferred-provider=xai"),
+        (
+            "groq/llama-3.3-70b-versatile",
+            "litellm",
+            "bundled:groq/llama-3.3-70b-versatile;via=provider-prefix;inferred-provider=groq",
+        ),
+        (
+            "us.anthropic.claude-3-5-sonnet-20241022-v2:0",
+            "aws.bedrock",
+            "bundled:anthropic/claude-3-5-sonnet-20241022;via=bedrock-id",
+        ),
+        (
+            "anthropic.claude-3-5-haiku-20241022-v1:0",
+            "aws.bedrock",
+            "bundled:anthropic/claude-3-5-haiku-20241022;via=bedrock-id",
+        ),
+        (
+            "bedrock/us.anthropic.claude-3-5-sonnet-20241022-v2:0",
+            "openai_compatible",
+            "bundled:anthropic/claude-3-5-sonnet-20241022;via=router-prefix+bedrock-id;inferred-provider=anthropic",
+        ),
+        (
+            "claude-3-5-sonnet-v2@20241022",
+            "gcp.vertex_ai",
+            "bundled:anthropic/claude-3-5-sonnet-20241022;via=vertex-version",
+        ),
+        (
+            "vertex_ai/claude-3-5-haiku@20241022",
+            "openai_compatible",
+            "bundled:anthropic/claude-3-5-haiku-20241022;via=router-prefix+vertex-version;inferred-provider=anthropic",
+        ),
+    ],
+)
+def test_router_and_cloud_spellings_resolve_to_the_makers_entry_and_say_how(
+    registry: PricingRegistry, model: str, provider: str, price_ref: str
+) -> None:
+    resolved = registry.lookup(model, provider=provider)
+    assert resolved is not None
+    assert resolved.price_ref == price_ref
+
+
+def test_openrouter_claude_is_billed_at_anthropics_list_price(registry: PricingRegistry) -> None:
+    # claude-3-5-haiku: input 0.80, output 4.00. 2000 x 0.80 + 100 x 4.00 = 1600 + 400 = 2000 per million.
+    amount, ref = priced(registry, call("anthropic/claude-3.5-haiku", "openrouter", 2000, 100))
+    assert amount == Decimal("0.002") and ref.endswith(";inferred-provider=anthropic")
+
+
+@pytest.mark.parametrize(
+    ("model", "provider"),
+    [
+        ("us.anthropic.claude-3-5-sonnet-20241022-v2:0", "aws.bedrock"),
+        ("claude-3-5-sonnet-v2@20241022", "gcp.vertex_ai"),
+    ],
+)
+def test_claude_on_bedrock_and_vertex_is_billed_at_anthropics_list_price(
+    registry: PricingRegistry, model: str, provider: str
+) -> None:
+    # claude-3-5-sonnet-20241022: input 3.00, cache write 3.75, output 15.00.
+    # 600 x 3 + 400 x 3.75 + 1000 x 15 = 1800 + 1500 + 15000 = 18300 per million.
+    amount, ref = priced(registry, call(model, provider, 1000, 1000, cache_write_input_tokens=400))
+    assert amount == Decimal("0.0183")
+    assert INFERRED_MARK not in ref
+
+
+def test_bedrock_serves_no_openai_model(registry: PricingRegistry) -> None:
+    assert registry.lookup("gpt-4o-mini", provider="aws.bedrock") is None
+
+
+def test_a_router_variant_that_changes_the_price_stays_unpriced(registry: PricingRegistry) -> None:
+    # :free costs nothing and :online adds search fees: neither is the base model's price.
+    assert registry.lookup("anthropic/claude-3.5-haiku:free", provider="openrouter") is None
+    assert registry.lookup("openai/gpt-4o-mini:online", provider="openrouter") is None
+
+
+def test_open_weights_through_openrouter_have_no_single_list_price(registry: PricingRegistry) -> None:
+    # OpenRouter reports what it charged (usage.cost), which the record keeps; no table can know it.
+    assert registry.lookup("meta-llama/llama-3.3-70b-instruct", provider="openrouter") is None
+
+
+# -- unknown dated snapshots ----------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("model", "provider", "amount", "price_ref"),
+    [
+        # gpt-4o: 2.50 in, 10.00 out -> 1000 x 2.5 + 1000 x 10 = 12500 per million.
+        (
+            "gpt-4o-2099-01-01",
+            "openai",
+            "0.0125",
+            "bundled:openai/gpt-4o;via=snapshot;inferred-snapshot=gpt-4o",
+        ),
+        # claude-3-5-haiku: 0.80 in, 4.00 out -> 800 + 4000 = 4800 per million.
+        (
+            "claude-3-5-haiku-29991231",
+            "anthropic",
+            "0.0048",
+            "bundled:anthropic/claude-3-5-haiku;via=snapshot;inferred-snapshot=claude-3-5-haiku",
+        ),
+        (
+            "gpt-4o-2099-01-01",
+            "openai_compatible",
+            "0.0125",
+            "bundled:openai/gpt-4o;via=snapshot;inferred-provider=openai;inferred-snapshot=gpt-4o",
+        ),
+    ],
+)
+def test_an_unknown_dated_snapshot_is_priced_as_its_family_and_marked_inferred(
+    registry: PricingRegistry, model: str, provider: str, amount: str, price_ref: str
+) -> None:
+    assert priced(registry, call(model, provider)) == (Decimal(amount), price_ref)
+
+
+@pytest.mark.parametrize(
+    ("model", "amount", "price_ref"),
+    [
+        # gpt-4o-2024-05-13 has its own, higher price: 5.00 in, 15.00 out -> 5000 + 15000 = 20000.
+        ("gpt-4o-2024-05-13", "0.02", "bundled:openai/gpt-4o-2024-05-13"),
+        # claude-3-5-haiku-20241022: 0.80 / 4.00 -> 4800 per million.
+        ("claude-3-5-haiku-20241022", "0.0048", "bundled:anthropic/claude-3-5-haiku-20241022"),
+    ],
+)
+def test_a_known_snapshot_keeps_its_own_price(
+    registry: PricingRegistry, model: str, amount: str, price_ref: str
+) -> None:
+    provider = "anthropic" if model.startswith("claude") else "openai"
+    assert priced(registry, call(model, provider)) == (Decimal(amount), price_ref)
+
+
+def test_a_family_price_you_register_covers_known_snapshots_without_an_inference(
+    registry: PricingRegistry,
+) -> None:
+    registry.register("gpt-4o", ModelPrice(input_per_mtok="1.00", output_per_mtok="4.00"), provider="openai")
+    known = registry.lookup("gpt-4o-2024-08-06", provider="openai")
+    unknown = registry.lookup("gpt-4o-2099-01-01", provider="openai")
+    assert known is not None and known.source == "user" and not known.snapshot_inferred
+    assert unknown is not None and unknown.source == "user" and unknown.snapshot_inferred
+
+
+def test_a_latest_alias_is_not_an_inference(registry: PricingRegistry) -> None:
+    resolved = registry.lookup("claude-3-5-haiku-latest", provider="anthropic")
+    assert resolved is not None and not resolved.inferred
+    assert resolved.price_ref == "bundled:anthropic/claude-3-5-haiku;via=latest"
+
+
+def test_a_report_finds_inferred_costs_by_their_ref() -> None:
+    assert is_inferred_price("bundled:openai/gpt-4o-mini;inferred-provider=openai")
+    assert is_inferred_price("bundled:openai/gpt-4o;via=snapshot;inferred-snapshot=gpt-4o;service_tier=batch")
+    assert not is_inferred_price("bundled:openai/gpt-4o-mini;via=provider-prefix")
+    assert not is_inferred_price("usage.cost")
+    assert not is_inferred_price(None)
+
+
+def test_tiers_follow_the_resolution_notes_in_the_ref(registry: PricingRegistry) -> None:
+    record = call("gpt-4o-mini", "openai_compatible")
+    record.service_tier = "batch"
+    _, ref = priced(registry, record)
+    assert ref == "bundled:openai/gpt-4o-mini;inferred-provider=openai;service_tier=batch"
+
+
+# -- any string, never an exception -----------------------------------------------------------
+
+
+ODD_NAMES = [
+    "",
+    "/",
+    "@",
+    "ft:",
+    ":ft-",
+    "openrouter/",
+    "openrouter/openrouter/openrouter/openrouter/gpt-4o-mini",
+    "anthropic.",
+    "us.anthropic.-v1:0",
+    "re:(a+)+$",
+    "gpt-4o-mini\x00",
+    "\x1b[31mred\nline",
+    "\ud800",
+    "x" * 10_000,
+    "gpt-4o-" + "1" * 600,
+    "claude-" + "9." * 300,
+]
+
+
+@pytest.mark.parametrize("model", ODD_NAMES, ids=range(len(ODD_NAMES)))
+def test_an_odd_model_name_is_unpriced_or_priced_never_an_error(
+    registry: PricingRegistry, model: str
+) -> None:
+    record = call(model, "openai_compatible")
+    registry.price(record)
+    assert record.cost_status in {CostStatus.UNPRICED, CostStatus.PRICED}
+
+
+@settings(max_examples=300, deadline=None)
+@given(model=st.text(max_size=200), provider=st.one_of(st.none(), st.text(max_size=30)))
+def test_any_model_and_provider_string_gets_an_answer(model: str, provider: str | None) -> None:
+    registry = PricingRegistry.default()
+    resolved = registry.lookup(model, provider=provider)
+    assert resolved is None or resolved.price_ref.startswith("bundled:")
+
+
+def run_show(*argv: str) -> tuple[int, str]:
+    parser = argparse.ArgumentParser(prog="llmmeter")
+    add_subcommand(parser.add_subparsers(dest="command"))
+    args = parser.parse_args(["prices", "show", *argv])
+    out = io.StringIO()
+    return args.func(args, out), out.getvalue()
+
+
+def test_prices_show_says_what_a_router_name_resolves_to_and_how() -> None:
+    status, output = run_show("openai/gpt-4o-mini", "--provider", "openai_compatible")
+    assert status == 0
+    assert "priced as:  bundled:openai/gpt-4o-mini  (matched via provider-prefix)" in output
+    assert "price ref:  bundled:openai/gpt-4o-mini;via=provider-prefix;inferred-provider=openai" in output
+    assert (
+        "resolved:   a provider prefix (openai/, anthropic/, azure/, groq/...) names the provider" in output
+    )
+    assert "inferred:   provider 'openai' from the model name" in output
+
+
+def test_prices_show_says_when_a_snapshot_was_priced_as_its_family() -> None:
+    status, output = run_show("gpt-4o-2099-01-01", "--provider", "openai")
+    assert status == 0 and "inferred:   no price for this snapshot: priced as its family 'gpt-4o'" in output
+
+
+@pytest.mark.parametrize(
+    ("argv", "reason"),
+    [
+        (["x" * 10_000], "a 10000-character name"),
+        ([""], "an empty model name"),
+        (["\x1b[31mred\nline"], "register a price"),
+        (["gpt-4o-mini", "--provider", "vllm"], "'vllm' is a server you run"),
+        (["llama-3.3-70b-versatile", "--provider", "openai_compatible"], "priced for provider 'groq'"),
+        (
+            ["meta-llama/llama-3.3-70b-instruct", "--provider", "openrouter"],
+            "OpenRouter reports what it charged",
+        ),
+    ],
+)
+def test_prices_show_answers_bad_input_in_one_line(argv: list[str], reason: str) -> None:
+    status, output = run_show(*argv)
+    assert status == 1
+    assert output.count("\n") == 1 and reason in output and len(output) < 400
