@@ -237,6 +237,33 @@ def test_claude_on_bedrock_and_vertex_is_billed_at_anthropics_list_price(
     assert INFERRED_MARK not in ref
 
 
+@pytest.mark.parametrize(
+    ("model", "amount", "entry"),
+    [
+        # A geographic profile of Sonnet 4.5 costs 10% more: 3.30 in, 16.50 out -> 3300 + 16500 = 19800.
+        ("us.anthropic.claude-sonnet-4-5-20250929-v1:0", "0.0198", "bundled:bedrock/re:"),
+        ("bedrock/eu.anthropic.claude-sonnet-4-5-20250929-v1:0", "0.0198", "bundled:bedrock/re:"),
+        # The global profile and the in-region id bill Anthropic's list price: 3000 + 15000 = 18000.
+        (
+            "global.anthropic.claude-sonnet-4-5-20250929-v1:0",
+            "0.018",
+            "bundled:anthropic/claude-sonnet-4-5-20250929",
+        ),
+        (
+            "anthropic.claude-sonnet-4-5-20250929-v1:0",
+            "0.018",
+            "bundled:anthropic/claude-sonnet-4-5-20250929",
+        ),
+    ],
+)
+def test_bedrock_geographic_profiles_of_newer_claude_models_cost_ten_percent_more(
+    registry: PricingRegistry, model: str, amount: str, entry: str
+) -> None:
+    got, ref = priced(registry, call(model, "aws.bedrock"))
+    assert got == Decimal(amount) and ref.startswith(entry)
+    assert INFERRED_MARK not in ref  # the provider is Bedrock, declared
+
+
 def test_bedrock_serves_no_openai_model(registry: PricingRegistry) -> None:
     assert registry.lookup("gpt-4o-mini", provider="aws.bedrock") is None
 
