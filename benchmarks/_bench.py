@@ -44,7 +44,11 @@ class Telemetry:
     exporter: Any
 
     def flush(self) -> None:
-        """Export every ended span now (the batch processor's worker thread does the work)."""
+        """Wait for llmmeter's pipeline thread (span ends, metric points), then export every ended
+        span now (the batch processor's worker thread does the work)."""
+        from llmmeter.pipeline import get_pipeline
+
+        get_pipeline().drain(60.0)
         self.tracer_provider.force_flush()
 
     def spans(self) -> int:

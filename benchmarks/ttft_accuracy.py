@@ -113,6 +113,7 @@ def measure(case: Case, runs: int) -> list[Run]:
             request = server.last_request()  # event_times: role, token chunks..., finish, usage, [DONE]
             if i == 0:
                 continue
+            llmmeter.flush()  # callbacks run on llmmeter's pipeline thread
             (record,) = records
             run = _compare(record, request.event_times, request.received_at, offset_ns, case)
             run.stopwatch_ttft = stopwatch_ttft

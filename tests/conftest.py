@@ -69,13 +69,23 @@ def _isolated_store(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
 
 @dataclass
 class Telemetry:
-    """What one test's instrumented calls produced."""
+    """What one test's instrumented calls produced.
+
+    Spans end, metric points are recorded and callbacks run on llmmeter's pipeline thread, after
+    the call returned: every reader here calls ``llmmeter.flush()`` first, as a user's test would.
+    """
 
     spans: InMemorySpanExporter
     reader: InMemoryMetricReader
-    records: list[CallRecord] = field(default_factory=list)
+    collected: list[CallRecord] = field(default_factory=list)
     settings: llmmeter.Settings | None = None
     configure_kwargs: dict[str, object] = field(default_factory=dict)
+
+    @property
+    def records(self) -> list[CallRecord]:
+        """The records handed to ``on_record`` so far (after delivering everything pending)."""
+        assert llmmeter.flush(), "llmmeter.flush() did not deliver everything"
+        return self.collected
 
     def reconfigure(self, **overrides: object) -> llmmeter.Settings:
         """Configure llmmeter again with the same in-memory providers, plus ``overrides``."""
@@ -83,9 +93,11 @@ class Telemetry:
         return self.settings
 
     def finished_spans(self) -> list[ReadableSpan]:
+        llmmeter.flush()
         return list(self.spans.get_finished_spans())
 
     def metric_points(self, name: str) -> list[object]:
+        llmmeter.flush()
         data = self.reader.get_metrics_data()
         points: list[object] = []
         if data is None:
@@ -98,6 +110,7 @@ class Telemetry:
         return points
 
     def metric(self, name: str) -> object | None:
+        llmmeter.flush()
         data = self.reader.get_metrics_data()
         if data is None:
             return None
@@ -120,7 +133,7 @@ def telemetry(tmp_path: Path) -> Iterator[Telemetry]:
     result = Telemetry(spans=exporter, reader=reader)
     result.configure_kwargs = {
         "store": tmp_path / "records.sqlite3",
-        "on_record": result.records.append,
+        "on_record": result.collected.append,
         "tracer_provider": tracer_provider,
         "meter_provider": meter_provider,
     }

@@ -55,6 +55,7 @@ def record_for(records: list[CallRecord], call_id: str) -> CallRecord:
 
 
 def all_metric_points(reader: InMemoryMetricReader) -> list[tuple[str, dict[str, Any]]]:
+    llmmeter.flush()
     data = reader.get_metrics_data()
     assert data is not None
     return [
@@ -68,10 +69,22 @@ def all_metric_points(reader: InMemoryMetricReader) -> list[tuple[str, dict[str,
 
 @dataclass
 class Pipeline:
-    spans: InMemorySpanExporter
+    """What the calls produced; readers deliver what llmmeter's pipeline thread still holds first."""
+
+    span_exporter: InMemorySpanExporter
     reader: InMemoryMetricReader
     store: Path
-    records: list[CallRecord] = field(default_factory=list)
+    collected: list[CallRecord] = field(default_factory=list)
+
+    @property
+    def records(self) -> list[CallRecord]:
+        assert llmmeter.flush()
+        return self.collected
+
+    @property
+    def spans(self) -> InMemorySpanExporter:
+        assert llmmeter.flush()
+        return self.span_exporter
 
 
 @pytest.fixture
@@ -86,11 +99,11 @@ def pipeline(tmp_path: Path) -> Iterator[Any]:
         reader = InMemoryMetricReader()
         meter_provider = MeterProvider(metric_readers=[reader])
         providers.extend([tracer_provider, meter_provider])
-        result = Pipeline(spans=spans, reader=reader, store=tmp_path / "attribution.sqlite3")
+        result = Pipeline(span_exporter=spans, reader=reader, store=tmp_path / "attribution.sqlite3")
         llmmeter.configure(
             store=result.store,
             pricing=None,
-            on_record=result.records.append,
+            on_record=result.collected.append,
             tracer_provider=tracer_provider,
             meter_provider=meter_provider,
             **overrides,

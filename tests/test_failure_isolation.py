@@ -69,11 +69,24 @@ class ExplodingPricing:
 
 @dataclass
 class Pipeline:
+    """What the calls produced; every reader first delivers what llmmeter's pipeline still holds."""
+
     reader: InMemoryMetricReader
-    spans: InMemorySpanExporter
-    records: list[CallRecord] = field(default_factory=list)
+    span_exporter: InMemorySpanExporter
+    collected: list[CallRecord] = field(default_factory=list)
+
+    @property
+    def records(self) -> list[CallRecord]:
+        llmmeter.flush()
+        return self.collected
+
+    @property
+    def spans(self) -> InMemorySpanExporter:
+        llmmeter.flush()
+        return self.span_exporter
 
     def metric_names(self) -> set[str]:
+        llmmeter.flush()
         data = self.reader.get_metrics_data()
         if data is None:
             return set()
@@ -106,8 +119,8 @@ def configure() -> Iterator[Callable[..., Pipeline]]:
         reader = InMemoryMetricReader()
         meter_provider = MeterProvider(metric_readers=[reader])
         providers.extend([tracer_provider, meter_provider])
-        pipeline = Pipeline(reader=reader, spans=spans)
-        settings: dict[str, Any] = {"store": None, "pricing": None, "on_record": pipeline.records.append}
+        pipeline = Pipeline(reader=reader, span_exporter=spans)
+        settings: dict[str, Any] = {"store": None, "pricing": None, "on_record": pipeline.collected.append}
         settings.update(overrides)
         llmmeter.configure(tracer_provider=tracer_provider, meter_provider=meter_provider, **settings)
         return pipeline
@@ -119,6 +132,7 @@ def configure() -> Iterator[Callable[..., Pipeline]]:
 
 
 def llmmeter_warnings(caplog: pytest.LogCaptureFixture) -> list[logging.LogRecord]:
+    llmmeter.flush()  # spans end and callbacks run on llmmeter's pipeline thread
     return [r for r in caplog.records if r.name.startswith("llmmeter") and r.levelno >= logging.WARNING]
 
 
@@ -279,6 +293,7 @@ def test_an_on_record_callback_that_raises_is_logged_once_and_the_others_still_r
     configure(on_record=[over_budget, received.append])
 
     assert [r["usage"]["prompt_tokens"] for r in call_repeatedly()] == [1, 2, 3]
+    llmmeter.flush()
     assert len(received) == CALLS
     [warning] = llmmeter_warnings(caplog)
     assert "over_budget" in warning.getMessage()
@@ -397,13 +412,27 @@ def test_several_failures_at_once_still_leave_the_call_intact(
 # --- strict mode is for llmmeter's own tests ----------------------------------------------------
 
 
-def test_strict_mode_surfaces_internal_errors_instead_of_logging_them(
+def test_strict_mode_surfaces_a_pipeline_error_at_the_next_flush_instead_of_logging_it(
     configure: Callable[..., Pipeline], monkeypatch: pytest.MonkeyPatch
 ) -> None:
     def broken(record: CallRecord) -> None:
         raise RuntimeError("callback bug")
 
     configure(on_record=broken)
+    monkeypatch.setenv("LLMMETER_STRICT", "1")
+
+    llm_call(1)  # the callback runs on the pipeline's thread, after the call returned
+    with pytest.raises(RuntimeError, match="callback bug"):
+        llmmeter.flush()
+
+
+def test_strict_mode_surfaces_an_inline_callback_error_in_the_call(
+    configure: Callable[..., Pipeline], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    def broken(record: CallRecord) -> None:
+        raise RuntimeError("callback bug")
+
+    configure(on_record=llmmeter.inline(broken))
     monkeypatch.setenv("LLMMETER_STRICT", "1")
 
     with pytest.raises(RuntimeError, match="callback bug"):

@@ -520,6 +520,7 @@ def test_every_metric_llmmeter_emits_is_declared_in_the_one_table(telemetry: Any
     list(chat_stream())
     chat(RICH_USAGE)
 
+    llmmeter.flush()
     data = telemetry.reader.get_metrics_data()
     emitted = {
         metric.name
@@ -543,6 +544,7 @@ def test_per_chunk_metric_is_off_by_default_and_records_one_point_per_later_chun
 
         list(chat_stream())  # 4 chunks: 3 gaps
 
+        assert llmmeter.flush()
         data = reader.get_metrics_data()
         points = [
             point
@@ -572,6 +574,7 @@ def test_metric_points_carry_exemplars_linked_to_the_call_span(own_providers: An
 
     list(chat_stream())
 
+    assert llmmeter.flush()  # the span ends and the points are recorded on the pipeline's thread
     [span] = spans.get_finished_spans()
     data = reader.get_metrics_data()
     checked = set()
@@ -604,6 +607,7 @@ def test_a_sampled_out_call_still_records_its_metrics_and_record(own_providers: 
 
     chat(RICH_USAGE)
 
+    assert llmmeter.flush()
     assert spans.get_finished_spans() == ()
     [record] = records
     assert record.usage is not None and record.usage.input_tokens == 1_000
@@ -659,6 +663,7 @@ def chat():
     return {"model": "acme-chat-1", "usage": {"prompt_tokens": 7, "completion_tokens": 1}}
 
 chat()
+assert llmmeter.flush()
 assert trace.get_tracer_provider() is tracer_provider
 assert metrics.get_meter_provider() is meter_provider
 names = [s.name for s in spans.get_finished_spans()]
@@ -703,6 +708,7 @@ def test_configuring_again_with_the_same_meter_provider_keeps_the_token_counters
     for _ in range(2):  # e.g. an application that calls configure() at start-up and again later
         llmmeter.configure(store=None, pricing=None, meter_provider=meter_provider)
         chat()
+    assert llmmeter.flush()
     cached = [
         point.value
         for rm in reader.get_metrics_data().resource_metrics

@@ -21,6 +21,7 @@ from llmmeter._version import __version__
 from llmmeter.config import Settings, configure, flush, get_settings
 from llmmeter.context import attributes, current_attributes
 from llmmeter.instrument.metered import metered
+from llmmeter.pipeline import PipelineStats, Sink, inline
 from llmmeter.record import (
     CallKind,
     CallRecord,
@@ -51,12 +52,14 @@ __all__ = [
     "GpuHourPrice",
     "ModelPrice",
     "Outcome",
+    "PipelineStats",
     "PriceFileError",
     "PriceSource",
     "PricingRegistry",
     "ResolvedPrice",
     "ServerTimings",
     "Settings",
+    "Sink",
     "Timings",
     "Usage",
     "UsageSource",
@@ -66,6 +69,7 @@ __all__ = [
     "current_attributes",
     "flush",
     "get_settings",
+    "inline",
     "instrument",
     "instrument_anthropic",
     "instrument_openai",

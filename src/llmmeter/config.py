@@ -12,22 +12,21 @@ from __future__ import annotations
 
 import os
 import threading
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, Final
 
 from opentelemetry import metrics, trace
 
+from llmmeter import pipeline
 from llmmeter._log import guard, log_once
-from llmmeter.export.otel import OtelTelemetry
 from llmmeter.export.setup import DEFAULT_PROMETHEUS_HOST, ExportOptions, OtlpProtocol, TelemetrySetup
-from llmmeter.record import CallRecord
+from llmmeter.pipeline import DurableSink, PipelineStats, RecordCallback, Sink, inline
 
 if TYPE_CHECKING:
+    from llmmeter.export.otel import OtelTelemetry
     from llmmeter.export.sqlite import SQLiteStore
     from llmmeter.pricing import PricingRegistry
-
-RecordCallback = Callable[[CallRecord], None]
 
 
 class _Default:
@@ -49,6 +48,7 @@ class Settings:
     store: SQLiteStore | None = None
     pricing: PricingRegistry | None = None
     callbacks: tuple[RecordCallback, ...] = ()
+    """Every ``on_record`` callback, in the order given (inline ones included)."""
     capture_content: bool = False
     stream_usage: bool = True
     """May llmmeter add ``stream_options.include_usage`` for endpoints known to accept it?"""
@@ -58,6 +58,20 @@ class Settings:
     exporters: TelemetrySetup | None = None
     """Providers llmmeter built for its own telemetry (``otlp_endpoint`` / ``prometheus_port``);
     ``None`` when it uses the application's. ``exporters.prometheus_url`` is the scrape URL."""
+    sinks: tuple[Sink, ...] = ()
+    """Where finished records go, on the pipeline's thread, in this order: the store, the sinks
+    passed to ``configure(sinks=...)``, llmmeter's own exporters, the ``on_record`` callbacks."""
+    exit_timeout: float = pipeline.DEFAULT_EXIT_TIMEOUT_S
+    """At most this many seconds of interpreter exit are spent delivering records."""
+    inline_callbacks: tuple[RecordCallback, ...] = ()
+    """The callbacks marked :func:`llmmeter.inline`: run on the caller's thread."""
+    durable_sinks: tuple[DurableSink, ...] = ()
+    """The sinks with a ``journal``: called on the caller's thread before a record is queued."""
+
+    @property
+    def pipeline_stats(self) -> PipelineStats:
+        """What the record pipeline did so far in this process (queued, ran inline, dropped...)."""
+        return pipeline.get_pipeline().stats.snapshot()
 
 
 _settings: Settings | None = None
@@ -82,6 +96,8 @@ def configure(
     prometheus_port: int | None = None,
     prometheus_host: str = DEFAULT_PROMETHEUS_HOST,
     service_name: str | None = None,
+    sinks: Sequence[Sink] = (),
+    exit_timeout: float | None = None,
 ) -> Settings:
     """Configure llmmeter. Every argument is optional; ``configure()`` alone gives the defaults.
 
@@ -90,8 +106,11 @@ def configure(
             ``~/.local/share/llmmeter/records.sqlite3``; ``None`` disables the store.
         pricing: a :class:`~llmmeter.PricingRegistry`; default: bundled prices;
             ``None`` disables pricing (cost status ``disabled``).
-        on_record: callable(s) handed every finished :class:`~llmmeter.CallRecord`, e.g. for
-            budgets or a custom sink. Their exceptions are logged, never raised into the call.
+        on_record: callable(s) handed every finished :class:`~llmmeter.CallRecord`. They run on
+            llmmeter's pipeline thread, after the call returned, so a slow callback never slows
+            the application; wrap one in :func:`llmmeter.inline` to run it on the caller's thread
+            before the call returns (a budget check). Their exceptions are logged, never raised
+            into the call. Calls they make are measured but not handed to them again.
         metric_attributes: attribution keys allowed on metrics (others go on spans and the store
             only, keeping metric cardinality bounded). Default ``("team", "feature")``.
         capture_content: record prompts and completions on spans (off by default).
@@ -114,6 +133,11 @@ def configure(
             ``Settings.exporters.prometheus_url``). Needs ``llmmeter[prometheus]``.
         prometheus_host: the address the scrape endpoint binds (default loopback only).
         service_name: ``service.name`` of llmmeter's own resource; default ``$OTEL_SERVICE_NAME``.
+        sinks: further :class:`~llmmeter.Sink` objects handed every finished record on the
+            pipeline's thread (an exporter of your own: see ``docs/architecture.md``).
+        exit_timeout: at most this many seconds of interpreter exit are spent delivering records
+            and closing exporters (default ``$LLMMETER_EXIT_TIMEOUT``, else 2 s); a dead OTLP
+            endpoint never holds the exit longer.
 
     llmmeter never replaces the application's providers: with a global SDK provider installed
     (or one passed here) for a signal, llmmeter uses it and logs that the endpoint options are
@@ -130,6 +154,11 @@ def configure(
         ),
         providers_given=(tracer_provider is not None, meter_provider is not None),
     )
+    from llmmeter.export.otel import OtelTelemetry
+
+    store_object = _make_store(store)
+    callbacks = _callbacks(on_record)
+    all_sinks = _sinks(store_object, sinks, exporters, callbacks)
     new = Settings(
         telemetry=OtelTelemetry(
             tracer_provider=tracer_provider or (exporters.tracer_provider if exporters else None),
@@ -137,21 +166,44 @@ def configure(
             metric_attribute_keys=metric_attributes,
             per_chunk_metrics=per_chunk_metrics,
         ),
-        store=_make_store(store),
+        store=store_object,
         pricing=_make_pricing(pricing),
-        callbacks=_callbacks(on_record),
+        callbacks=callbacks,
         capture_content=capture_content,
         stream_usage=stream_usage,
         stream_usage_hosts=frozenset(stream_usage_hosts),
         enabled=enabled,
         exporters=exporters,
+        sinks=all_sinks,
+        exit_timeout=pipeline.exit_timeout_from_env() if exit_timeout is None else max(0.0, exit_timeout),
+        inline_callbacks=tuple(callback for callback in callbacks if isinstance(callback, inline)),
+        durable_sinks=tuple(sink for sink in all_sinks if callable(getattr(sink, "journal", None))),  # type: ignore[misc]
     )
     with _lock:
         old, _settings = _settings, new
-    if old is not None and old.store is not None and old.store is not new.store:
-        with guard("closing the previous store"):
-            old.store.close()
+    pipeline.register_exit(lambda: _settings)
+    if old is not None:
+        _retire(old, new)
     return new
+
+
+def _retire(old: Settings, new: Settings) -> None:
+    """Deliver what the previous settings' pipeline still holds, then close their sinks that the
+    new settings do not reuse (bounded by the exit timeout)."""
+    kept = {id(sink) for sink in new.sinks}
+    if new.store is not None:
+        kept.add(id(new.store))
+    retired = [
+        sink
+        for sink in old.sinks
+        if id(sink) not in kept
+        and not (isinstance(sink, TelemetrySetup) and sink is new.exporters)
+        and id(getattr(sink, "store", None)) not in kept
+    ]
+    if not retired:
+        return
+    pipeline.get_pipeline().drain(old.exit_timeout)
+    pipeline.close_sinks(retired, old.exit_timeout)
 
 
 def get_settings() -> Settings:
@@ -166,14 +218,18 @@ def get_settings() -> Settings:
 
 
 def flush(timeout: float = 5.0) -> bool:
-    """Wait until the local store has written every record handed to it so far, and export the
-    spans and metrics of the providers llmmeter built (``otlp_endpoint``) now."""
+    """Deliver every record finished so far: through the pipeline, into the local store, and out
+    of the exporters llmmeter built (``otlp_endpoint``).
+
+    Returns within ``timeout`` seconds (plus a few milliseconds), ``True`` only when everything
+    was delivered: ``False`` when time ran out or an exporter failed (an OTLP endpoint refusing or
+    not answering). Safe from any thread, including inside an ``on_record`` callback (where it
+    does not wait for the pipeline it runs on).
+    """
     settings = _settings
     if settings is None:
         return True
-    stored = settings.store.flush(timeout) if settings.store is not None else True
-    exported = settings.exporters.force_flush(timeout) if settings.exporters is not None else True
-    return stored and exported
+    return pipeline.flush(settings, timeout)
 
 
 def _exporters(options: ExportOptions, providers_given: tuple[bool, bool]) -> TelemetrySetup | None:
@@ -237,3 +293,25 @@ def _callbacks(on_record: RecordCallback | Sequence[RecordCallback] | None) -> t
         if not callable(callback):
             raise TypeError(f"llmmeter.configure: on_record item {callback!r} is not callable")
     return callbacks
+
+
+def _sinks(
+    store: SQLiteStore | None,
+    extra: Sequence[Sink],
+    exporters: TelemetrySetup | None,
+    callbacks: tuple[RecordCallback, ...],
+) -> tuple[Sink, ...]:
+    """The sinks in delivery order: the store, the user's, llmmeter's exporters, the callbacks."""
+    out: list[Sink] = []
+    if store is not None:
+        out.append(pipeline.as_sink(store))
+    for sink in extra:
+        if not isinstance(sink, Sink):
+            raise TypeError(f"llmmeter.configure: {sink!r} is not a sink (accept, flush, close)")
+        out.append(sink)
+    if exporters is not None:
+        out.append(exporters)
+    background = tuple(callback for callback in callbacks if not isinstance(callback, inline))
+    if background:
+        out.append(pipeline.CallbackSink(background))
+    return tuple(out)

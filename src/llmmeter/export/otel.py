@@ -4,9 +4,12 @@ llmmeter always uses the application's providers: the global TracerProvider/Mete
 API's proxies until the application installs real ones) or the ones passed to
 :func:`llmmeter.configure`. It never installs or replaces a global provider.
 
-The span is started when the call starts (so spans the call creates become its children) and
-ended here, from the finished record, with every attribute at once. Metric points are recorded in
-the span's context, so an SDK with exemplars enabled links a histogram bucket to the trace.
+The span is started on the caller's thread when the call starts (so spans the call creates become
+its children) and ended here, on the pipeline's thread (:mod:`llmmeter.pipeline`), from the
+finished record, with every attribute at once and the call's own end time (its start plus the
+measured duration), not the moment the pipeline got to it. Metric points are recorded in the
+span's context, passed explicitly, so an SDK with exemplars enabled links a histogram bucket to the
+call's trace although the pipeline's thread has no current span.
 """
 
 from __future__ import annotations
@@ -66,6 +69,7 @@ class OtelTelemetry:
             else:
                 provider = meter_provider or metrics.get_meter_provider()
                 self._counters[key] = SummedCounter.of(provider, meter, spec)
+        _observe_dropped_records(meter_provider or metrics.get_meter_provider(), meter)
 
     # --- spans ----------------------------------------------------------------------------------
     def start_span(self, record: CallRecord) -> Span:
@@ -232,6 +236,34 @@ class SummedCounter:
             attributes = frozenset((*series, extra) if extra[0] else series)
             merged[attributes] = merged.get(attributes, 0) + total
         return [metrics.Observation(total, dict(attributes)) for attributes, total in merged.items()]
+
+
+_dropped_observed: weakref.WeakSet[Any] = weakref.WeakSet()
+_dropped_lock = threading.Lock()
+
+
+def _observe_dropped_records(provider: object, meter: metrics.Meter) -> None:
+    """Register ``llmmeter.records.dropped`` once per meter provider (see :class:`SummedCounter`
+    for why once); it reports the pipeline's count of undelivered records."""
+    with _dropped_lock:
+        try:
+            if provider in _dropped_observed:
+                return
+            _dropped_observed.add(provider)
+        except TypeError:  # a provider that cannot be weakly referenced: register every time
+            pass
+    spec = sc.RECORDS_DROPPED_METRIC
+    meter.create_observable_counter(
+        spec.name, callbacks=[_dropped_records], unit=spec.unit, description=spec.description
+    )
+
+
+def _dropped_records(options: metrics.CallbackOptions) -> list[metrics.Observation]:
+    from llmmeter.pipeline import get_pipeline
+
+    # No series until something was dropped: a healthy process exports no extra point.
+    dropped = get_pipeline().stats.dropped
+    return [metrics.Observation(dropped)] if dropped else []
 
 
 _USAGE_ATTRIBUTE_PAIRS: tuple[tuple[str, str], ...] = tuple(sc.USAGE_ATTRIBUTES.items())

@@ -23,7 +23,7 @@ from __future__ import annotations
 import os
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Final, Literal, TypeVar
+from typing import TYPE_CHECKING, Any, Final, Literal, TypeVar
 
 from opentelemetry import metrics, trace
 from opentelemetry.metrics import NoOpMeterProvider
@@ -102,6 +102,8 @@ class TelemetrySetup:
     meter_provider: MeterProvider | None = None
     prometheus_server: WSGIServer | None = None
     otlp_metric_reader: MetricReader | None = None
+    health: ExportHealth = field(default_factory=lambda: ExportHealth())
+    """Failed exports so far (a refused or silent endpoint)."""
     _closed: bool = field(default=False, repr=False)
 
     @property
@@ -119,7 +121,12 @@ class TelemetrySetup:
         return None if address is None else f"http://{address[0]}:{address[1]}/metrics"
 
     def force_flush(self, timeout: float = 5.0) -> bool:
-        """Export every finished span and the current metric points now."""
+        """Export every finished span and the current metric points now.
+
+        ``False`` when an export failed since the previous flush (the endpoint refused, or did
+        not answer within the exporter's own timeout). May take longer than ``timeout`` when an
+        exporter is stuck: :func:`llmmeter.flush` bounds it on a helper thread.
+        """
         millis = int(timeout * 1000)
         ok = True
         if self.tracer_provider is not None:
@@ -128,7 +135,7 @@ class TelemetrySetup:
         # that the next scrape would serve twice.
         if self.otlp_metric_reader is not None:
             ok = self.otlp_metric_reader.force_flush(millis) and ok
-        return ok
+        return self.health.no_new_failures() and ok
 
     def shutdown(self) -> None:
         """Flush, stop the exporters and close the scrape endpoint (idempotent)."""
@@ -142,6 +149,46 @@ class TelemetrySetup:
         if self.prometheus_server is not None:
             self.prometheus_server.shutdown()
             self.prometheus_server.server_close()
+
+    # --- as a pipeline sink (llmmeter.pipeline.Sink): spans and points reach these providers
+    # through OtelTelemetry; the sink's part is flushing and closing them.
+    def accept(self, record: object) -> None:
+        """Nothing per record: the record's span and points are already in these providers."""
+
+    def flush(self, timeout: float) -> bool:
+        """:meth:`force_flush`."""
+        return self.force_flush(timeout)
+
+    def close(self, timeout: float) -> bool:
+        """:meth:`shutdown` (a dead endpoint holds only the helper thread that runs it)."""
+        self.shutdown()
+        return self.health.no_new_failures()
+
+
+class ExportHealth:
+    """Counts failed exports, so that a flush can say whether everything left the process."""
+
+    __slots__ = ("_failures", "_seen")
+
+    def __init__(self) -> None:
+        self._failures = 0
+        self._seen = 0
+
+    def failed(self) -> None:
+        """One export failed."""
+        self._failures += 1
+
+    def no_new_failures(self) -> bool:
+        """True when no export failed since the previous call."""
+        failures = self._failures
+        new = failures != self._seen
+        self._seen = failures
+        return not new
+
+    @property
+    def failures(self) -> int:
+        """Failed exports so far."""
+        return self._failures
 
 
 def application_has_tracer_provider() -> bool:
@@ -194,7 +241,9 @@ def build_telemetry(
     resource = _resource(options.service_name)
     app_tracer = application_has_tracer_provider
     if options.wants_otlp and _ours_to_build("traces", tracer_provider_given, app_tracer):
-        setup.tracer_provider = _attempt("otlp", lambda: _otlp_tracer_provider(options, resource))
+        setup.tracer_provider = _attempt(
+            "otlp", lambda: _otlp_tracer_provider(options, resource, setup.health)
+        )
     wants_metrics = options.wants_otlp or options.wants_prometheus
     if wants_metrics and _ours_to_build("metrics", meter_provider_given, application_has_meter_provider):
         setup.meter_provider = _meter_provider(options, resource, setup)
@@ -257,7 +306,7 @@ def _signal_endpoint(options: ExportOptions, protocol: OtlpProtocol, signal: str
     return f"{base.rstrip('/')}/{_HTTP_SIGNAL_PATHS[signal]}"
 
 
-def _otlp_tracer_provider(options: ExportOptions, resource: Resource) -> TracerProvider:
+def _otlp_tracer_provider(options: ExportOptions, resource: Resource, health: ExportHealth) -> TracerProvider:
     from opentelemetry.sdk.trace import TracerProvider
     from opentelemetry.sdk.trace.export import BatchSpanProcessor
 
@@ -272,8 +321,10 @@ def _otlp_tracer_provider(options: ExportOptions, resource: Resource) -> TracerP
         from opentelemetry.exporter.otlp.proto.http.trace_exporter import OTLPSpanExporter as HttpSpans
 
         exporter = HttpSpans(endpoint=endpoint)
-    provider = TracerProvider(resource=resource)
-    provider.add_span_processor(BatchSpanProcessor(exporter))
+    # No atexit hook of the SDK's own: llmmeter's exit hook shuts the provider down within
+    # exit_timeout, where the SDK's would wait on a dead endpoint for its full retry time.
+    provider = TracerProvider(resource=resource, shutdown_on_exit=False)
+    provider.add_span_processor(BatchSpanProcessor(_tracked_span_exporter(exporter, health)))
     return provider
 
 
@@ -284,7 +335,7 @@ def _meter_provider(
 
     readers: list[MetricReader] = []
     if options.wants_otlp:
-        reader = _attempt("otlp", lambda: _otlp_metric_reader(options))
+        reader = _attempt("otlp", lambda: _otlp_metric_reader(options, setup.health))
         if reader is not None:
             readers.append(reader)
             setup.otlp_metric_reader = reader
@@ -295,10 +346,10 @@ def _meter_provider(
             setup.prometheus_server = served[1]
     if not readers:
         return None
-    return MeterProvider(metric_readers=readers, resource=resource)
+    return MeterProvider(metric_readers=readers, resource=resource, shutdown_on_exit=False)
 
 
-def _otlp_metric_reader(options: ExportOptions) -> MetricReader:
+def _otlp_metric_reader(options: ExportOptions, health: ExportHealth) -> MetricReader:
     from opentelemetry.sdk.metrics.export import PeriodicExportingMetricReader
 
     protocol = resolve_otlp_protocol(options.otlp_protocol, "metrics")
@@ -317,7 +368,7 @@ def _otlp_metric_reader(options: ExportOptions) -> MetricReader:
 
         exporter = HttpMetrics(endpoint=endpoint)
     # The export interval honours OTEL_METRIC_EXPORT_INTERVAL (default 60 s).
-    return PeriodicExportingMetricReader(exporter)
+    return PeriodicExportingMetricReader(_tracked_metric_exporter(exporter, health))
 
 
 def _prometheus_reader(options: ExportOptions) -> tuple[MetricReader, WSGIServer]:
@@ -333,3 +384,54 @@ def _prometheus_reader(options: ExportOptions) -> tuple[MetricReader, WSGIServer
     host, bound = server.server_address[:2]
     logger.info("llmmeter: serving Prometheus metrics on http://%s:%s/metrics", host, bound)
     return reader, server
+
+
+def _tracked_span_exporter(exporter: SpanExporter, health: ExportHealth) -> SpanExporter:
+    """``exporter``, counting its failed exports in ``health``."""
+    from opentelemetry.sdk.trace.export import SpanExporter, SpanExportResult
+
+    class TrackedSpanExporter(SpanExporter):
+        def export(self, spans: Any) -> SpanExportResult:
+            result = SpanExportResult.FAILURE
+            try:
+                result = exporter.export(spans)
+            finally:
+                if result is not SpanExportResult.SUCCESS:
+                    health.failed()
+            return result
+
+        def shutdown(self) -> None:
+            exporter.shutdown()
+
+        def force_flush(self, timeout_millis: int = 30000) -> bool:
+            return exporter.force_flush(timeout_millis)
+
+    return TrackedSpanExporter()
+
+
+def _tracked_metric_exporter(exporter: MetricExporter, health: ExportHealth) -> MetricExporter:
+    """``exporter``, counting its failed exports in ``health``."""
+    from opentelemetry.sdk.metrics.export import MetricExporter, MetricExportResult
+
+    class TrackedMetricExporter(MetricExporter):
+        def export(
+            self, metrics_data: Any, timeout_millis: float = 10_000, **kwargs: Any
+        ) -> MetricExportResult:
+            result = MetricExportResult.FAILURE
+            try:
+                result = exporter.export(metrics_data, timeout_millis=timeout_millis, **kwargs)
+            finally:
+                if result is not MetricExportResult.SUCCESS:
+                    health.failed()
+            return result
+
+        def force_flush(self, timeout_millis: float = 10_000) -> bool:
+            return exporter.force_flush(timeout_millis)
+
+        def shutdown(self, timeout_millis: float = 30_000, **kwargs: Any) -> None:
+            exporter.shutdown(timeout_millis=timeout_millis, **kwargs)
+
+    return TrackedMetricExporter(
+        preferred_temporality=exporter._preferred_temporality,
+        preferred_aggregation=exporter._preferred_aggregation,
+    )
