@@ -60,8 +60,11 @@ class SdkAdapter(Protocol):
         """``gen_ai.provider.name`` for a client talking to ``host``."""
         ...
 
-    def plan(self, url: str, body: Mapping[str, Any], stream: bool, ask_usage: bool) -> RequestSpec | None:
-        """What a POST to ``url`` will be recorded as; ``None`` for endpoints not measured."""
+    def plan(
+        self, url: str, body: Mapping[str, Any], stream: bool, ask_usage: bool, files: Any = None
+    ) -> RequestSpec | None:
+        """What a POST to ``url`` will be recorded as; ``None`` for endpoints not measured.
+        ``files``: what a multipart request uploads."""
         ...
 
     def rejects_body_change(self, exc: BaseException) -> bool:
@@ -97,7 +100,7 @@ def _plan(
     stream = bool(kwargs.get("stream", False))
     host, port, detected_provider, base_url = _server_of(adapter, client)
     ask_usage = settings.stream_usage and base_url not in _refuses_body_change
-    spec = adapter.plan(str(options.url), body, stream, ask_usage)
+    spec = adapter.plan(str(options.url), body, stream, ask_usage, getattr(options, "files", None))
     if spec is None:
         return None
     record = CallRecord(
@@ -254,6 +257,16 @@ class _RawResponseBookkeeping:
         self._self_finalizer.detach()
         self._self_measurement.finish(outcome_of(exc), exc)
 
+    def _self_closed(self) -> None:
+        """Closed without ``parse()`` (the caller read the bytes itself): the response arrived,
+        a stream's chunks went unread by llmmeter."""
+        self._self_finalizer.detach()
+        plan = self._self_plan
+        if plan.record.streaming:
+            self._self_measurement.finish(Outcome.ABORTED)
+        else:
+            _finish_with(self._self_measurement, plan, None)  # what the request alone tells
+
     def _self_parsed_result(self, key: Any, parsed: Any) -> Any:
         self._self_finalizer.detach()
         measured = parsed
@@ -282,6 +295,13 @@ class MeteredRawResponse(_RawResponseBookkeeping, wrapt.BaseObjectProxy):  # typ
             raise
         return self._self_parsed_result(key, parsed)
 
+    def close(self) -> None:
+        """Close the response (``with_streaming_response`` does on exit), then finish."""
+        try:
+            self.__wrapped__.close()
+        finally:
+            self._self_closed()
+
 
 class AsyncMeteredRawResponse(_RawResponseBookkeeping, wrapt.BaseObjectProxy):  # type: ignore[misc,type-arg]
     """Async ``with_streaming_response`` result (``AsyncAPIResponse``: ``await parse()``)."""
@@ -300,6 +320,13 @@ class AsyncMeteredRawResponse(_RawResponseBookkeeping, wrapt.BaseObjectProxy):  
             self._self_failed(exc)
             raise
         return self._self_parsed_result(key, parsed)
+
+    async def close(self) -> None:
+        """Close the response (``with_streaming_response`` does on exit), then finish."""
+        try:
+            await self.__wrapped__.close()
+        finally:
+            self._self_closed()
 
 
 # --- the hook -----------------------------------------------------------------------------------

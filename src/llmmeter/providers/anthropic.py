@@ -125,7 +125,9 @@ class AnthropicAdapter:
         """``anthropic``; ``aws.bedrock`` / ``gcp.vertex_ai`` for the Bedrock and Vertex clients."""
         return _CLIENT_PROVIDERS.get(type(client).__name__, "anthropic")
 
-    def plan(self, url: str, body: Mapping[str, Any], stream: bool, ask_usage: bool) -> RequestSpec | None:
+    def plan(
+        self, url: str, body: Mapping[str, Any], stream: bool, ask_usage: bool, files: Any = None
+    ) -> RequestSpec | None:
         """``/v1/messages`` (and its beta form) is measured as ``chat``; other endpoints are not."""
         if not url.split("?", 1)[0].endswith("/messages"):
             return None

@@ -2,7 +2,8 @@
 response is read. Pure: reads the request and the response objects, never the network.
 
 Endpoints (matched on the URL path's end, most specific first): Chat Completions, legacy
-Completions, Embeddings and the Responses API. Every stream of the first two asks for the
+Completions, Embeddings and the Responses API; images, speech, transcription, translation and
+moderation (:mod:`llmmeter.providers.openai_media`). Every stream of the first two asks for the
 provider's usage chunk (``stream_options.include_usage``) unless the caller set it either way:
 the extra chunk is read and hidden from the caller. A server that rejects the field gets the
 caller's own request once more (see :func:`rejects_stream_options`), and is never asked again.
@@ -17,6 +18,7 @@ from typing import Any
 from llmmeter import semconv
 from llmmeter.providers.base import field, fields_of
 from llmmeter.providers.openai import provider_from_host, response_info_from_openai, usage_from_openai
+from llmmeter.providers.openai_media import MEDIA_ENDPOINTS, plan_media
 from llmmeter.providers.openai_stream import (
     ChatStreamReader,
     CompletionStreamReader,
@@ -60,14 +62,20 @@ class OpenAIAdapter:
             return "azure.ai.openai"
         return provider_from_host(host) or UNKNOWN_SERVER
 
-    def plan(self, url: str, body: Mapping[str, Any], stream: bool, ask_usage: bool) -> RequestSpec | None:
+    def plan(
+        self, url: str, body: Mapping[str, Any], stream: bool, ask_usage: bool, files: Any = None
+    ) -> RequestSpec | None:
         """What a POST to ``url`` with ``body`` will be recorded as; ``None``: not measured.
 
         ``ask_usage``: may a stream be asked for its usage chunk (the hook says no where the
-        server rejected the field before, or when the user switched it off).
+        server rejected the field before, or when the user switched it off). ``files``: what a
+        multipart request uploads (the audio of a transcription).
         """
         endpoint = _endpoint_of(url)
         if endpoint is None:
+            for suffix, operation in MEDIA_ENDPOINTS:
+                if url.endswith(suffix):
+                    return plan_media(operation, body, files, stream)
             return None
         operation, api_type, reader_cls = endpoint
         model = body.get("model")

@@ -23,7 +23,7 @@ from dataclasses import dataclass, field
 from typing import Any, Protocol
 
 from llmmeter.providers.base import ResponseInfo
-from llmmeter.record import CallRecord, Usage
+from llmmeter.record import CallRecord, MediaUnits, Usage
 
 __all__ = [
     "EstimateInput",
@@ -49,6 +49,8 @@ class Observed:
     extra fields behind an unknown host)."""
     output_text: str | None = None
     """The generated text (streams keep it anyway; used for content capture and estimates)."""
+    media: MediaUnits | None = None
+    """Images generated, audio seconds, characters read aloud (media endpoints only)."""
 
 
 class StreamReader(Protocol):
@@ -118,6 +120,8 @@ def apply_observed(record: CallRecord, observed: Observed) -> None:
         record.timings.server = info.server_timings
     if observed.provider is not None:
         record.provider = observed.provider
+    if observed.media is not None:
+        record.media = observed.media
     if record.content is not None and observed.output_text:
         record.content["gen_ai.output.messages"] = output_messages(observed.output_text)
 

@@ -51,6 +51,8 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from types import TracebackType
 from typing import Any, Literal, Self
 
+from llmmeter.testing.media import MEDIA_ROUTES, parse_multipart
+
 __all__ = [
     "PACING_HEADER",
     "Flavor",
@@ -456,9 +458,14 @@ class _Handler(BaseHTTPRequestHandler):
     def _dispatch(self) -> None:
         length = int(self.headers.get("Content-Length") or 0)
         raw = self.rfile.read(length) if length else b""
+        content_type = self.headers.get("Content-Type") or ""
+        body: Any
         try:
-            body = json.loads(raw) if raw else None
-        except json.JSONDecodeError:
+            if content_type.startswith("multipart/form-data"):
+                body = parse_multipart(content_type, raw)
+            else:
+                body = json.loads(raw) if raw else None
+        except (json.JSONDecodeError, ValueError):
             body = None
         record = RecordedRequest(
             method=self.command,
@@ -483,6 +490,10 @@ class _Handler(BaseHTTPRequestHandler):
             record._finished.set()
 
     def _serve(self, record: RecordedRequest, owner: LocalOpenAIServer) -> None:
+        media = MEDIA_ROUTES.get(record.path) if record.method == "POST" else None
+        if media is not None and isinstance(record.body, dict):
+            self._send_bytes(*media(record.body), record)
+            return
         route = _ROUTES.get((record.method, record.path))
         if route is None:
             self._send_error(404, f"Unknown route {record.method} {record.path}", record)
@@ -511,6 +522,16 @@ class _Handler(BaseHTTPRequestHandler):
         self.send_header("Content-Type", "application/json")
         self.send_header("Content-Length", str(len(data)))
         self.send_header("x-request-id", f"req_{secrets.token_hex(12)}")
+        self.end_headers()
+        self.wfile.write(data)
+        self.wfile.flush()
+        record.status = status
+        record.event_times.append(time.perf_counter())
+
+    def _send_bytes(self, status: int, content_type: str, data: bytes, record: RecordedRequest) -> None:
+        self.send_response(status)
+        self.send_header("Content-Type", content_type)
+        self.send_header("Content-Length", str(len(data)))
         self.end_headers()
         self.wfile.write(data)
         self.wfile.flush()
@@ -951,7 +972,8 @@ class LocalOpenAIServer:
     ...     client = openai.OpenAI(base_url=srv.base_url, api_key="test")
 
     Endpoints: ``POST /v1/chat/completions``, ``/v1/completions``, ``/v1/embeddings``,
-    ``/v1/responses`` and ``GET /v1/models``. ``pacing`` holds the defaults; a request's
+    ``/v1/responses``, the media endpoints of :mod:`llmmeter.testing.media` (images, speech,
+    transcription, translation, moderation) and ``GET /v1/models``. ``pacing`` holds the defaults; a request's
     ``x-llmmeter-pacing`` header (see :func:`pacing_headers`) overrides them for that request.
     ``flavor="vllm"`` mimics vLLM's chunk shapes; ``served_model`` replaces the request's model
     name in responses (like a dated snapshot). ``rejects_stream_options=True`` answers any request
