@@ -11,15 +11,18 @@ from llmmeter.pricing.files import PriceFileError, Problem, check_price_file
 from llmmeter.pricing.models import GpuHourPrice, ModelPrice, PromptTier, ServiceTierPrice
 from llmmeter.pricing.registry import PricingRegistry, UsageInconsistentError
 from llmmeter.pricing.sources import (
+    INFERRED_MARK,
     BundledSource,
     DictSource,
     FileSource,
     GpuHourSource,
     PriceSource,
     ResolvedPrice,
+    is_inferred_price,
 )
 
 __all__ = [
+    "INFERRED_MARK",
     "BundledSource",
     "DictSource",
     "FileSource",
@@ -35,4 +38,5 @@ __all__ = [
     "ServiceTierPrice",
     "UsageInconsistentError",
     "check_price_file",
+    "is_inferred_price",
 ]

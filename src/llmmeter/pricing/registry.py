@@ -454,7 +454,7 @@ class PricingRegistry:
         _log.warning(
             "llmmeter has no price for model %r (provider %r): its calls are recorded with cost "
             "unknown (status 'unpriced'). Register a price, load a price file or add an alias.",
-            name,
+            name if len(name) <= _MAX_NAME else f"{name[:_MAX_NAME]}... ({len(name)} characters)",
             provider,
         )
 
