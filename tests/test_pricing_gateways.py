@@ -15,16 +15,22 @@ from __future__ import annotations
 import argparse
 import datetime as dt
 import io
+from collections.abc import Iterator
 from decimal import Decimal
 
+import openai
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+import llmmeter
 from llmmeter import CallRecord, CostStatus, Timings, Usage
 from llmmeter.pricing import ModelPrice, PricingRegistry
 from llmmeter.pricing.cli import add_subcommand
 from llmmeter.pricing.sources import INFERRED_MARK, is_inferred_price
+from llmmeter.testing import LocalOpenAIServer, Pacing
+
+from .conftest import Telemetry
 
 CALL_DAY_NS = int(dt.datetime(2026, 11, 30, 10, tzinfo=dt.UTC).timestamp() * 1_000_000_000)
 
@@ -442,3 +448,46 @@ def test_prices_show_answers_bad_input_in_one_line(argv: list[str], reason: str)
     status, output = run_show(*argv)
     assert status == 1
     assert output.count("\n") == 1 and reason in output and len(output) < 400
+
+
+# -- end to end: the real openai client pointed at a gateway on this machine ---------------------
+
+
+@pytest.fixture(scope="module")
+def gateway() -> Iterator[LocalOpenAIServer]:
+    with LocalOpenAIServer(pacing=Pacing(ttft_ms=0, itl_ms=0, tokens=4), served_model="gpt-4o-mini") as srv:
+        yield srv
+
+
+def test_an_openai_client_pointed_at_a_gateway_records_a_priced_inferred_cost(
+    gateway: LocalOpenAIServer, telemetry: Telemetry
+) -> None:
+    client = llmmeter.instrument(openai.OpenAI(base_url=gateway.base_url, api_key="test", max_retries=0))
+    client.chat.completions.create(
+        model="gpt-4o-mini", messages=[{"role": "user", "content": "hello there friend"}]
+    )
+    llmmeter.flush()
+    (record,) = telemetry.records
+    assert record.usage is not None
+    tokens_in, tokens_out = record.usage.input_tokens, record.usage.output_tokens
+    assert record.provider == "openai_compatible" and record.cost_status is CostStatus.PRICED
+    assert record.cost is not None
+    assert record.cost.price_ref == "bundled:openai/gpt-4o-mini;inferred-provider=openai"
+    # gpt-4o-mini: 0.15 per million input tokens, 0.60 per million output tokens.
+    assert tokens_in is not None and tokens_out is not None
+    assert record.cost.amount == (Decimal("0.15") * tokens_in + Decimal("0.60") * tokens_out) / 1_000_000
+
+
+async def test_an_async_openai_client_pointed_at_a_gateway_records_a_priced_inferred_cost(
+    gateway: LocalOpenAIServer, telemetry: Telemetry
+) -> None:
+    client = llmmeter.instrument(openai.AsyncOpenAI(base_url=gateway.base_url, api_key="test", max_retries=0))
+    stream = await client.chat.completions.create(
+        model="gpt-4o-mini", messages=[{"role": "user", "content": "hello"}], stream=True
+    )
+    async for _ in stream:
+        pass
+    llmmeter.flush()
+    (record,) = telemetry.records
+    assert record.cost is not None and is_inferred_price(record.cost.price_ref)
+    assert record.cost.price_ref == "bundled:openai/gpt-4o-mini;inferred-provider=openai"
