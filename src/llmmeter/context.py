@@ -55,13 +55,15 @@ def _attribute_value(key: str, value: object) -> AttributeValue:
         return float.__float__(value)
     if isinstance(value, str):
         return _safe_text(key, str.__str__(value))
-    _warn(key, value, "not a str, bool, int or float; recorded as its text")
     try:
         text = str(value)
     except Exception:
-        _warn(key, value, f"an object whose str() raised; recorded as {UNPRINTABLE!r}")
+        text = None
+    if not isinstance(text, str):
+        _warn(key, value, f"an object whose str() failed; recorded as {UNPRINTABLE!r}")
         return UNPRINTABLE
-    return _safe_text(key, text if isinstance(text, str) else UNPRINTABLE)
+    _warn(key, value, "not a str, bool, int or float; recorded as its text")
+    return _safe_text(key, text)
 
 
 def _safe_text(key: str, text: str) -> str:
