@@ -64,7 +64,7 @@ def priced(registry: PricingRegistry, record: CallRecord) -> tuple[Decimal, str]
 
 
 @pytest.mark.parametrize(
-    "provider", ["openai_compatible", "unknown", "openrouter", "litellm", "acme-gateway"]
+    "provider", ["openai_compatible", "unknown", "", "openrouter", "litellm", "acme-gateway"]
 )
 def test_a_known_model_behind_a_gateway_is_priced_at_its_list_price_and_marked_inferred(
     registry: PricingRegistry, provider: str

@@ -17,6 +17,7 @@ from __future__ import annotations
 import dataclasses
 import datetime as dt
 import logging
+import math
 import os
 import re
 import threading
@@ -24,6 +25,7 @@ from collections.abc import Iterator, Mapping
 from decimal import Context, Decimal
 from functools import cache, reduce
 
+from llmmeter._log import log_once
 from llmmeter.pricing.models import GpuHourPrice, ModelPrice
 from llmmeter.pricing.sources import (
     BundledSource,
@@ -33,7 +35,7 @@ from llmmeter.pricing.sources import (
     ResolvedPrice,
     TableSource,
 )
-from llmmeter.record import CallKind, CallRecord, Cost, CostStatus, Usage, UsageSource
+from llmmeter.record import CallKind, CallRecord, Cost, CostStatus, MediaUnits, Usage, UsageSource
 
 __all__ = ["PricingRegistry", "UsageInconsistentError", "is_self_hosted", "normalize_provider"]
 
@@ -295,6 +297,8 @@ class PricingRegistry:
     ) -> ResolvedPrice | None:
         if not model or len(model) > _MAX_NAME:
             return None
+        if provider_name == "":  # a record that names no provider: unknown, not "any provider"
+            provider_name = "unknown"
         provider = normalize_provider(provider_name)
         candidates = list(self._candidates(model, provider))
         match = self._first_match(candidates, at)
@@ -379,9 +383,12 @@ class PricingRegistry:
         service_tier: str | None = None,
         duration_s: float | None = None,
         images: int | None = None,
+        media: MediaUnits | None = None,
     ) -> Cost | None:
-        """What a call with ``usage`` cost, or ``None`` when the model has no price or nothing
-        can be priced (no token counts, and for GPU-hour prices no duration either).
+        """What a call with ``usage`` (and ``media``: images, audio seconds, characters) cost, or
+        ``None`` when the model has no price or nothing can be priced (no token counts, and for
+        GPU-hour prices no duration either; a fee's unit not reported). ``images=n`` is
+        ``media=MediaUnits(images=n)``.
 
         Unknown models are logged once per model. Raises :class:`UsageInconsistentError` when
         the usage parts exceed their totals.
@@ -390,7 +397,9 @@ class PricingRegistry:
         if resolved is None:
             self._warn_unpriced(model, provider)
             return None
-        return price_usage(resolved, usage, service_tier=service_tier, duration_s=duration_s, images=images)
+        return price_usage(
+            resolved, usage, service_tier=service_tier, duration_s=duration_s, images=images, media=media
+        )
 
     def price(self, record: CallRecord) -> None:
         """Set ``record.cost`` and ``record.cost_status``; never raises (errors are logged once)."""
@@ -417,7 +426,12 @@ class PricingRegistry:
                 self._warn_unpriced(record.response_model or record.request_model, record.provider)
                 return
             usage = record.usage if record.usage is not None else Usage(source=UsageSource.MISSING)
-            cost = plan.cost(usage, record.service_tier, record.timings.duration_s, None)
+            media = record.media
+            if media is not None and plan.leaves_unbilled(media, usage):
+                record.cost_status = CostStatus.UNPRICED
+                self._warn_unbilled_media(record, media)
+                return
+            cost = plan.cost(usage, record.service_tier, record.timings.duration_s, media)
             record.cost = cost
             record.cost_status = _NO_USAGE if cost is None else _PRICED
         except Exception as exc:
@@ -442,6 +456,18 @@ class PricingRegistry:
             if resolved is not None:
                 return _plan_of(resolved)
         return None
+
+    def _warn_unbilled_media(self, record: CallRecord, media: MediaUnits) -> None:
+        name = record.response_model or record.request_model or "<no model name>"
+        self._warned.add(name)
+        log_once(
+            f"pricing:unbilled-media:{name}",
+            "llmmeter has no price for what model %r reported (%s) and no token counts for it: "
+            "its calls are recorded with cost unknown (status 'unpriced'). Register a price with "
+            "per_image_by_quality_size, per_audio_minute or per_million_characters.",
+            name,
+            _media_shown(media),
+        )
 
     def _warn_unpriced(self, model: str | None, provider: str | None) -> None:
         name = model or "<no model name>"
@@ -645,9 +671,12 @@ def price_usage(
     service_tier: str | None = None,
     duration_s: float | None = None,
     images: int | None = None,
+    media: MediaUnits | None = None,
 ) -> Cost | None:
     """Turn usage into a :class:`~llmmeter.record.Cost` at a resolved price (``None``: nothing to price)."""
-    return _plan_of(resolved).cost(usage, service_tier, duration_s, images)
+    if media is None and images is not None:
+        media = MediaUnits(images=images)
+    return _plan_of(resolved).cost(usage, service_tier, duration_s, media)
 
 
 class _PricePlan:
@@ -658,7 +687,7 @@ class _PricePlan:
     prepared here once (calls above a prompt-size tier get theirs from the price's own cache).
     """
 
-    __slots__ = ("cards", "fees", "gpu", "ref", "resolved", "tokens", "untiered_up_to")
+    __slots__ = ("bills_tokens", "cards", "fees", "gpu", "ref", "resolved", "tokens", "untiered_up_to")
 
     def __init__(self, resolved: ResolvedPrice) -> None:
         price = resolved.price
@@ -666,9 +695,9 @@ class _PricePlan:
         self.ref = resolved.price_ref
         self.gpu = price if isinstance(price, GpuHourPrice) else None
         self.tokens = price if isinstance(price, ModelPrice) else None
-        self.fees = isinstance(price, ModelPrice) and (
-            price.per_request is not None or price.per_image is not None
-        )
+        self.fees = isinstance(price, ModelPrice) and (price.per_request is not None or price.bills_media)
+        # A price whose token rates are all zero (moderation, DALL·E, tts-1) needs no token counts.
+        self.bills_tokens = not isinstance(price, ModelPrice) or price.bills_tokens()
         # Requests with at most this many input tokens fall in no prompt-size tier...
         self.untiered_up_to = _NO_PROMPT_TIER
         if isinstance(price, ModelPrice) and price.tiers:
@@ -677,7 +706,7 @@ class _PricePlan:
         self.cards: dict[str | None, tuple[_RateCard, str]] = {}
 
     def cost(
-        self, usage: Usage, service_tier: str | None, duration_s: float | None, images: int | None
+        self, usage: Usage, service_tier: str | None, duration_s: float | None, media: MediaUnits | None
     ) -> Cost | None:
         """The cost of one call at this price (``None``: nothing to price)."""
         price = self.tokens
@@ -689,7 +718,9 @@ class _PricePlan:
             return Cost(_sum(components), self.gpu.currency, components, "registry", self.ref)
         input_tokens = usage.input_tokens
         if input_tokens is None and usage.output_tokens is None and not usage.counts():
-            return None
+            if self.bills_tokens:
+                return None
+            return self._fees_only(price, media)
         if input_tokens is None or input_tokens <= self.untiered_up_to:
             try:
                 card, ref = self.cards[service_tier]
@@ -700,10 +731,33 @@ class _PricePlan:
         components = _token_components(card, usage)
         amount = _sum(components)
         if self.fees:
-            fees = _fee_components(price, images)
+            fees = _fee_components(price, media)
+            if fees is None:
+                return None
             components.update(fees)
             amount = _sum(fees, amount)
         return Cost(amount, price.currency, components, "registry", ref)
+
+    def _fees_only(self, price: ModelPrice, media: MediaUnits | None) -> Cost | None:
+        """The cost of a call to a price that bills no tokens: its fees (moderation: none, $0)."""
+        fees = _fee_components(price, media)
+        if fees is None:
+            return None
+        return Cost(_sum(fees), price.currency, fees, "registry", self.ref)
+
+    def leaves_unbilled(self, media: MediaUnits, usage: Usage) -> bool:
+        """Whether a call reported media units that neither a fee of this price nor its token
+        counts bill (``gpt-4o-mini-tts`` speech: characters, no usage): unpriced, never $0."""
+        price = self.tokens
+        if price is None or usage.input_tokens is not None or usage.output_tokens is not None:
+            return False
+        if usage.counts():
+            return False
+        if media.images is not None and price.image_price(media.image_size, media.image_quality) is None:
+            return True
+        if media.audio_seconds is not None and price.per_audio_minute is None:
+            return True
+        return media.characters is not None and price.per_million_characters is None
 
     def _untiered_card(self, price: ModelPrice, service_tier: str | None) -> tuple[_RateCard, str]:
         card = self._card(price, None, service_tier)
@@ -806,13 +860,43 @@ def _sum(components: Mapping[str, Decimal], start: Decimal = _ZERO) -> Decimal:
     return reduce(_add, components.values(), start)
 
 
-def _fee_components(price: ModelPrice, images: int | None) -> dict[str, Decimal]:
+def _fee_components(price: ModelPrice, media: MediaUnits | None) -> dict[str, Decimal] | None:
+    """The per-request fee, then the fees per image, per audio minute and per million characters.
+
+    ``None`` when the price has a fee whose unit the call did not report: its cost is unknown.
+    """
     fees: dict[str, Decimal] = {}
     if price.per_request is not None:
         fees["request"] = price.per_request
-    if price.per_image is not None and images:
-        fees["image"] = price.per_image * images
+    if not price.bills_media:
+        return fees
+    media = media or _NO_MEDIA
+    if price.bills_images:
+        per_image = price.image_price(media.image_size, media.image_quality)
+        if per_image is None or media.images is None or media.images < 0:
+            return None
+        fees["image"] = _multiply(per_image, media.images)
+    if price.per_audio_minute is not None:
+        seconds = media.audio_seconds
+        if seconds is None or not math.isfinite(seconds) or seconds < 0:
+            return None
+        billed = _multiply(price.per_audio_minute, Decimal(repr(seconds)))
+        fees["audio_seconds"] = _divide(billed, _SECONDS_PER_MINUTE)
+    if price.per_million_characters is not None:
+        if media.characters is None or media.characters < 0:
+            return None
+        fees["characters"] = _divide(_multiply(price.per_million_characters, media.characters), _MILLION)
     return fees
+
+
+_NO_MEDIA = MediaUnits()
+_SECONDS_PER_MINUTE = Decimal(60)
+
+
+def _media_shown(media: MediaUnits) -> str:
+    """``images=1, image_size='256x256'``: the units a record reported, for a log line."""
+    reported = dataclasses.asdict(media).items()
+    return ", ".join(f"{name}={value!r}" for name, value in reported if value is not None)
 
 
 def _gpu_components(price: GpuHourPrice, usage: Usage, duration_s: float | None) -> dict[str, Decimal] | None:
