@@ -2,7 +2,8 @@
 
 Rates are USD (or ``currency``) per million tokens, written as strings in price files so that
 ``"0.60"`` stays exactly ``0.60``; YAML/JSON floats are converted through their shortest
-``repr`` (``0.15`` -> ``Decimal("0.15")``), never through their binary value.
+``repr`` (``0.15`` -> ``Decimal("0.15")``), never through their binary value. Media models add
+fees per image (by quality and size), per minute of audio and per million characters.
 """
 
 from __future__ import annotations
@@ -11,7 +12,15 @@ import datetime as dt
 from decimal import Decimal
 from typing import Annotated, Any, Literal, get_args
 
-from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, model_validator
+from pydantic import (
+    BaseModel,
+    BeforeValidator,
+    ConfigDict,
+    Field,
+    ValidationInfo,
+    field_validator,
+    model_validator,
+)
 
 __all__ = [
     "RATE_NAMES",
@@ -35,6 +44,15 @@ Rate = Annotated[Decimal, BeforeValidator(_exact_decimal), Field(ge=0, allow_inf
 """A non-negative price, exact."""
 
 PositiveDecimal = Annotated[Decimal, BeforeValidator(_exact_decimal), Field(gt=0, allow_inf_nan=False)]
+
+ImageSize = Annotated[str, Field(pattern=r"^[1-9]\d*x[1-9]\d*$")]
+"""``WIDTHxHEIGHT`` in pixels, as the images API spells a size: ``1024x1792``."""
+ImageQuality = Annotated[str, Field(pattern=r"^[a-z][a-z0-9_-]*$")]
+"""A quality as the images API spells it: ``standard``, ``hd``, ``low``, ``medium``, ``high``."""
+
+_ImageTable = dict[str, dict[str, Decimal]]
+_MEDIA_RATES = ("per_image", "per_image_by_quality_size", "per_audio_minute", "per_million_characters")
+_AUTO = "auto"  # the images API's default size and quality, whatever the model's default is
 
 RateName = Literal[
     "input_per_mtok",
@@ -140,12 +158,13 @@ class _PriceBase(_Strict):
 
 
 class ModelPrice(_PriceBase):
-    """Per-token price of a hosted model (rates per million tokens, exact ``Decimal``).
+    """Per-token price of a hosted model (rates per million tokens, exact ``Decimal``), with its fees.
 
     Rates left out fall back as a provider bills them: cached input and cache writes at the
     input rate (no discount), one-hour cache writes at the 5-minute write rate, reasoning at the
     output rate, audio and image tokens at the text rate of their direction, cached audio at the
-    audio rate.
+    audio rate. A price with a media fee (per image, per audio minute, per million characters)
+    and no token rates bills no tokens: both token rates default to zero.
 
     >>> ModelPrice(input_per_mtok="0.60", output_per_mtok="2.40").input_per_mtok
     Decimal('0.60')
@@ -167,11 +186,54 @@ class ModelPrice(_PriceBase):
     per_request: Rate | None = None
     """A fixed fee per request (e.g. a search or tool-call surcharge)."""
     per_image: Rate | None = None
-    """A fixed fee per generated image, when the caller knows the image count."""
+    """A fixed fee per generated image, whatever its size and quality."""
+    per_image_by_quality_size: dict[ImageQuality, dict[ImageSize, Rate]] | None = None
+    """Fee per generated image by quality, then size (DALL·E): ``{"hd": {"1024x1792": "0.12"}}``."""
+    default_image_quality: ImageQuality | None = None
+    """The quality of an image whose request named none (or ``auto``)."""
+    default_image_size: ImageSize | None = None
+    """The size of an image whose request named none (or ``auto``)."""
+    per_audio_minute: Rate | None = None
+    """Fee per minute of audio transcribed or translated (``whisper-1``), prorated by the second."""
+    per_million_characters: Rate | None = None
+    """Fee per million characters of text read aloud (``tts-1``)."""
     tiers: tuple[PromptTier, ...] = ()
     """Long-context prices; the tier with the highest threshold below the prompt size applies."""
     service_tiers: dict[str, ServiceTierPrice] = Field(default_factory=dict)
     """By tier name as the response reports it (``batch``, ``flex``, ``priority``...)."""
+
+    @model_validator(mode="before")
+    @classmethod
+    def _media_only_bills_no_tokens(cls, data: Any) -> Any:
+        """A media price that gives no token rates bills no tokens (``tts-1``, ``dall-e-3``)."""
+        if isinstance(data, dict) and any(data.get(name) is not None for name in _MEDIA_RATES):
+            return {"input_per_mtok": Decimal(0), "output_per_mtok": Decimal(0), **data}
+        return data
+
+    @field_validator("per_image_by_quality_size")
+    @classmethod
+    def _one_image_fee(cls, table: _ImageTable | None, info: ValidationInfo) -> _ImageTable | None:
+        if table is None:
+            return None
+        if info.data.get("per_image") is not None:
+            raise ValueError("give per_image or per_image_by_quality_size, not both")
+        if not table or not all(table.values()):
+            raise ValueError("needs at least one quality with at least one size")
+        return table
+
+    @field_validator("default_image_quality", "default_image_size")
+    @classmethod
+    def _default_in_table(cls, value: str | None, info: ValidationInfo) -> str | None:
+        if value is None:
+            return None
+        table = info.data.get("per_image_by_quality_size")
+        if not table:
+            raise ValueError("needs a valid per_image_by_quality_size")
+        sizes = {size for by_size in table.values() for size in by_size}
+        known = table if info.field_name == "default_image_quality" else sizes
+        if value not in known:
+            raise ValueError(f"{value!r} has no price in per_image_by_quality_size")
+        return value
 
     @model_validator(mode="after")
     def _tiers_consistent(self) -> ModelPrice:
@@ -186,6 +248,44 @@ class ModelPrice(_PriceBase):
                         "prompt-size tiers: give it a factor instead"
                     )
         return self
+
+    @property
+    def bills_images(self) -> bool:
+        """Whether this price has a fee per image (flat or by quality and size)."""
+        return self.per_image is not None or self.per_image_by_quality_size is not None
+
+    @property
+    def bills_media(self) -> bool:
+        """Whether this price has any fee per image, per audio minute or per character."""
+        per_unit = (self.per_audio_minute, self.per_million_characters)
+        return self.bills_images or any(rate is not None for rate in per_unit)
+
+    def bills_tokens(self) -> bool:
+        """Whether any token rate, in any prompt-size or service tier, is above zero."""
+        if any(self.rates().values()):
+            return True
+        tiers = (*self.tiers, *self.service_tiers.values())
+        return any(any(tier.overrides().values()) for tier in tiers)
+
+    def image_price(self, size: str | None, quality: str | None) -> Decimal | None:
+        """The fee for one image of ``size`` and ``quality`` (``None``/``auto``: the defaults).
+
+        ``None`` when the table has no price for that combination (the call is then unpriced).
+
+        >>> ModelPrice(per_image_by_quality_size={"hd": {"1024x1792": "0.12"}}).image_price("1024x1792", "hd")
+        Decimal('0.12')
+        """
+        if self.per_image is not None:
+            return self.per_image
+        table = self.per_image_by_quality_size
+        if table is None:
+            return None
+        quality = _chosen(quality, self.default_image_quality)
+        size = _chosen(size, self.default_image_size)
+        if quality is None and len(table) == 1:  # one quality (DALL·E 2): nothing to choose
+            quality = next(iter(table))
+        by_size = table.get(quality) if quality is not None else None
+        return by_size.get(size) if by_size is not None and size is not None else None
 
     def rates(self) -> dict[str, Decimal]:
         """Every base rate, with the documented fallbacks applied."""
@@ -281,3 +381,11 @@ class GpuHourPrice(_PriceBase):
 
 def _first(value: Decimal | None, fallback: Decimal) -> Decimal:
     return fallback if value is None else value
+
+
+def _chosen(requested: str | None, default: str | None) -> str | None:
+    """A request's image size or quality as the table spells it (``auto`` or none: the default)."""
+    if requested is None:
+        return default
+    requested = requested.strip().lower()
+    return default if requested in ("", _AUTO) else requested
