@@ -12,9 +12,11 @@ from __future__ import annotations
 import gzip
 import logging
 import os
+import socket
 import subprocess
 import sys
 import threading
+import time
 from collections.abc import Iterator
 from concurrent import futures
 from dataclasses import dataclass, field
@@ -451,4 +453,124 @@ def test_a_missing_exporter_package_is_logged_and_calls_still_work(
 
     assert settings.exporters is not None and settings.exporters.tracer_provider is None
     assert "install llmmeter[otlp]" in caplog.text
+    llmmeter.flush()  # callbacks run on llmmeter's pipeline thread
     assert len(records) == 2 and all(r.cost is not None for r in records)
+
+
+# --- a dead endpoint: flush and exit stay bounded ---------------------------------------------------
+DEAD_ENDPOINT_SCRIPT = """
+import sys, time
+import llmmeter
+
+endpoint, protocol, flush_timeout = sys.argv[1], sys.argv[2], float(sys.argv[3])
+llmmeter.configure(store=None, otlp_endpoint=endpoint, otlp_protocol=protocol)
+
+@llmmeter.metered(model="gpt-4o-mini", provider="openai")
+def chat():
+    return {"model": "gpt-4o-mini", "usage": {"prompt_tokens": 3, "completion_tokens": 1}}
+
+chat()
+started = time.monotonic()
+flushed = llmmeter.flush(timeout=flush_timeout)
+print(flushed, time.monotonic() - started, flush=True)
+chat()  # a span still queued for the dead endpoint at exit
+print("exiting", flush=True)
+"""
+
+
+@dataclass
+class DeadEndpointRun:
+    flushed: bool
+    flush_seconds: float
+    exit_seconds: float
+    stderr: str
+
+
+@pytest.fixture
+def blackhole() -> Iterator[str]:
+    """A TCP listener that accepts connections (the kernel completes the handshake) and never
+    answers: a collector behind a firewall that drops, or a hung one."""
+    listener = socket.socket()
+    listener.bind(("127.0.0.1", 0))
+    listener.listen(64)
+    yield f"http://127.0.0.1:{listener.getsockname()[1]}"
+    listener.close()
+
+
+@pytest.fixture
+def refusing() -> str:
+    """An address where nothing listens: every connection is refused."""
+    probe = socket.socket()
+    probe.bind(("127.0.0.1", 0))
+    port = probe.getsockname()[1]
+    probe.close()
+    return f"http://127.0.0.1:{port}"
+
+
+def run_against_dead_endpoint(
+    tmp_path: Path, endpoint: str, protocol: str, flush_timeout: float
+) -> DeadEndpointRun:
+    """Run the script in a fresh interpreter; the exit is timed from its last line to its end."""
+    script = tmp_path / "dead_endpoint.py"
+    script.write_text(DEAD_ENDPOINT_SCRIPT)
+    env = {key: value for key, value in os.environ.items() if not key.startswith("OTEL_")}
+    env.pop("LLMMETER_EXIT_TIMEOUT", None)  # the default bound
+    process = subprocess.Popen(
+        [sys.executable, str(script), endpoint, protocol, str(flush_timeout)],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        env=env,
+    )
+    assert process.stdout is not None and process.stderr is not None
+    flushed, flush_seconds = process.stdout.readline().split()
+    assert process.stdout.readline().strip() == "exiting"
+    exit_started = time.monotonic()
+    process.wait(timeout=60)
+    exit_seconds = time.monotonic() - exit_started
+    stderr = process.stderr.read()
+    assert process.returncode == 0, stderr
+    return DeadEndpointRun(flushed == "True", float(flush_seconds), exit_seconds, stderr)
+
+
+# The exporters' own timeout is 10 s per attempt, with retries: unbounded, flush took 19-28 s and
+# exit 7-10 s more (issue 12). The margins below cover interpreter teardown on a loaded machine.
+@pytest.mark.parametrize("protocol", ["http/protobuf", "grpc"])
+def test_flush_and_exit_stay_bounded_when_the_otlp_endpoint_never_answers(
+    tmp_path: Path, blackhole: str, protocol: str
+) -> None:
+    run = run_against_dead_endpoint(tmp_path, blackhole, protocol, flush_timeout=1.0)
+
+    assert run.flushed is False  # nothing was exported, and flush says so
+    assert run.flush_seconds < 1.0 + 0.5
+    assert run.exit_seconds < 2.0 + 2.0  # default exit_timeout 2 s, plus teardown
+    assert "exit_timeout" in run.stderr
+
+
+def test_flush_returns_false_in_time_when_the_otlp_endpoint_refuses(tmp_path: Path, refusing: str) -> None:
+    run = run_against_dead_endpoint(tmp_path, refusing, "http/protobuf", flush_timeout=1.0)
+
+    assert run.flushed is False
+    assert run.flush_seconds < 1.0 + 0.5
+    assert run.exit_seconds < 2.0 + 2.0
+
+
+def test_flush_returns_true_once_the_receiver_has_everything(
+    receiver: OtlpHttpReceiver, records: list[CallRecord]
+) -> None:
+    llmmeter.configure(store=None, otlp_endpoint=receiver.url, otlp_protocol="http/protobuf")
+    drive_traffic()
+
+    assert llmmeter.flush(timeout=5) is True
+    assert (
+        len(
+            [
+                s
+                for r in receiver.received.traces
+                for rs in r.resource_spans
+                for ss in rs.scope_spans
+                for s in ss.spans
+            ]
+        )
+        == 2
+    )
