@@ -179,16 +179,19 @@ def _shown(text: str, limit: int = 80) -> str:
 
 
 def _rate_lines(price: ModelPrice) -> list[str]:
+    if not price.bills_tokens():
+        free = not (price.bills_media or price.per_request)
+        return [
+            "tokens:     not billed" + ("; every rate is 0: calls cost 0" if free else ""),
+            *_fee_lines(price),
+        ]
     lines = [f"rates ({price.currency} per 1M tokens):"]
     explicit = price.model_dump(exclude_none=True)
     for name, rate in price.rates().items():
         label = name.removesuffix("_per_mtok").replace("_", " ")
         fallback = "" if name in explicit else "  (fallback)"
         lines.append(f"  {label:<20} {_money(rate)}{fallback}")
-    if price.per_request is not None:
-        lines.append(f"  per request          {_money(price.per_request)}")
-    if price.per_image is not None:
-        lines.append(f"  per image            {_money(price.per_image)}")
+    lines += _fee_lines(price)
     for tier in price.tiers:
         overrides = ", ".join(
             f"{k.removesuffix('_per_mtok')} {_money(v)}" for k, v in tier.overrides().items()
@@ -200,6 +203,30 @@ def _rate_lines(price: ModelPrice) -> list[str]:
         if service.exempt:
             parts.append("not scaled: " + ", ".join(e.removesuffix("_per_mtok") for e in service.exempt))
         lines.append(f"  service tier {name}: {'; '.join(parts)}")
+    return lines
+
+
+def _fee_lines(price: ModelPrice) -> list[str]:
+    """Fees per request, per image (by quality and size), per audio minute, per 1M characters."""
+    lines: list[str] = []
+    if price.per_request is not None:
+        lines.append(f"  per request          {_money(price.per_request)}")
+    if price.per_image is not None:
+        lines.append(f"  per image            {_money(price.per_image)}")
+    if price.per_image_by_quality_size is not None:
+        lines.append(f"per image ({price.currency}), by quality and size:")
+        for quality, by_size in price.per_image_by_quality_size.items():
+            sizes = "  ".join(f"{size} {_money(fee):<6}" for size, fee in by_size.items())
+            lines.append(f"  {quality:<10} {sizes.rstrip()}")
+        lines.append(
+            f"  default    {price.default_image_quality or 'none'} quality, "
+            f"{price.default_image_size or 'no'} size (a request naming none, or auto)"
+        )
+    if price.per_audio_minute is not None:
+        minute = _money(price.per_audio_minute)
+        lines.append(f"per audio minute:     {minute} {price.currency} (x the seconds reported / 60)")
+    if price.per_million_characters is not None:
+        lines.append(f"per 1M characters:    {_money(price.per_million_characters)} {price.currency}")
     return lines
 
 

@@ -194,7 +194,7 @@ class ModelPrice(_PriceBase):
     default_image_size: ImageSize | None = None
     """The size of an image whose request named none (or ``auto``)."""
     per_audio_minute: Rate | None = None
-    """Fee per minute of audio transcribed or translated (``whisper-1``), prorated by the second."""
+    """Fee per minute of audio transcribed or translated (``whisper-1``): rate x seconds / 60."""
     per_million_characters: Rate | None = None
     """Fee per million characters of text read aloud (``tts-1``)."""
     tiers: tuple[PromptTier, ...] = ()
