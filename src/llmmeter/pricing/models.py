@@ -9,10 +9,12 @@ fees per image (by quality and size), per minute of audio and per million charac
 from __future__ import annotations
 
 import datetime as dt
+import re
 from decimal import Decimal
 from typing import Annotated, Any, Literal, get_args
 
 from pydantic import (
+    AfterValidator,
     BaseModel,
     BeforeValidator,
     ConfigDict,
@@ -45,9 +47,24 @@ Rate = Annotated[Decimal, BeforeValidator(_exact_decimal), Field(ge=0, allow_inf
 
 PositiveDecimal = Annotated[Decimal, BeforeValidator(_exact_decimal), Field(gt=0, allow_inf_nan=False)]
 
-ImageSize = Annotated[str, Field(pattern=r"^[1-9]\d*x[1-9]\d*$")]
+
+def _image_size(value: str) -> str:
+    if not _IMAGE_SIZE.fullmatch(value):
+        raise ValueError("an image size is WIDTHxHEIGHT in pixels, e.g. 1024x1792")
+    return value
+
+
+def _image_quality(value: str) -> str:
+    if not _IMAGE_QUALITY.fullmatch(value):
+        raise ValueError("an image quality is a lower-case word, e.g. standard, hd, low, medium, high")
+    return value
+
+
+_IMAGE_SIZE = re.compile(r"[1-9]\d*x[1-9]\d*")
+_IMAGE_QUALITY = re.compile(r"[a-z][a-z0-9_-]*")
+ImageSize = Annotated[str, AfterValidator(_image_size)]
 """``WIDTHxHEIGHT`` in pixels, as the images API spells a size: ``1024x1792``."""
-ImageQuality = Annotated[str, Field(pattern=r"^[a-z][a-z0-9_-]*$")]
+ImageQuality = Annotated[str, AfterValidator(_image_quality)]
 """A quality as the images API spells it: ``standard``, ``hd``, ``low``, ``medium``, ``high``."""
 
 _ImageTable = dict[str, dict[str, Decimal]]

@@ -25,7 +25,6 @@ from collections.abc import Iterator, Mapping
 from decimal import Context, Decimal
 from functools import cache, reduce
 
-from llmmeter._log import log_once
 from llmmeter.pricing.models import GpuHourPrice, ModelPrice
 from llmmeter.pricing.sources import (
     BundledSource,
@@ -459,11 +458,13 @@ class PricingRegistry:
 
     def _warn_unbilled_media(self, record: CallRecord, media: MediaUnits) -> None:
         name = record.response_model or record.request_model or "<no model name>"
-        self._warned.add(name)
-        log_once(
-            f"pricing:unbilled-media:{name}",
+        with self._lock:
+            if name in self._warned:
+                return
+            self._warned.add(name)
+        _log.warning(
             "llmmeter has no price for what model %r reported (%s) and no token counts for it: "
-            "its calls are recorded with cost unknown (status 'unpriced'). Register a price with "
+            "such calls are recorded with cost unknown (status 'unpriced'). Register a price with "
             "per_image_by_quality_size, per_audio_minute or per_million_characters.",
             name,
             _media_shown(media),
