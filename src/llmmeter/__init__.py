@@ -15,6 +15,7 @@ Then ``llmmeter report --by model,team --since 24h`` in a shell.
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from typing import TYPE_CHECKING, Any, TypeVar
 
 from llmmeter._version import __version__
@@ -146,8 +147,18 @@ def _uninstall(name: str) -> None:
         uninstall()
 
 
-def instrument_openai() -> None:
-    """Measure every ``openai`` client of this process, existing and future (idempotent)."""
+def instrument_openai(*, providers: Mapping[str, str] | None = None) -> None:
+    """Measure every ``openai`` client of this process, existing and future (idempotent).
+
+    ``providers`` names the provider behind hosts llmmeter cannot recognise from the URL, e.g.
+    ``{"gateway.internal": "openai", "10.0.0.7:8000": "vllm"}`` (also settable as
+    ``LLMMETER_PROVIDERS="gateway.internal=openai,10.0.0.7:8000=vllm"``). Unknown hosts are
+    otherwise recorded as ``openai_compatible`` and priced from the model name, marked inferred.
+    """
+    if providers:
+        from llmmeter.instrument.sdk import declare_providers
+
+        declare_providers(providers)
     _install("openai")
 
 

@@ -27,24 +27,23 @@ import importlib
 import threading
 import weakref
 from collections.abc import Awaitable, Callable, Mapping
-from contextvars import ContextVar, Token
 from dataclasses import dataclass
 from typing import Any, Protocol, TypeVar
 
 import wrapt
-from opentelemetry import context as otel_context
 
 from llmmeter._log import guard, log_once
 from llmmeter.config import Settings, get_settings
+from llmmeter.instrument.scope import enter as _attach
+from llmmeter.instrument.scope import leave as _detach
+from llmmeter.instrument.scope import should_measure as _should_measure
 from llmmeter.instrument.streams import AsyncMeteredStream, MeteredStream
-from llmmeter.measure import Attached, Measurement, outcome_of
+from llmmeter.measure import Measurement, outcome_of
 from llmmeter.providers.types import RequestSpec
 from llmmeter.record import CallRecord, Outcome
 
 T = TypeVar("T")
 
-_SUPPRESS_KEY = getattr(otel_context, "_SUPPRESS_INSTRUMENTATION_KEY", None)
-_measuring: ContextVar[bool] = ContextVar("llmmeter_sdk_measuring", default=False)
 _DEFAULT_PORTS = {"https": 443, "http": 80}
 _KINDS = ("Stream", "AsyncStream", "LegacyAPIResponse", "AsyncAPIResponse", "APIResponse")
 
@@ -138,11 +137,60 @@ def _server_of(adapter: SdkAdapter, client: Any) -> tuple[str | None, int | None
     port = None
     if host is not None:
         port = getattr(base_url, "port", None) or _DEFAULT_PORTS.get(str(getattr(base_url, "scheme", "")))
-    provider = adapter.provider(client, host)
+    provider = _declared_provider(host, port) or adapter.provider(client, host)
     if len(_server_cache) > 256:
         _server_cache.clear()
     _server_cache[id(base_url)] = (base_url, host, port, provider, str(base_url))
     return host, port, provider, str(base_url)
+
+
+# --- providers declared for hosts llmmeter cannot recognise ---------------------------------------
+PROVIDERS_ENV_VAR = "LLMMETER_PROVIDERS"
+"""``host=provider`` pairs, comma-separated (``gateway.internal=openai,10.0.0.7:8000=vllm``): for
+``opentelemetry-instrument`` users, who cannot call :func:`declare_providers`."""
+
+_declared: dict[str, str] = {}
+_env_read = False
+
+
+def declare_providers(providers: Mapping[str, str]) -> None:
+    """Name the provider behind hosts llmmeter cannot recognise (a gateway, a self-hosted server):
+    ``{"gateway.internal": "openai", "10.0.0.7:8000": "vllm"}``; a ``host:port`` key wins over a
+    bare host. Applies to every client measured from now on."""
+    for host, provider in providers.items():
+        if not isinstance(host, str) or not isinstance(provider, str) or not host or not provider:
+            raise TypeError(
+                f"llmmeter: providers must map host names to provider names, got {host!r}: {provider!r}"
+            )
+        _declared[host.strip().lower()] = provider.strip()
+    _server_cache.clear()
+
+
+def _declared_provider(host: str | None, port: int | None) -> str | None:
+    global _env_read
+    if not _env_read:
+        _env_read = True
+        _read_env_declarations()
+    if host is None or not _declared:
+        return None
+    host = host.lower()
+    return _declared.get(f"{host}:{port}") or _declared.get(host)
+
+
+def _read_env_declarations() -> None:
+    import os
+
+    for pair in filter(None, (item.strip() for item in os.environ.get(PROVIDERS_ENV_VAR, "").split(","))):
+        host, sep, provider = pair.rpartition("=")
+        if not sep or not host.strip() or not provider.strip():
+            log_once(
+                f"providers-env:{pair}",
+                "llmmeter: ignoring %r in %s: expected host=provider",
+                pair,
+                PROVIDERS_ENV_VAR,
+            )
+            continue
+        _declared.setdefault(host.strip().lower(), provider.strip())
 
 
 # --- servers that refused a changed body ---------------------------------------------------------
@@ -330,12 +378,6 @@ class AsyncMeteredRawResponse(_RawResponseBookkeeping, wrapt.BaseObjectProxy):  
 
 
 # --- the hook -----------------------------------------------------------------------------------
-def _should_measure() -> bool:
-    if _measuring.get():
-        return False
-    return not (_SUPPRESS_KEY is not None and otel_context.get_value(_SUPPRESS_KEY))
-
-
 def _begin(
     adapter: SdkAdapter, client: Any, args: tuple[Any, ...], kwargs: Mapping[str, Any], provider: str | None
 ) -> tuple[_Plan, Measurement] | None:
@@ -433,21 +475,6 @@ async def measured_async_request(
         return _measured_result(result, plan, measurement)  # type: ignore[no-any-return]
     measurement.finish(Outcome.OK)
     return result
-
-
-def _attach(measurement: Measurement) -> tuple[Attached, Token[bool]] | None:
-    with guard("attaching the span context"):
-        return measurement.attach(), _measuring.set(True)
-    return None
-
-
-def _detach(token: tuple[Attached, Token[bool]] | None) -> None:
-    if token is None:
-        return
-    with guard("detaching the span context"):
-        attached, measuring = token
-        _measuring.reset(measuring)
-        Measurement.detach(attached)
 
 
 # --- per-client and process-wide installation ------------------------------------------------------
