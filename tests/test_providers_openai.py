@@ -26,7 +26,6 @@ from llmmeter.providers import extract_response_info, extract_usage
 from llmmeter.providers.openai import (
     provider_cost_from_openai_usage,
     provider_from_host,
-    server_supports_stream_usage,
     usage_from_openai,
 )
 from llmmeter.record import Cost, Usage, UsageSource
@@ -547,20 +546,3 @@ def test_unknown_hosts_are_not_guessed_to_be_openai(host: str | None) -> None:
 def test_lookalike_hosts_are_not_trusted() -> None:
     assert provider_from_host("api.openai.com.evil.example") is None
     assert provider_from_host("notopenai.azure.com") is None
-
-
-@pytest.mark.parametrize(
-    ("provider", "supported"),
-    [
-        ("openai", True),
-        ("azure.ai.openai", True),
-        ("vllm", True),
-        ("groq", False),
-        ("deepseek", False),
-        (None, False),
-    ],
-)
-def test_stream_usage_is_requested_only_from_servers_known_to_accept_it(
-    provider: str | None, supported: bool
-) -> None:
-    assert server_supports_stream_usage(provider) is supported

@@ -27,7 +27,6 @@ __all__ = [
     "provider_cost_from_openai_usage",
     "provider_from_host",
     "response_info_from_openai",
-    "server_supports_stream_usage",
     "server_timings_from_openai_usage",
     "usage_from_openai",
 ]
@@ -208,8 +207,6 @@ _PROVIDER_BY_HOST_SUFFIX: tuple[tuple[str, str], ...] = (
     ("-aiplatform.googleapis.com", "gcp.vertex_ai"),
 )
 
-_STREAM_USAGE_PROVIDERS = frozenset({"openai", "azure.ai.openai", "vllm"})
-
 
 @functools.lru_cache(maxsize=256)
 def provider_from_host(host: str | None) -> str | None:
@@ -242,8 +239,3 @@ def _bare_host(host: str | None) -> str | None:
     if text.count(":") == 1:
         text = text.split(":", 1)[0]
     return text.rstrip(".") or None
-
-
-def server_supports_stream_usage(provider: str | None) -> bool:
-    """Whether a server is known to accept ``stream_options.include_usage`` (OpenAI, Azure, vLLM)."""
-    return provider in _STREAM_USAGE_PROVIDERS
