@@ -244,7 +244,7 @@ _dropped_lock = threading.Lock()
 
 def _observe_dropped_records(provider: object, meter: metrics.Meter) -> None:
     """Register ``llmmeter.records.dropped`` once per meter provider (see :class:`SummedCounter`
-    for why once); it reports the pipeline's count of undelivered records."""
+    for why once): the records the pipeline could not deliver since then."""
     with _dropped_lock:
         try:
             if provider in _dropped_observed:
@@ -252,18 +252,20 @@ def _observe_dropped_records(provider: object, meter: metrics.Meter) -> None:
             _dropped_observed.add(provider)
         except TypeError:  # a provider that cannot be weakly referenced: register every time
             pass
-    spec = sc.RECORDS_DROPPED_METRIC
-    meter.create_observable_counter(
-        spec.name, callbacks=[_dropped_records], unit=spec.unit, description=spec.description
-    )
-
-
-def _dropped_records(options: metrics.CallbackOptions) -> list[metrics.Observation]:
     from llmmeter.pipeline import get_pipeline
 
-    # No series until something was dropped: a healthy process exports no extra point.
-    dropped = get_pipeline().stats.dropped
-    return [metrics.Observation(dropped)] if dropped else []
+    stats = get_pipeline().stats
+    baseline = stats.dropped
+
+    def observe(options: metrics.CallbackOptions) -> list[metrics.Observation]:
+        # No series until something was dropped: a healthy process exports no extra point.
+        dropped = stats.dropped - baseline
+        return [metrics.Observation(dropped)] if dropped > 0 else []
+
+    spec = sc.RECORDS_DROPPED_METRIC
+    meter.create_observable_counter(
+        spec.name, callbacks=[observe], unit=spec.unit, description=spec.description
+    )
 
 
 _USAGE_ATTRIBUTE_PAIRS: tuple[tuple[str, str], ...] = tuple(sc.USAGE_ATTRIBUTES.items())
@@ -335,7 +337,7 @@ def _llm_attributes(record: CallRecord, out: dict[str, Any]) -> None:
     if timings.chunks is not None:
         out[sc.CHUNKS] = timings.chunks
     if timings.server is not None:
-        for name in ("ttft_s", "tpot_s", "queue_s", "prefill_s", "decode_s", "e2e_s"):
+        for name in ("ttft_s", "tpot_s", "queue_s", "prefill_s", "decode_s", "e2e_s", "load_s"):
             value = getattr(timings.server, name)
             if value is not None:
                 out[sc.SERVER_TIMING_PREFIX + name[:-2]] = value
