@@ -15,7 +15,7 @@ from opentelemetry import context as otel_context
 from llmmeter._log import guard
 from llmmeter.measure import Attached, Measurement
 
-__all__ = ["Scope", "enter", "leave", "should_measure"]
+__all__ = ["Scope", "enter", "hold", "leave", "release", "should_measure"]
 
 _SUPPRESS_KEY = getattr(otel_context, "_SUPPRESS_INSTRUMENTATION_KEY", None)
 _measuring: ContextVar[bool] = ContextVar("llmmeter_sdk_measuring", default=False)
@@ -46,3 +46,13 @@ def leave(scope: Scope | None) -> None:
         attached, measuring = scope
         _measuring.reset(measuring)
         Measurement.detach(attached)
+
+
+def hold() -> Token[bool]:
+    """Mark an SDK call as measured without a span (a stream's measurement starts later)."""
+    return _measuring.set(True)
+
+
+def release(token: Token[bool]) -> None:
+    """Undo :func:`hold`."""
+    _measuring.reset(token)
