@@ -36,10 +36,12 @@ PUBLIC_NAMES = {
     "inline",
     "instrument",
     "instrument_anthropic",
+    "instrument_ollama",
     "instrument_openai",
     "metered",
     "uninstrument",
     "uninstrument_anthropic",
+    "uninstrument_ollama",
     "uninstrument_openai",
 }
 

@@ -75,10 +75,12 @@ __all__ = [
     "inline",
     "instrument",
     "instrument_anthropic",
+    "instrument_ollama",
     "instrument_openai",
     "metered",
     "uninstrument",
     "uninstrument_anthropic",
+    "uninstrument_ollama",
     "uninstrument_openai",
 ]
 
@@ -103,9 +105,10 @@ def instrument(client: T, *, provider: str | None = None, model: str | None = No
 
     Supported: ``openai.OpenAI``, ``AsyncOpenAI``, ``AzureOpenAI``, ``AsyncAzureOpenAI`` (and so
     any OpenAI-compatible server or gateway reached through them); ``anthropic.Anthropic``,
-    ``AsyncAnthropic`` (and the Bedrock and Vertex clients); vLLM's in-process engines
-    ``vllm.LLM`` (``generate``/``chat``/``embed``) and ``AsyncLLM`` (``generate``; start it with
-    ``disable_log_stats=False`` to get vLLM's own per-request timings too).
+    ``AsyncAnthropic`` (and the Bedrock and Vertex clients); ``ollama.Client``, ``AsyncClient``;
+    vLLM's in-process engines ``vllm.LLM`` (``generate``/``chat``/``embed``) and ``AsyncLLM``
+    (``generate``; start it with ``disable_log_stats=False`` to get vLLM's own per-request timings
+    too).
     ``provider`` overrides the ``gen_ai.provider.name`` detected from the client and its base
     URL (e.g. ``"vllm"`` for your own server, ``"openai"`` for a gateway in front of OpenAI);
     ``model`` names a vLLM engine's model in records (default: its served model name).
@@ -175,3 +178,14 @@ def instrument_anthropic() -> None:
 def uninstrument_anthropic() -> None:
     """Undo :func:`instrument_anthropic`."""
     _uninstall("anthropic")
+
+
+def instrument_ollama() -> None:
+    """Measure every ``ollama`` client of this process (``Client``, ``AsyncClient``, the module's
+    ``ollama.chat``...), existing and future (idempotent)."""
+    _install("ollama")
+
+
+def uninstrument_ollama() -> None:
+    """Undo :func:`instrument_ollama`."""
+    _uninstall("ollama")

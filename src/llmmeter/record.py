@@ -200,6 +200,8 @@ class ServerTimings:
     prefill_s: float | None = None
     decode_s: float | None = None
     e2e_s: float | None = None
+    load_s: float | None = None
+    """Loading the model before serving the request (Ollama's ``load_duration``)."""
 
 
 @dataclass(slots=True)

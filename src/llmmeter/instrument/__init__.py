@@ -67,6 +67,41 @@ def _stainless(sdk_module: str, adapter_path: str) -> Integration:
     return Integration(sdk_module, accepts, instrument, uninstrument, install, uninstall)
 
 
+def _per_method(sdk_name: str, adapter_path: str, client_classes: tuple[str, ...]) -> Integration:
+    """A row for an SDK hooked method by method (``ollama``, ``google-genai``): the generic
+    per-method hook of :mod:`llmmeter.instrument.methods` driven by the adapter's table.
+    ``client_classes``: ``"module:Class"`` of the client objects it accepts."""
+
+    def adapter() -> Any:
+        module_name, attribute = adapter_path.rsplit(":", 1)
+        return getattr(importlib.import_module(module_name), attribute)
+
+    def accepts(obj: Any) -> bool:
+        return any(f"{cls.__module__}:{cls.__qualname__}" in client_classes for cls in type(obj).__mro__)
+
+    def instrument(client: Any, *, provider: str | None = None, model: str | None = None) -> Any:
+        from llmmeter.instrument.methods import instrument_client
+
+        return instrument_client(client, adapter(), provider=provider)
+
+    def uninstrument(client: Any) -> Any:
+        from llmmeter.instrument.methods import uninstrument_client
+
+        return uninstrument_client(client, adapter())
+
+    def install() -> None:
+        from llmmeter.instrument.methods import install as install_methods
+
+        install_methods(adapter())
+
+    def uninstall() -> None:
+        from llmmeter.instrument.methods import uninstall as uninstall_methods
+
+        uninstall_methods(adapter())
+
+    return Integration(sdk_name, accepts, instrument, uninstrument, install, uninstall)
+
+
 def _vllm() -> Integration:
     def accepts(obj: Any) -> bool:
         from llmmeter.instrument.vllm import is_vllm_engine
@@ -90,6 +125,9 @@ INTEGRATIONS: tuple[Integration, ...] = (
     _stainless("openai", "llmmeter.providers.openai_request:OPENAI"),
     _stainless("anthropic", "llmmeter.providers.anthropic:ANTHROPIC"),
     _vllm(),
+    _per_method(
+        "ollama", "llmmeter.providers.ollama:OLLAMA", ("ollama._client:Client", "ollama._client:AsyncClient")
+    ),
 )
 
 
