@@ -15,12 +15,22 @@ from typing import Any
 from urllib.parse import urlsplit
 
 import anthropic
+import httpx
+import ollama
 import pytest
 from google import genai
 from google.genai import types as genai_types
 from google.oauth2.credentials import Credentials
 
-from .recording_support import files, interactions, request_json, truth, use_recording
+from .recording_support import (
+    RecordedBody,
+    files,
+    interactions,
+    request_json,
+    serve_bodies,
+    truth,
+    use_recording,
+)
 
 
 def _interaction_ids(provider: str, *, where: Any = lambda entry, item: True) -> list[Any]:
@@ -225,3 +235,84 @@ async def test_a_recorded_gemini_stream_replays_the_same_through_client_aio(file
         chunks = [chunk async for chunk in stream]
     assert len(chunks) == expected["chunks"]
     assert _token_fields(_usage_json(chunks[-1].usage_metadata)) == _token_fields(expected["usage_metadata"])
+
+
+# --- Ollama ---------------------------------------------------------------------------------------
+OLLAMA_BODIES = [
+    pytest.param(entry["file"], id=entry["file"].split("/", 1)[1])
+    for entry in (truth(file) for file in files("ollama"))
+]
+
+_COUNTERS = (
+    "prompt_eval_count",
+    "eval_count",
+    "total_duration",
+    "load_duration",
+    "prompt_eval_duration",
+    "eval_duration",
+)
+
+
+def _served(file: str) -> RecordedBody:
+    route = truth(file)["route"]
+    return RecordedBody(route["method"], route["path"], file)
+
+
+def _call_ollama(client: Any, file: str) -> Any:
+    """The ``ollama`` client method that sends the recorded route, called as a user would."""
+    expected = truth(file)["interactions"][0]
+    model, stream = expected["model"], expected["stream"]
+    if expected["path"] == "/api/generate":
+        return client.generate(model=model, prompt="replayed", stream=stream)
+    if expected["path"] == "/api/chat":
+        return client.chat(model=model, messages=[{"role": "user", "content": "replayed"}], stream=stream)
+    return client.embed(model=model, input="replayed")
+
+
+def _check_ollama(parts: list[Any], file: str) -> None:
+    expected = truth(file)["interactions"][0]
+    final = parts[-1]
+    assert len(parts) == expected["lines"]
+    assert {name: getattr(final, name) for name in _COUNTERS} == {name: expected[name] for name in _COUNTERS}
+    assert final.model == expected["model"]
+    if "embeddings" in expected:
+        assert [len(vector) for vector in final.embeddings] == expected["dimensions"]
+        return
+    assert final.done_reason == expected["done_reason"]
+    pieces = [
+        part.response if expected["path"] == "/api/generate" else part.message.content for part in parts
+    ]
+    assert "".join(piece or "" for piece in pieces) == expected["content"]
+
+
+@pytest.mark.parametrize("file", OLLAMA_BODIES)
+def test_a_recorded_ollama_body_reaches_the_ollama_client_with_its_counters_and_durations(file: str) -> None:
+    with serve_bodies(_served(file)) as server:
+        result = _call_ollama(ollama.Client(host=server.url), file)
+        parts = list(result) if truth(file)["route"]["stream"] else [result]
+    _check_ollama(parts, file)
+    assert [(method, path) for method, path, _ in server.requests] == [
+        (truth(file)["route"]["method"], truth(file)["route"]["path"])
+    ]
+
+
+@pytest.mark.parametrize("file", OLLAMA_BODIES)
+async def test_a_recorded_ollama_body_reaches_the_async_client_the_same(file: str) -> None:
+    with serve_bodies(_served(file)) as server:
+        result = await _call_ollama(ollama.AsyncClient(host=server.url), file)
+        parts = [part async for part in result] if truth(file)["route"]["stream"] else [result]
+    _check_ollama(parts, file)
+
+
+def test_a_served_stream_reaches_the_client_line_by_line_as_ollama_streams_it() -> None:
+    file = "ollama/ollama-bash-lib__ollama_generate_stream_json.ndjson"
+    with (
+        serve_bodies(_served(file)) as server,
+        httpx.stream("POST", f"{server.url}/api/generate", json={"model": "m", "prompt": "p"}) as response,
+    ):
+        content_type = response.headers["content-type"]
+        transfer = response.headers.get("transfer-encoding")
+        lines = [line for line in response.iter_lines() if line]
+    assert content_type == "application/x-ndjson"
+    assert transfer == "chunked"
+    assert len(lines) == truth(file)["interactions"][0]["lines"]
