@@ -36,8 +36,8 @@ from typing import Any
 import pytest
 import yaml
 
-from llmmeter.export.sqlite import read_records
 from llmmeter.record import CallRecord
+from llmmeter.store import read_records
 
 from .conftest import SHARED
 

@@ -28,8 +28,8 @@ from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanE
 
 import llmmeter
 import llmmeter._log
-from llmmeter.export.sqlite import read_records
 from llmmeter.record import CallRecord
+from llmmeter.store import read_records
 
 MODEL = "acme-chat-1"
 

@@ -8,7 +8,7 @@ import sys
 from pathlib import Path
 
 from llmmeter import Outcome
-from llmmeter.export.sqlite import read_records
+from llmmeter.store import read_records
 from llmmeter.testing import LocalOpenAIServer
 
 EXAMPLE = Path(__file__).resolve().parents[1] / "examples" / "auto_instrumented_app.py"

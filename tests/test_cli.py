@@ -16,8 +16,8 @@ from pathlib import Path
 import pytest
 
 from llmmeter.cli import main, parse_time
-from llmmeter.export.sqlite import SQLiteStore
 from llmmeter.record import CallKind, CallRecord, Cost, CostStatus, Timings, Usage
+from llmmeter.store import SQLiteStore
 
 HOUR_NS = 3600 * 10**9
 

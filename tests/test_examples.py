@@ -8,7 +8,7 @@ import subprocess
 import sys
 from pathlib import Path
 
-from llmmeter.export.sqlite import read_records
+from llmmeter.store import read_records
 
 EXAMPLES = Path(__file__).resolve().parents[1] / "examples"
 

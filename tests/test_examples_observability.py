@@ -21,8 +21,8 @@ from pathlib import Path
 import yaml
 
 from llmmeter import semconv as sc
-from llmmeter.export.sqlite import read_records
 from llmmeter.report_prometheus import prometheus_metric_name
+from llmmeter.store import read_records
 from llmmeter.testing import LocalOpenAIServer
 
 from .test_otlp_export import OtlpGrpcReceiver, OtlpHttpReceiver, attributes, histogram_points

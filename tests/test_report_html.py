@@ -14,10 +14,10 @@ from pathlib import Path
 
 import pytest
 
-from llmmeter.export.sqlite import SQLiteStore
 from llmmeter.record import CallRecord, Cost, CostStatus, Timings, Usage
 from llmmeter.report import build_report
 from llmmeter.report_html import render_html
+from llmmeter.store import SQLiteStore
 
 NOW = datetime(2026, 11, 27, 12, 0, tzinfo=UTC)
 

@@ -17,24 +17,25 @@ from pathlib import Path
 
 import pytest
 
-from llmmeter.export.sqlite import (
+from llmmeter.record import (
+    CallKind,
+    CallRecord,
+    Cost,
+    CostStatus,
+    MediaUnits,
+    Outcome,
+    ServerTimings,
+    Timings,
+    Usage,
+    UsageSource,
+)
+from llmmeter.store import (
     SCHEMA_VERSION,
     SQLiteStore,
     StoreError,
     default_store_path,
     read_records,
     resolve_store_path,
-)
-from llmmeter.record import (
-    CallKind,
-    CallRecord,
-    Cost,
-    CostStatus,
-    Outcome,
-    ServerTimings,
-    Timings,
-    Usage,
-    UsageSource,
 )
 
 T0 = datetime(2026, 11, 27, 9, 0, tzinfo=UTC)
@@ -86,10 +87,13 @@ def fully_populated_record() -> CallRecord:
             tpot_s=0.0123456789,
             chunks=42,
             server=ServerTimings(
-                ttft_s=0.05, tpot_s=0.011, queue_s=0.002, prefill_s=0.04, decode_s=1.9, e2e_s=2.5
+                ttft_s=0.05, tpot_s=0.011, queue_s=0.002, prefill_s=0.04, decode_s=1.9, e2e_s=2.5, load_s=0.3
             ),
         ),
         usage=full_usage(0),
+        media=MediaUnits(
+            images=2, image_size="1024x1024", image_quality="hd", audio_seconds=61.5, characters=12
+        ),
         cost=Cost(
             amount=Decimal("0.000123456789012345678901"),
             currency="EUR",
@@ -159,6 +163,7 @@ def test_round_trip_keeps_every_field_of_a_fully_populated_record(tmp_path: Path
     [back] = read_records(stored(tmp_path / "r.sqlite3", record))
 
     assert back == record
+    assert back.record_id == record.record_id
 
 
 def test_round_trip_keeps_unobserved_values_as_none(tmp_path: Path) -> None:
@@ -232,10 +237,12 @@ def test_a_file_from_a_newer_llmmeter_is_left_alone_with_one_warning(
         store.write(simple_record())
         store.flush()
 
-    assert store.failed_records == 2
+    assert store.stats.failed == 2
+    assert store.stats.lost == 0, "both wait in the journal for an llmmeter that can write this file"
     assert len([r for r in caplog.records if "newer" in r.getMessage()]) == 1
     assert len(read_records(path)) == 1
-    store.close()
+    store.close(1.0)
+    assert len(list((tmp_path / "r.sqlite3.journal").iterdir())) == 1
 
 
 # -- reading -----------------------------------------------------------------------------------
@@ -290,57 +297,62 @@ def test_reading_a_file_that_is_not_a_store_says_so(tmp_path: Path) -> None:
 # -- never block, never raise ------------------------------------------------------------------
 
 
-def test_write_never_raises_for_an_unwritable_path_and_warns_once(
+def test_write_never_raises_for_an_unwritable_path_and_counts_the_records_as_lost_with_one_warning(
     tmp_path: Path, caplog: pytest.LogCaptureFixture
 ) -> None:
     a_file = tmp_path / "file"
     a_file.write_text("x")
-    store = SQLiteStore(a_file / "r.sqlite3")  # its parent is a file: can never be created
+    store = SQLiteStore(a_file / "r.sqlite3")  # its parent is a file: neither store nor journal can exist
 
     with caplog.at_level(logging.WARNING, logger="llmmeter"):
         for _ in range(3):
             store.write(simple_record())
             assert store.flush() is False
 
-    assert store.failed_records == 3
+    assert store.stats.failed == 3
+    assert store.stats.lost == 3
     assert len([r for r in caplog.records if "could not write" in r.getMessage()]) == 1
+    assert len([r for r in caplog.records if "cannot create a journal" in r.getMessage()]) == 1
     store.close()
 
 
-def test_a_full_queue_drops_records_counts_them_and_warns_once_instead_of_blocking(
+def test_a_full_queue_spills_to_the_journal_instead_of_blocking_or_dropping(
     tmp_path: Path, caplog: pytest.LogCaptureFixture
 ) -> None:
     path = stored(tmp_path / "r.sqlite3", simple_record())
-    store = SQLiteStore(path, max_queue=5, busy_timeout_s=30)
+    store = SQLiteStore(path, max_queue=5)
     blocker = sqlite3.connect(path, isolation_level=None)
     blocker.execute("BEGIN IMMEDIATE")  # another writer holds the file: our writer must wait
 
     with caplog.at_level(logging.WARNING, logger="llmmeter"):
         started = time.perf_counter()
-        for i in range(8):
+        for i in range(30):
             store.write(simple_record(name=f"r{i}"))
         elapsed = time.perf_counter() - started
 
     assert elapsed < 0.5
-    assert store.dropped_records == 3
-    assert len([r for r in caplog.records if "dropping records" in r.getMessage()]) == 1
+    assert store.stats.spilled >= 20
+    assert len([r for r in caplog.records if "behind" in r.getMessage()]) == 1
+    assert store.flush(0.2) is False, "nothing can be written while the file is locked"
     blocker.execute("ROLLBACK")
     blocker.close()
-    assert store.flush()
-    assert [r.name for r in read_records(path)] == [None, "r0", "r1", "r2", "r3", "r4"]
+    assert store.flush(10)
+    names = [r.name for r in read_records(path)]
+    assert sorted(names[1:]) == sorted(f"r{i}" for i in range(30))
+    assert store.stats.lost == 0
     store.close()
 
 
-def test_records_written_after_close_are_dropped_and_counted(tmp_path: Path) -> None:
+def test_a_record_written_after_close_is_still_stored(tmp_path: Path) -> None:
     store = SQLiteStore(tmp_path / "r.sqlite3")
     store.write(simple_record())
-    store.close()
-    store.close()  # closing twice is harmless
+    assert store.close()
+    assert store.close()  # closing twice is harmless
 
     store.write(simple_record())
 
-    assert store.dropped_records == 1
-    assert len(read_records(tmp_path / "r.sqlite3")) == 1
+    assert store.close()
+    assert len(read_records(tmp_path / "r.sqlite3")) == 2
 
 
 def test_flush_with_nothing_written_returns_true_and_creates_no_file(tmp_path: Path) -> None:
@@ -356,7 +368,7 @@ def test_flush_with_nothing_written_returns_true_and_creates_no_file(tmp_path: P
 WRITER_SCRIPT = textwrap.dedent(
     """
     import sys
-    from llmmeter.export.sqlite import SQLiteStore
+    from llmmeter.store import SQLiteStore
     from llmmeter.record import CallRecord, Timings
 
     path, writer, count, mode = sys.argv[1], sys.argv[2], int(sys.argv[3]), sys.argv[4]
@@ -399,7 +411,7 @@ def test_records_queued_at_normal_interpreter_exit_are_written(tmp_path: Path) -
 
 
 def _write_in_forked_child(path: str) -> None:
-    from llmmeter.export import sqlite as store_module
+    from llmmeter.store import writer as store_module
 
     [store] = [s for s in store_module._live_stores if str(s.path) == path]
     for i in range(10):

@@ -38,7 +38,6 @@ from openai.types.chat import ChatCompletion, ChatCompletionChunk
 from opentelemetry.trace import SpanKind
 
 import llmmeter
-from llmmeter.export.sqlite import read_records
 from llmmeter.instrument.vllm import RequestOutputReader, request_params_of
 from llmmeter.pricing import GpuHourPrice, GpuHourSource, PricingRegistry
 from llmmeter.providers.openai_stream import ChatStreamReader, CompletionStreamReader
@@ -55,6 +54,7 @@ from llmmeter.providers.vllm import (
 )
 from llmmeter.record import CallRecord, CostStatus, Outcome, Usage, UsageSource
 from llmmeter.report import build_report, render_table
+from llmmeter.store import read_records
 from llmmeter.testing import LocalOpenAIServer, Pacing
 
 from .conftest import SHARED, Telemetry

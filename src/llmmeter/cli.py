@@ -14,7 +14,6 @@ from datetime import datetime, timedelta
 from pathlib import Path
 from typing import cast
 
-from llmmeter.export.sqlite import STORE_ENV_VAR, StoreError, read_records, resolve_store_path
 from llmmeter.record import CallKind, CallRecord
 from llmmeter.report import (
     GROUP_KEYS,
@@ -32,6 +31,7 @@ from llmmeter.report_prometheus import (
     prometheus_report,
     render_prometheus_report,
 )
+from llmmeter.store import STORE_ENV_VAR, StoreError, read_records, resolve_store_path
 
 __all__ = ["main", "parse_time"]
 

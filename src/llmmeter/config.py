@@ -25,8 +25,8 @@ from llmmeter.pipeline import DurableSink, PipelineStats, RecordCallback, Sink, 
 
 if TYPE_CHECKING:
     from llmmeter.export.otel import OtelTelemetry
-    from llmmeter.export.sqlite import SQLiteStore
     from llmmeter.pricing import PricingRegistry
+    from llmmeter.store import SQLiteStore
 
 
 class _Default:
@@ -252,7 +252,7 @@ def _exporters(options: ExportOptions, providers_given: tuple[bool, bool]) -> Te
 def _make_store(store: str | os.PathLike[str] | None) -> SQLiteStore | None:
     if store is None:
         return None
-    from llmmeter.export.sqlite import SQLiteStore, resolve_store_path
+    from llmmeter.store import SQLiteStore, resolve_store_path
 
     path = resolve_store_path(None if store is DEFAULT else store)
     try:

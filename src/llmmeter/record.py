@@ -20,7 +20,10 @@ The hot-path types are slotted dataclasses: cheap to create and to fill in.
 
 from __future__ import annotations
 
+import base64
 import enum
+import itertools
+import os
 from dataclasses import dataclass, field, fields
 from decimal import Decimal
 from typing import Any
@@ -39,6 +42,7 @@ __all__ = [
     "Timings",
     "Usage",
     "UsageSource",
+    "new_record_id",
 ]
 
 
@@ -224,6 +228,30 @@ class Timings:
     server: ServerTimings | None = None
 
 
+def _new_process_prefix() -> str:
+    # 72 random bits per process: ids from different processes and hosts never meet in practice.
+    return base64.urlsafe_b64encode(os.urandom(9)).decode("ascii")
+
+
+_id_prefix = _new_process_prefix()
+_id_counter = itertools.count(1)
+
+
+def new_record_id() -> str:
+    """A record id unique across processes and hosts: a random per-process prefix (drawn again in a
+    forked child) and a counter, so that creating one costs a string format, not a ``uuid4``."""
+    return f"{_id_prefix}.{next(_id_counter):x}"
+
+
+def _new_ids_after_fork() -> None:
+    global _id_prefix, _id_counter
+    _id_prefix, _id_counter = _new_process_prefix(), itertools.count(1)
+
+
+if hasattr(os, "register_at_fork"):
+    os.register_at_fork(after_in_child=_new_ids_after_fork)
+
+
 @dataclass(slots=True)
 class CallRecord:
     """One measured call: what was called, by whom, when, how long, how many tokens, what cost."""
@@ -264,3 +292,7 @@ class CallRecord:
     rollup_unpriced_calls: int = 0
     content: dict[str, Any] | None = None
     """Prompts and completions, only when the user opted in to content capture."""
+    record_id: str = field(default_factory=new_record_id, compare=False)
+    """Unique across processes and hosts (see :func:`new_record_id`): the local store writes a
+    record once however often it is replayed. Not part of equality: two records with the same
+    values are equal whatever their ids."""

@@ -1,7 +1,7 @@
 """``llmmeter report``: calls, tokens, cost and latency percentiles, grouped, over a time window.
 
 The report is computed from :class:`~llmmeter.record.CallRecord` objects (read back from the
-local store by :func:`llmmeter.export.sqlite.read_records`) in two steps: :func:`build_report`
+local store by :func:`llmmeter.store.read_records`) in two steps: :func:`build_report`
 aggregates them into a :class:`Report`, and ``render_table`` / ``render_json`` / ``render_csv``
 turn that into text.
 
@@ -321,7 +321,7 @@ def build_report(
 
     ``kind`` keeps LLM calls (default), steps, or both (``"all"``: steps then repeat the numbers
     of the calls inside them). ``since`` / ``until`` are only labels here: filter the records
-    by time when reading them (see :func:`llmmeter.export.sqlite.read_records`).
+    by time when reading them (see :func:`llmmeter.store.read_records`).
     """
     group_by = parse_group_keys(by)
     key_functions = [_key_function(key) for key in group_by]

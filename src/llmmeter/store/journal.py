@@ -1,0 +1,348 @@
+"""The per-process journal: every record as one JSON line, written before it is queued.
+
+A record handed to the store is appended to this process's journal with one ``write()`` on a
+file opened ``O_APPEND`` (:meth:`Journal.append`, on the caller's thread). Once that returned the
+record is in the kernel's page cache: it survives the process being killed (``SIGKILL``,
+``os._exit``, ``SIGTERM`` with no handler), not a machine crash or power loss (the journal is not
+fsynced unless ``sync=True``).
+
+Layout: a directory beside the store, ``<store>.journal/``, holding *segments*
+``<host>-<pid>-<random>-<n>.jsonl``. A segment's first line names its columns; every other line
+is one row (a JSON array in that column order), so a journal written by an older llmmeter replays
+into a newer store. A segment is closed for writing after 10,000 records or 16 MiB and deleted
+once every record in it is in SQLite, so a long-running process keeps about one segment.
+
+The owning process holds an exclusive ``flock`` on each of its segments for as long as the
+segment exists. A segment whose lock can be taken belongs to a process that died:
+:func:`replay_dead_segments` writes it into the store (idempotent: ``record_id`` is unique) and
+deletes it. A segment is created under a ``.tmp`` name, locked, then renamed, so that nobody sees
+it unlocked.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import fcntl
+import json
+import os
+import re
+import secrets
+import socket
+import threading
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from llmmeter._log import log_once
+from llmmeter.store.schema import COLUMN_NAMES, ROW_ENCODER, row_from_mapping
+
+JOURNAL_SUFFIX = ".journal"
+SEGMENT_SUFFIX = ".jsonl"
+_TMP_SUFFIX = ".tmp"
+_FORMAT = 1
+DEFAULT_SEGMENT_RECORDS = 10_000
+DEFAULT_SEGMENT_BYTES = 16 * 1024 * 1024
+
+
+def journal_dir(store_path: Path) -> Path:
+    """Where the journals of the store at ``store_path`` live: ``<store>.journal/``."""
+    return store_path.with_name(store_path.name + JOURNAL_SUFFIX)
+
+
+@dataclass(eq=False, slots=True)
+class Segment:
+    """One journal file of this process, and how far the store got with it."""
+
+    path: Path
+    fd: int
+    written: int = 0
+    """Records appended (final once ``rotated``)."""
+    size: int = 0
+    committed: int = 0
+    """Records of this segment the writer committed from its memory queue."""
+    spilled: bool = False
+    """Some record of it never entered the memory queue: the writer must read it back."""
+    caught_up: bool = False
+    """The writer replayed the whole (rotated) file: every record in it is in SQLite."""
+    rotated: bool = False
+    removed: bool = False
+
+    @property
+    def done(self) -> bool:
+        """Closed for writing and every record in it committed: the file can go."""
+        if not self.rotated:
+            return False
+        return self.caught_up or (not self.spilled and self.committed >= self.written)
+
+
+@dataclass(slots=True)
+class Journal:
+    """This process's journal for one store: the segment being appended to, and the older ones
+    whose records are not all committed yet (each keeps its file descriptor, hence its lock)."""
+
+    directory: Path
+    sync: bool = False
+    max_records: int = DEFAULT_SEGMENT_RECORDS
+    max_bytes: int = DEFAULT_SEGMENT_BYTES
+    segments: list[Segment] = field(default_factory=list)
+    _active: Segment | None = None
+    _lock: threading.Lock = field(default_factory=threading.Lock)
+    _serial: int = 0
+
+    def append(self, row: tuple[Any, ...]) -> Segment | None:
+        """Write ``row`` as one line; the segment it went to, or ``None`` when the journal cannot be
+        written (logged once; the record then lives only in memory)."""
+        line = (ROW_ENCODER.encode(row) + "\n").encode("ascii")
+        with self._lock:
+            segment = self._active or self._open_segment()
+            if segment is None:
+                return None
+            try:
+                _write_all(segment.fd, line)
+                if self.sync:
+                    os.fsync(segment.fd)
+            except OSError as exc:
+                log_once(
+                    f"journal-write:{self.directory}",
+                    "llmmeter: cannot append to the journal %s (%s); records are kept in memory only",
+                    segment.path,
+                    exc,
+                )
+                return None
+            segment.written += 1
+            segment.size += len(line)
+            if segment.written >= self.max_records or segment.size >= self.max_bytes:
+                self._rotate_locked()
+        return segment
+
+    def rotate(self) -> None:
+        """Close the current segment for writing; the next record starts a new one."""
+        with self._lock:
+            self._rotate_locked()
+
+    def rotate_if_spilled(self) -> None:
+        """Close the current segment when the writer must read it back."""
+        with self._lock:
+            if self._active is not None and self._active.spilled:
+                self._rotate_locked()
+
+    def pending(self) -> list[Segment]:
+        """The segments not yet removed, oldest first."""
+        with self._lock:
+            return list(self.segments)
+
+    def remove(self, segment: Segment) -> None:
+        """Delete a finished segment's file, then let go of its lock."""
+        with self._lock:
+            if segment.removed:
+                return
+            segment.removed = True
+            self.segments.remove(segment)
+        with contextlib.suppress(OSError):
+            segment.path.unlink()
+        with contextlib.suppress(OSError):
+            os.close(segment.fd)
+
+    def release(self) -> None:
+        """Let go of every segment's lock without deleting it: the next process replays what is left.
+        Then remove the directory if it is empty."""
+        with self._lock:
+            self._rotate_locked()
+            left, self.segments = self.segments, []
+        for segment in left:
+            with contextlib.suppress(OSError):
+                os.close(segment.fd)
+        with contextlib.suppress(OSError):
+            self.directory.rmdir()  # only when empty; another process may be using it
+
+    def forget_after_fork(self) -> None:
+        """In a forked child: close the parent's segments (the parent keeps their locks and
+        records) and start afresh, with a new lock (the parent's may have been held at fork)."""
+        for segment in self.segments:
+            with contextlib.suppress(OSError):
+                os.close(segment.fd)
+        self.segments = []
+        self._active = None
+        self._lock = threading.Lock()
+
+    def _rotate_locked(self) -> None:
+        if self._active is not None:
+            self._active.rotated = True
+            self._active = None
+
+    def _open_segment(self) -> Segment | None:
+        try:
+            segment = self._create_segment()
+        except OSError as exc:
+            log_once(
+                f"journal-open:{self.directory}",
+                "llmmeter: cannot create a journal in %s (%s); records are kept in memory only and a "
+                "killed process loses them",
+                self.directory,
+                exc,
+            )
+            return None
+        self._active = segment
+        self.segments.append(segment)
+        return segment
+
+    def _create_segment(self) -> Segment:
+        self._serial += 1
+        name = f"{_host()}-{os.getpid()}-{secrets.token_hex(4)}-{self._serial}{SEGMENT_SUFFIX}"
+        final = self.directory / name
+        temporary = final.with_name(name + _TMP_SUFFIX)
+        for attempt in range(3):  # another process may remove the empty directory meanwhile
+            self.directory.mkdir(parents=True, exist_ok=True)
+            try:
+                fd = os.open(
+                    temporary, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_APPEND | os.O_CLOEXEC, 0o644
+                )
+                break
+            except FileNotFoundError:
+                if attempt == 2:
+                    raise
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            header = {"llmmeter_journal": _FORMAT, "columns": COLUMN_NAMES, "pid": os.getpid()}
+            _write_all(fd, (json.dumps(header, separators=(",", ":")) + "\n").encode("ascii"))
+            os.rename(temporary, final)
+        except BaseException:
+            os.close(fd)
+            with contextlib.suppress(OSError):
+                temporary.unlink()
+            raise
+        return Segment(path=final, fd=fd)
+
+
+def _write_all(fd: int, data: bytes) -> None:
+    view = memoryview(data)
+    while view:
+        written = os.write(fd, view)
+        view = view[written:]
+
+
+_HOST_UNSAFE = re.compile(r"[^A-Za-z0-9_.]")
+
+
+def _host() -> str:
+    return _HOST_UNSAFE.sub("_", socket.gethostname())[:64] or "host"
+
+
+# --- reading back ---------------------------------------------------------------------------------
+@dataclass(slots=True)
+class Batch:
+    """Rows read from a journal (in the store's current column order), and lines that were not
+    rows (a line cut short by a kill mid-write, or damaged): quarantined, never silently skipped."""
+
+    rows: list[tuple[Any, ...]] = field(default_factory=list)
+    bad_lines: list[tuple[str, str]] = field(default_factory=list)
+    """``(line, reason)`` pairs."""
+
+
+def read_segment(path: Path, batch_size: int = 500) -> Iterator[Batch]:
+    """The records of one segment file, ``batch_size`` at a time."""
+    with path.open("rb") as file:
+        columns: list[str] | None = None
+        batch = Batch()
+        for raw in file:
+            line = raw.decode("utf-8", "backslashreplace")
+            if columns is None:
+                columns = _header_columns(line)
+                if columns is not None:
+                    continue
+                columns = list(COLUMN_NAMES)  # no header: a damaged file, read it as today's layout
+            _add_line(batch, line, columns)
+            if len(batch.rows) + len(batch.bad_lines) >= batch_size:
+                yield batch
+                batch = Batch()
+        if batch.rows or batch.bad_lines:
+            yield batch
+
+
+def _header_columns(line: str) -> list[str] | None:
+    try:
+        header = json.loads(line)
+    except ValueError:
+        return None
+    if isinstance(header, dict) and isinstance(header.get("columns"), list):
+        return [str(name) for name in header["columns"]]
+    return None
+
+
+def _add_line(batch: Batch, line: str, columns: list[str]) -> None:
+    if not line.strip():
+        return
+    if not line.endswith("\n"):
+        batch.bad_lines.append((line, "journal line cut short (the process died while writing it)"))
+        return
+    try:
+        values = json.loads(line)
+    except ValueError as exc:
+        batch.bad_lines.append((line, f"unreadable journal line: {exc}"))
+        return
+    if not isinstance(values, list) or len(values) != len(columns):
+        batch.bad_lines.append((line, f"journal line does not match its {len(columns)} columns"))
+        return
+    batch.rows.append(row_from_mapping(dict(zip(columns, values, strict=True))))
+
+
+def replay_dead_segments(directory: Path, write: Callable[[Batch], bool], batch_size: int = 500) -> int:
+    """Write the segments of dead processes in ``directory`` with ``write`` and delete them.
+
+    A segment still locked belongs to a live process and is left alone; ``write`` returning
+    ``False`` (the store is busy or broken) leaves the segment for next time. Returns the number of
+    segments replayed.
+    """
+    if not directory.is_dir():
+        return 0
+    replayed = 0
+    for path in sorted(directory.iterdir()):
+        if path.name.endswith(SEGMENT_SUFFIX + _TMP_SUFFIX):
+            _remove_abandoned(path)
+        elif path.name.endswith(SEGMENT_SUFFIX):
+            outcome = _replay_if_dead(path, write, batch_size)
+            if outcome is False:
+                break
+            replayed += outcome is True
+    return replayed
+
+
+def _replay_if_dead(path: Path, write: Callable[[Batch], bool], batch_size: int) -> bool | None:
+    """``True`` replayed, ``None`` not ours to replay (alive, gone), ``False`` the write failed."""
+    fd = _lock_if_unowned(path)
+    if fd is None:
+        return None
+    try:
+        for batch in read_segment(path, batch_size):
+            if not write(batch):
+                return False
+        path.unlink(missing_ok=True)
+        return True
+    finally:
+        os.close(fd)
+
+
+def _lock_if_unowned(path: Path) -> int | None:
+    """An fd holding ``path``'s lock when no live process holds it (and the file still exists)."""
+    try:
+        fd = os.open(path, os.O_RDONLY | os.O_CLOEXEC)
+    except OSError:
+        return None
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        if os.fstat(fd).st_nlink == 0:  # its owner finished and removed it meanwhile
+            raise BlockingIOError
+    except OSError:
+        os.close(fd)
+        return None
+    return fd
+
+
+def _remove_abandoned(path: Path) -> None:
+    """A ``.tmp`` segment whose creator died before renaming it holds no record (only a header)."""
+    fd = _lock_if_unowned(path)
+    if fd is not None:
+        with contextlib.suppress(OSError):
+            path.unlink()
+        os.close(fd)

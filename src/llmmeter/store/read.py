@@ -1,0 +1,179 @@
+"""Reading the store: the records of a time window, after writing in the journals of dead processes."""
+
+from __future__ import annotations
+
+import os
+import sqlite3
+import time
+from collections.abc import Mapping
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+from typing import Any
+
+from llmmeter._log import log_once
+from llmmeter.record import CallKind, CallRecord
+from llmmeter.store.journal import Batch, journal_dir, replay_dead_segments
+from llmmeter.store.schema import (
+    NUMERIC_COLUMNS,
+    StoreError,
+    decode_number,
+    prepare_for_writing,
+    record_from_row,
+)
+from llmmeter.store.writer import write_batch
+
+_EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
+_REPLAY_TIMEOUT_S = 5.0
+
+
+def _unix_ns(moment: datetime) -> int:
+    """Nanoseconds since the epoch; a naive datetime is taken as local time."""
+    aware = moment if moment.tzinfo is not None else moment.astimezone()
+    return (aware - _EPOCH) // timedelta(microseconds=1) * 1000
+
+
+def read_records(
+    path: str | os.PathLike[str],
+    *,
+    since: datetime | None = None,
+    until: datetime | None = None,
+    kind: CallKind | None = None,
+) -> list[CallRecord]:
+    """The records in the store at ``path`` that started in ``[since, until)``, oldest first.
+
+    First writes into the store the journals left by processes that died before their records
+    reached it (:func:`replay_journals`). ``kind`` keeps only LLM calls or only steps. Raises
+    :class:`StoreError` with a one-line, human-readable message when the file is missing, unreadable
+    or not an llmmeter store. A row that cannot be read (written by a damaged or foreign program) is
+    skipped and logged once.
+    """
+    store_path = Path(path).expanduser()
+    replay_journals(store_path)
+    where, params = _window_clause(since, until, kind)
+    conn = _open_for_reading(store_path)
+    try:
+        conn.row_factory = sqlite3.Row
+        cursor = conn.execute(f"SELECT * FROM records{where} ORDER BY start_time_unix_ns, id", params)
+        return [record for record in map(_record_or_none, cursor) if record is not None]
+    except sqlite3.DatabaseError as exc:
+        raise StoreError(f"cannot read the llmmeter store {path}: {exc}") from exc
+    finally:
+        conn.close()
+
+
+def replay_journals(path: str | os.PathLike[str], timeout: float = _REPLAY_TIMEOUT_S) -> int:
+    """Write into the store at ``path`` the journal segments of processes that died (killed, or
+    exited before their writer caught up), then delete them; segments of live processes are left
+    to them. Creates the store if only a journal exists. Returns the number of segments replayed.
+
+    Never raises: a store that cannot be written (read-only, locked for longer than ``timeout``
+    seconds) is logged once and the journals stay for next time.
+    """
+    store_path = Path(path).expanduser()
+    directory = journal_dir(store_path)
+    if not directory.is_dir():
+        return 0
+    deadline = time.monotonic() + timeout
+    connection: list[sqlite3.Connection] = []
+
+    def write(batch: Batch) -> bool:
+        return _write_with_retry(store_path, connection, batch, deadline)
+
+    try:
+        return replay_dead_segments(directory, write)
+    except Exception as exc:
+        log_once(f"replay:{store_path}", "llmmeter: could not replay the journals in %s: %s", directory, exc)
+        return 0
+    finally:
+        for conn in connection:
+            conn.close()
+
+
+def _write_with_retry(
+    path: Path, connection: list[sqlite3.Connection], batch: Batch, deadline: float
+) -> bool:
+    delay = 0.05
+    while True:
+        try:
+            if not connection:
+                connection.append(_open_for_replay(path))
+            write_batch(connection[0], batch)
+            return True
+        except sqlite3.OperationalError as exc:
+            if "locked" not in str(exc) and "busy" not in str(exc):
+                raise
+            if time.monotonic() + delay > deadline:
+                log_once(
+                    f"replay-busy:{path}", "llmmeter: %s stayed locked; journals left for next time", path
+                )
+                return False
+            time.sleep(delay)
+            delay = min(delay * 2, 1.0)
+
+
+def _open_for_replay(path: Path) -> sqlite3.Connection:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    conn = sqlite3.connect(path, timeout=0.1, isolation_level=None)
+    try:
+        prepare_for_writing(conn)
+    except BaseException:
+        conn.close()
+        raise
+    return conn
+
+
+def _record_or_none(row: sqlite3.Row) -> CallRecord | None:
+    values = _row_dict(row)
+    try:
+        return record_from_row(values)
+    except Exception as exc:
+        log_once(
+            "read:row", "llmmeter: skipped a store row that cannot be read (id %s): %r", values.get("id"), exc
+        )
+        return None
+
+
+def _row_dict(row: sqlite3.Row) -> Mapping[str, Any]:
+    keys = row.keys()
+    return {key: decode_number(row[key]) if key in NUMERIC_COLUMNS else row[key] for key in keys}
+
+
+def _window_clause(
+    since: datetime | None, until: datetime | None, kind: CallKind | None
+) -> tuple[str, list[object]]:
+    conditions: list[str] = []
+    params: list[object] = []
+    if since is not None:
+        conditions.append("start_time_unix_ns >= ?")
+        params.append(_unix_ns(since))
+    if until is not None:
+        conditions.append("start_time_unix_ns < ?")
+        params.append(_unix_ns(until))
+    if kind is not None:
+        conditions.append("kind = ?")
+        params.append(kind.value)
+    return ((" WHERE " + " AND ".join(conditions)) if conditions else ""), params
+
+
+def _open_for_reading(path: Path) -> sqlite3.Connection:
+    if not path.exists():
+        raise StoreError(f"no llmmeter store at {path} (records are written there once a call is metered)")
+    if path.is_dir():
+        raise StoreError(f"the llmmeter store path {path} is a directory, not a file")
+    if not os.access(path, os.R_OK):
+        raise StoreError(f"the llmmeter store {path} is not readable (permission denied)")
+    try:
+        conn = sqlite3.connect(f"{path.resolve().as_uri()}?mode=ro", uri=True)
+    except sqlite3.Error as exc:
+        raise StoreError(f"cannot open the llmmeter store {path}: {exc}") from exc
+    try:
+        has_records = conn.execute(
+            "SELECT 1 FROM sqlite_master WHERE type='table' AND name='records'"
+        ).fetchone()
+    except sqlite3.DatabaseError as exc:
+        conn.close()
+        raise StoreError(f"{path} is not an llmmeter store: {exc}") from exc
+    if not has_records:
+        conn.close()
+        raise StoreError(f"{path} is not an llmmeter store (it has no records table)")
+    return conn
