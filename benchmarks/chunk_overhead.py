@@ -92,7 +92,7 @@ def runners(n: int) -> tuple[Callable[[int], None], Callable[[int], None]]:
                 server_port=443,
                 streaming=True,
             )
-            measurement = Measurement(settings, record, ChatStreamReader({}))
+            measurement = Measurement(settings, record, ChatStreamReader())
             for _chunk in MeteredStream(SdkLikeStream(chunks), measurement):
                 pass
 

@@ -67,3 +67,11 @@ def test_chunk_overhead_prints_the_isolated_per_chunk_cost() -> None:
     out = run_quick("chunk_overhead.py")
     assert "## Per streamed chunk, isolated from the client's parsing" in out
     assert "| cpu |" in out and "| wall |" in out
+
+
+def test_generator_overhead_prints_the_per_chunk_cost_of_every_measured_generator() -> None:
+    out = run_quick("generator_overhead.py")
+    assert "## Measured generators: µs per chunk (CPU, slope N = 64 -> 512)" in out
+    variants = ("MeteredGenerator", "AsyncMeteredGenerator", "@metered generator", "@metered async generator")
+    for variant in variants:
+        assert f"| {variant} |" in out

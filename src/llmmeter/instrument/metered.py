@@ -26,6 +26,8 @@ from llmmeter._log import guard
 from llmmeter.config import get_settings
 from llmmeter.measure import Measurement, attach_guarded, detach_guarded, outcome_of
 from llmmeter.providers import extract_response_info, extract_usage
+from llmmeter.providers.openai_stream import ChatStreamReader
+from llmmeter.providers.types import apply_observed
 from llmmeter.record import AttributeValue, CallKind, CallRecord, Outcome
 
 F = TypeVar("F", bound=Callable[..., Any])
@@ -109,6 +111,10 @@ def _get(obj: Any, name: str) -> Any:
     return obj.get(name) if isinstance(obj, dict) else getattr(obj, name, None)
 
 
+# Fields of a streamed choice's delta that carry output, for chunks that are not the SDK's own
+# objects (those go to ChatStreamReader): dicts of decoded JSON, other SDKs' look-alikes.
+
+
 _OUTPUT_FIELDS = (
     "content",
     "tool_calls",
@@ -129,17 +135,28 @@ def _choice_has_output(choice: Any) -> bool:
 
 
 class _YieldedItems:
-    """Chunk reader for generator functions: each yielded item is a chunk of the response."""
+    """Chunk reader for generator functions: each yielded item is a chunk of the response.
 
-    __slots__ = ("last_with_usage", "spec")
+    The SDK's own chat chunks (``openai``'s ``ChatCompletionChunk``) are read by the instrumented
+    client's reader, so a generator of them gets the same TTFT, usage and response info; any other
+    item -- text, a dict of decoded JSON, an object of the user's own shape -- by its fields.
+    """
+
+    __slots__ = ("chat", "last_with_usage", "spec")
 
     def __init__(self, spec: _Spec) -> None:
         self.spec = spec
         self.last_with_usage: Any = None
+        self.chat: ChatStreamReader | None = None
 
     def feed(self, chunk: Any) -> bool:
         if isinstance(chunk, str | bytes):
             return bool(chunk)
+        if type(chunk).__name__ == "ChatCompletionChunk":
+            chat = self.chat
+            if chat is None:
+                chat = self.chat = ChatStreamReader()
+            return chat.feed(chunk)
         usage = _get(chunk, "usage")
         if usage is not None:
             self.last_with_usage = chunk
@@ -153,11 +170,14 @@ class _YieldedItems:
             record.kind = CallKind.STEP
             record.usage = None
             return
-        if self.last_with_usage is not None:
+        if self.chat is not None:
+            apply_observed(record, self.chat.result())
+        if record.usage is None and self.last_with_usage is not None:
             record.usage = extract_usage(self.last_with_usage)
             if record.usage is not None:
-                record.kind = CallKind.LLM
                 _apply_response_info(record, self.last_with_usage)
+        if record.usage is not None:
+            record.kind = CallKind.LLM
 
 
 @overload
