@@ -70,6 +70,9 @@ def _token_counts(usage: Any) -> dict[str, Any]:
 ANTHROPIC_STREAMS = _interaction_ids(
     "anthropic", where=lambda e, i: i["request_stream"] and i["status"] == 200
 )
+ANTHROPIC_MESSAGES = _interaction_ids(
+    "anthropic", where=lambda e, i: not i["request_stream"] and i["status"] == 200
+)
 ANTHROPIC_ERRORS = _interaction_ids("anthropic", where=lambda e, i: i["status"] >= 400)
 
 
@@ -134,6 +137,29 @@ async def test_the_async_stream_helper_gives_the_same_final_usage(file: str, pos
         async with _messages(_anthropic_client(use_async=True), file, position).stream(**body) as stream:
             message = await stream.get_final_message()
     assert _token_counts(message.usage) == _token_counts(expected["final_usage"])
+
+
+@pytest.mark.parametrize(("file", "position"), ANTHROPIC_MESSAGES)
+def test_a_recorded_anthropic_message_returns_its_recorded_usage(file: str, position: int) -> None:
+    expected = truth(file)["interactions"][position]
+    messages = _messages(_anthropic_client(use_async=False), file, position)
+    with use_recording(file, position):
+        message = messages.create(**request_json(file, position))
+    assert message.model == expected["response_model"]
+    assert message.stop_reason == expected["stop_reason"]
+    assert [block.type for block in message.content] == expected["content_block_types"]
+    assert _token_counts(message.usage) == _token_counts(expected["usage"])
+
+
+@pytest.mark.parametrize(("file", "position"), ANTHROPIC_MESSAGES)
+async def test_a_recorded_anthropic_message_returns_the_same_through_the_async_client(
+    file: str, position: int
+) -> None:
+    expected = truth(file)["interactions"][position]
+    messages = _messages(_anthropic_client(use_async=True), file, position)
+    with use_recording(file, position):
+        message = await messages.create(**request_json(file, position))
+    assert _token_counts(message.usage) == _token_counts(expected["usage"])
 
 
 @pytest.mark.parametrize(("file", "position"), ANTHROPIC_ERRORS)
