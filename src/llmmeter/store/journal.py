@@ -29,6 +29,7 @@ import re
 import secrets
 import socket
 import threading
+import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -43,6 +44,9 @@ _TMP_SUFFIX = ".tmp"
 _FORMAT = 1
 DEFAULT_SEGMENT_RECORDS = 10_000
 DEFAULT_SEGMENT_BYTES = 16 * 1024 * 1024
+_RETRY_OPEN_S = 5.0
+"""After a journal could not be created, records are kept in memory only for this long before
+trying again (so that an unwritable directory costs no system call per record)."""
 
 
 def journal_dir(store_path: Path) -> Path:
@@ -89,6 +93,7 @@ class Journal:
     _active: Segment | None = None
     _lock: threading.Lock = field(default_factory=threading.Lock)
     _serial: int = 0
+    _retry_at: float = 0.0
 
     def append(self, row: tuple[Any, ...]) -> Segment | None:
         """Write ``row`` as one line; the segment it went to, or ``None`` when the journal cannot be
@@ -172,9 +177,12 @@ class Journal:
             self._active = None
 
     def _open_segment(self) -> Segment | None:
+        if time.monotonic() < self._retry_at:
+            return None
         try:
             segment = self._create_segment()
         except OSError as exc:
+            self._retry_at = time.monotonic() + _RETRY_OPEN_S
             log_once(
                 f"journal-open:{self.directory}",
                 "llmmeter: cannot create a journal in %s (%s); records are kept in memory only and a "
