@@ -19,6 +19,7 @@ import httpx
 import ollama
 import pytest
 from google import genai
+from google.genai import errors as genai_errors
 from google.genai import types as genai_types
 from google.oauth2.credentials import Credentials
 
@@ -213,6 +214,9 @@ GENAI_CONTENT = _interaction_ids(
     "google_genai", where=lambda e, i: not i["request_stream"] and i["status"] == 200
 )
 GENAI_STREAMS = _interaction_ids("google_genai", where=lambda e, i: i["request_stream"])
+GENAI_EMBED_ERRORS = _interaction_ids(
+    "google_genai", where=lambda e, i: i["method_name"] == "batchEmbedContents" and i["status"] >= 400
+)
 
 
 @pytest.mark.parametrize(("file", "position"), GENAI_CONTENT)
@@ -261,6 +265,29 @@ async def test_a_recorded_gemini_stream_replays_the_same_through_client_aio(file
         chunks = [chunk async for chunk in stream]
     assert len(chunks) == expected["chunks"]
     assert _token_fields(_usage_json(chunks[-1].usage_metadata)) == _token_fields(expected["usage_metadata"])
+
+
+@pytest.mark.parametrize(("file", "position"), GENAI_EMBED_ERRORS)
+def test_a_recorded_gemini_embed_error_raises_the_client_error_of_its_status(
+    file: str, position: int
+) -> None:
+    expected = truth(file)["interactions"][position]
+    client = _genai_client(file, position)
+    with use_recording(file, position), pytest.raises(genai_errors.APIError) as raised:
+        client.models.embed_content(model=expected["model"], contents="replayed")
+    assert raised.value.code == expected["status"]
+    assert raised.value.status == expected["error"]["status"]
+
+
+@pytest.mark.parametrize(("file", "position"), GENAI_EMBED_ERRORS)
+async def test_a_recorded_gemini_embed_error_raises_the_same_through_client_aio(
+    file: str, position: int
+) -> None:
+    expected = truth(file)["interactions"][position]
+    client = _genai_client(file, position)
+    with use_recording(file, position), pytest.raises(genai_errors.APIError) as raised:
+        await client.aio.models.embed_content(model=expected["model"], contents="replayed")
+    assert raised.value.code == expected["status"]
 
 
 # --- Ollama ---------------------------------------------------------------------------------------
