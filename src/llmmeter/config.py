@@ -191,15 +191,7 @@ def _retire(old: Settings, new: Settings) -> None:
     """Deliver what the previous settings' pipeline still holds, then close their sinks that the
     new settings do not reuse (bounded by the exit timeout)."""
     kept = {id(sink) for sink in new.sinks}
-    if new.store is not None:
-        kept.add(id(new.store))
-    retired = [
-        sink
-        for sink in old.sinks
-        if id(sink) not in kept
-        and not (isinstance(sink, TelemetrySetup) and sink is new.exporters)
-        and id(getattr(sink, "store", None)) not in kept
-    ]
+    retired = [sink for sink in old.sinks if id(sink) not in kept]
     if not retired:
         return
     pipeline.get_pipeline().drain(old.exit_timeout)
@@ -304,7 +296,7 @@ def _sinks(
     """The sinks in delivery order: the store, the user's, llmmeter's exporters, the callbacks."""
     out: list[Sink] = []
     if store is not None:
-        out.append(pipeline.as_sink(store))
+        out.append(store)
     for sink in extra:
         if not isinstance(sink, Sink):
             raise TypeError(f"llmmeter.configure: {sink!r} is not a sink (accept, flush, close)")

@@ -28,7 +28,7 @@ import time
 from collections.abc import Callable, Sequence
 from contextvars import ContextVar
 from dataclasses import dataclass, fields
-from typing import TYPE_CHECKING, Any, Protocol, runtime_checkable
+from typing import TYPE_CHECKING, Protocol, runtime_checkable
 
 from llmmeter._log import guard, internal_error, log_once, strict_mode
 from llmmeter.record import CallKind, CallRecord, CostStatus
@@ -151,35 +151,6 @@ class CallbackSink:
     def close(self, timeout: float) -> bool:
         """Nothing to release."""
         return True
-
-
-class LegacyStoreSink:
-    """A store that still has ``write(record)`` instead of ``accept`` seen as a :class:`Sink`."""
-
-    __slots__ = ("store",)
-
-    def __init__(self, store: Any) -> None:
-        self.store = store
-
-    def accept(self, record: CallRecord) -> None:
-        """Queue ``record`` in the store."""
-        self.store.write(record)
-
-    def flush(self, timeout: float) -> bool:
-        """Wait for the store's writer."""
-        return bool(self.store.flush(timeout))
-
-    def close(self, timeout: float) -> bool:
-        """Close the store."""
-        self.store.close(timeout)
-        return True
-
-
-def as_sink(store: Any) -> Sink:
-    """The store as a sink: itself when it is one, else through :class:`LegacyStoreSink`."""
-    if hasattr(store, "accept"):
-        return store  # type: ignore[no-any-return]
-    return LegacyStoreSink(store)
 
 
 # --- statistics -------------------------------------------------------------------------------------
