@@ -1,0 +1,153 @@
+"""What llmmeter costs the caller's thread, and all threads together, per call (callgrind).
+
+Since the record pipeline (issue 12), a finished call's span end, metric points, store write and
+``on_record`` callbacks run on llmmeter's pipeline thread; the caller's thread keeps the clock,
+the span start, the record, pricing, the roll-up and the queueing. This benchmark counts both
+sides with ``valgrind --tool=callgrind --separate-threads=yes``: one dump per thread per segment,
+thread 1 being the caller's.
+
+Configurations, each with spans (SDK TracerProvider, BatchSpanProcessor), metrics (SDK
+MeterProvider, InMemoryMetricReader), bundled pricing and the local SQLite store on:
+
+* ``pipeline``: the default;
+* ``all on the caller``: the pipeline's queue bound set to 0, so every record's work runs on the
+  caller's thread, as before the pipeline (the same code, for a same-run comparison).
+
+Every segment ends by draining the pipeline and flushing the spans, so the background threads'
+work for the segment's calls is inside it. Per call = (I(2K) - I(K)) / K; per chunk = the slope
+between 1- and 64-chunk streams.
+
+    python benchmarks/caller_thread.py            # needs valgrind; prints a Markdown table
+"""
+
+from __future__ import annotations
+
+import json
+import re
+import subprocess
+import sys
+import tempfile
+from collections import defaultdict
+from pathlib import Path
+
+import _bench
+
+K = {"chat-sync": 30, "stream-sync/1": 30, "stream-sync/64": 10}
+CONFIGS = ("pipeline", "all on the caller")
+_DUMP = re.compile(r"\.(\d+)-(\d+)$")
+
+
+def child() -> None:
+    from openai_overhead import Clients, peers
+
+    import llmmeter
+    from llmmeter.pipeline import get_pipeline
+
+    telemetry = _bench.make_telemetry()
+    clients = Clients()
+    segments = _bench.Segments(enabled=True)
+    with tempfile.TemporaryDirectory(prefix="llmmeter-bench-store-") as tmp:
+        for config in CONFIGS:
+            llmmeter.configure(
+                tracer_provider=telemetry.tracer_provider,
+                meter_provider=telemetry.meter_provider,
+                store=Path(tmp) / f"{config}.sqlite3",
+            )
+            get_pipeline().max_queue = 10_000 if config == "pipeline" else 0
+            for scenario, k in K.items():
+                name, _, chunks = scenario.partition("/")
+                if chunks:
+                    clients.server.stream_events = peers.build_sse_events(int(chunks))
+                run_a, run_b = clients.runner(clients.a, name), clients.runner(clients.b, name)
+                _bench.count_ab(segments, f"{config}|{scenario}", run_a, run_b, k, telemetry, warmup=3)
+                assert llmmeter.flush(timeout=60)
+        get_pipeline().max_queue = 10_000
+        clients.close()
+        telemetry.shutdown()
+
+
+def callgrind_threads(argv: list[str]) -> dict[str, dict[int, int]]:
+    """Run ``argv`` under callgrind, one dump per thread; {segment label: {thread: instructions}}."""
+    with tempfile.TemporaryDirectory(prefix="llmmeter-callgrind-") as tmp:
+        out = Path(tmp) / "cg.out"
+        command = [
+            "valgrind",
+            "--tool=callgrind",
+            "--separate-threads=yes",
+            f"--callgrind-out-file={out}",
+            f"--dump-before={_bench.MARKER_FUNCTION}",
+            *argv,
+        ]
+        proc = subprocess.run(command, capture_output=True, text=True, timeout=7200, check=False)
+        if proc.returncode != 0:
+            raise RuntimeError(f"callgrind run failed (rc={proc.returncode}):\n{proc.stderr[-3000:]}")
+        segment_lines = [line for line in proc.stdout.splitlines() if line.startswith('{"type": "segment"')]
+        labels = [json.loads(line)["label"] for line in segment_lines]
+        by_dump: dict[int, dict[int, int]] = defaultdict(dict)
+        for path in Path(tmp).glob("cg.out.*"):
+            match = _DUMP.search(path.name)
+            if match:
+                by_dump[int(match[1])][int(match[2])] = _bench._total_instructions(path)
+        dumps = [by_dump[n] for n in sorted(by_dump)]
+        if len(dumps) < 2 * len(labels):
+            raise RuntimeError(f"expected {2 * len(labels)} dumps, got {len(dumps)}")
+        return {label: dumps[2 * i + 1] for i, label in enumerate(labels)}
+
+
+def per_call(counts: dict[str, dict[int, int]], label: str, k: int, caller_only: bool) -> float:
+    def total(segment: dict[int, int]) -> int:
+        return segment.get(1, 0) if caller_only else sum(segment.values())
+
+    return (total(counts[f"{label}@{2 * k}"]) - total(counts[f"{label}@{k}"])) / k
+
+
+def main() -> int:
+    if sys.argv[1:2] == ["--child"]:
+        child()
+        return 0
+    if not _bench.valgrind_available():
+        print("valgrind not found: apt-get update && apt-get install -y valgrind")
+        return 1
+    counts = callgrind_threads(_bench.self_command(Path(__file__), "--child"))
+    rows = []
+    for config in CONFIGS:
+        delta: dict[tuple[str, bool], float] = {}
+        for scenario, k in K.items():
+            for caller_only in (True, False):
+                a = per_call(counts, f"{config}|{scenario}/A", k, caller_only)
+                b = per_call(counts, f"{config}|{scenario}/B", k, caller_only)
+                delta[scenario, caller_only] = b - a
+        per_chunk = {
+            caller_only: (delta["stream-sync/64", caller_only] - delta["stream-sync/1", caller_only]) / 63
+            for caller_only in (True, False)
+        }
+        rows.append(
+            [
+                config,
+                f"{delta['chat-sync', True]:+,.0f}",
+                f"{delta['chat-sync', False]:+,.0f}",
+                f"{delta['stream-sync/1', True]:+,.0f}",
+                f"{delta['stream-sync/1', False]:+,.0f}",
+                f"{per_chunk[True]:+,.0f}",
+                f"{per_chunk[False]:+,.0f}",
+            ]
+        )
+    print(
+        "## Instructions llmmeter adds: the caller's thread and all threads (callgrind --separate-threads)\n"
+    )
+    print(f"{_bench.machine_line()}; spans, metrics, pricing and the SQLite store on; K = {K}\n")
+    headers = [
+        "configuration",
+        "chat Δ caller",
+        "chat Δ all threads",
+        "1-chunk stream Δ caller",
+        "1-chunk stream Δ all",
+        "per chunk Δ caller",
+        "per chunk Δ all",
+    ]
+    print(_bench.table(headers, rows))
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
