@@ -294,6 +294,12 @@ async def test_a_recorded_gemini_embed_error_raises_the_same_through_client_aio(
 OLLAMA_BODIES = [
     pytest.param(entry["file"], id=entry["file"].split("/", 1)[1])
     for entry in (truth(file) for file in files("ollama"))
+    if not entry["interactions"][0]["error"]
+]
+OLLAMA_FAILING_STREAMS = [
+    pytest.param(entry["file"], id=entry["file"].split("/", 1)[1])
+    for entry in (truth(file) for file in files("ollama"))
+    if entry["interactions"][0]["error"]
 ]
 
 _COUNTERS = (
@@ -355,6 +361,28 @@ async def test_a_recorded_ollama_body_reaches_the_async_client_the_same(file: st
         result = await _call_ollama(ollama.AsyncClient(host=server.url), file)
         parts = [part async for part in result] if truth(file)["route"]["stream"] else [result]
     _check_ollama(parts, file)
+
+
+@pytest.mark.parametrize("file", OLLAMA_FAILING_STREAMS)
+def test_a_stream_failing_mid_way_yields_its_parts_then_raises_the_response_error(file: str) -> None:
+    expected = truth(file)["interactions"][0]
+    parts: list[Any] = []
+    with serve_bodies(_served(file)) as server, pytest.raises(ollama.ResponseError) as raised:
+        parts.extend(_call_ollama(ollama.Client(host=server.url), file))
+    assert len(parts) == expected["lines"] - 1
+    assert "".join(part.response for part in parts) == expected["content"]
+    assert raised.value.error == expected["error"]
+
+
+@pytest.mark.parametrize("file", OLLAMA_FAILING_STREAMS)
+async def test_a_stream_failing_mid_way_raises_the_same_through_the_async_client(file: str) -> None:
+    expected = truth(file)["interactions"][0]
+    parts: list[Any] = []
+    with serve_bodies(_served(file)) as server, pytest.raises(ollama.ResponseError) as raised:
+        async for part in await _call_ollama(ollama.AsyncClient(host=server.url), file):
+            parts.append(part)
+    assert len(parts) == expected["lines"] - 1
+    assert raised.value.error == expected["error"]
 
 
 def test_a_served_stream_reaches_the_client_line_by_line_as_ollama_streams_it() -> None:
