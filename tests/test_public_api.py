@@ -36,11 +36,13 @@ PUBLIC_NAMES = {
     "inline",
     "instrument",
     "instrument_anthropic",
+    "instrument_google_genai",
     "instrument_ollama",
     "instrument_openai",
     "metered",
     "uninstrument",
     "uninstrument_anthropic",
+    "uninstrument_google_genai",
     "uninstrument_ollama",
     "uninstrument_openai",
 }

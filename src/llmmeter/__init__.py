@@ -75,11 +75,13 @@ __all__ = [
     "inline",
     "instrument",
     "instrument_anthropic",
+    "instrument_google_genai",
     "instrument_ollama",
     "instrument_openai",
     "metered",
     "uninstrument",
     "uninstrument_anthropic",
+    "uninstrument_google_genai",
     "uninstrument_ollama",
     "uninstrument_openai",
 ]
@@ -106,9 +108,9 @@ def instrument(client: T, *, provider: str | None = None, model: str | None = No
     Supported: ``openai.OpenAI``, ``AsyncOpenAI``, ``AzureOpenAI``, ``AsyncAzureOpenAI`` (and so
     any OpenAI-compatible server or gateway reached through them); ``anthropic.Anthropic``,
     ``AsyncAnthropic`` (and the Bedrock and Vertex clients); ``ollama.Client``, ``AsyncClient``;
-    vLLM's in-process engines ``vllm.LLM`` (``generate``/``chat``/``embed``) and ``AsyncLLM``
-    (``generate``; start it with ``disable_log_stats=False`` to get vLLM's own per-request timings
-    too).
+    ``google.genai.Client`` (the Gemini API and Vertex AI, ``client.aio`` too); vLLM's in-process
+    engines ``vllm.LLM`` (``generate``/``chat``/``embed``) and ``AsyncLLM`` (``generate``; start it
+    with ``disable_log_stats=False`` to get vLLM's own per-request timings too).
     ``provider`` overrides the ``gen_ai.provider.name`` detected from the client and its base
     URL (e.g. ``"vllm"`` for your own server, ``"openai"`` for a gateway in front of OpenAI);
     ``model`` names a vLLM engine's model in records (default: its served model name).
@@ -189,3 +191,14 @@ def instrument_ollama() -> None:
 def uninstrument_ollama() -> None:
     """Undo :func:`instrument_ollama`."""
     _uninstall("ollama")
+
+
+def instrument_google_genai() -> None:
+    """Measure every ``google-genai`` client of this process (``genai.Client()``, its ``aio``),
+    existing and future (idempotent)."""
+    _install("google_genai")
+
+
+def uninstrument_google_genai() -> None:
+    """Undo :func:`instrument_google_genai`."""
+    _uninstall("google_genai")

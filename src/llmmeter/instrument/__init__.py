@@ -128,6 +128,7 @@ INTEGRATIONS: tuple[Integration, ...] = (
     _per_method(
         "ollama", "llmmeter.providers.ollama:OLLAMA", ("ollama._client:Client", "ollama._client:AsyncClient")
     ),
+    _per_method("google_genai", "llmmeter.providers.gemini:GOOGLE_GENAI", ("google.genai.client:Client",)),
 )
 
 

@@ -8,17 +8,39 @@ and the like fed back to the model) is input too.
 
 Both spellings are read: the SDK's ``snake_case`` and the REST API's ``camelCase``.
 
+In a stream every chunk carries the usage so far (cumulative): the last one wins. Output starts
+at the first chunk whose candidates carry a non-empty part: text, a thought, a function call,
+inline data (an image, audio) or code.
+
+:data:`GOOGLE_GENAI` is the ``google-genai`` SDK's table for :mod:`llmmeter.instrument.methods`:
+``models.generate_content``, ``generate_content_stream`` and ``embed_content``, and their
+``client.aio.models`` twins. A ``Client(vertexai=True)`` is ``gcp.vertex_ai``, otherwise
+``gcp.gemini``.
+
 Pure functions: no I/O, no OTel, no pricing.
 """
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from typing import Any
+from urllib.parse import urlsplit
 
+from llmmeter import semconv
 from llmmeter.providers.base import ResponseInfo, field, int_or_none, str_or_none, sum_known
+from llmmeter.providers.types import EstimateInput, Observed, RequestSpec
 from llmmeter.record import Usage
 
-__all__ = ["response_info_from_gemini", "usage_from_gemini", "usage_metadata_of"]
+__all__ = [
+    "GOOGLE_GENAI",
+    "GeminiStreamReader",
+    "GoogleGenAIAdapter",
+    "read_gemini_embedding",
+    "read_gemini_response",
+    "response_info_from_gemini",
+    "usage_from_gemini",
+    "usage_metadata_of",
+]
 
 
 def _read(obj: Any, snake_name: str) -> Any:
@@ -109,5 +131,239 @@ def response_info_from_gemini(response: Any) -> ResponseInfo:
         response_id=str_or_none(_read(response, "response_id")),
         response_model=str_or_none(_read(response, "model_version")),
         finish_reasons=reasons or None,
-        service_tier=str_or_none(_read(usage_metadata_of(response), "traffic_type")),
+        service_tier=_service_tier(usage_metadata_of(response)),
     )
+
+
+# Vertex's traffic types that are a price tier of their own, under the price table's tier names.
+_PRICED_TRAFFIC = {"ON_DEMAND_FLEX": "flex", "ON_DEMAND_PRIORITY": "priority"}
+
+
+def _service_tier(usage_metadata: Any) -> str | None:
+    """Vertex's ``traffic_type`` (flex and priority under their price-tier names), else the tier
+    the Gemini API reports (``serviceTier``: ``standard``, ``flex``...)."""
+    traffic = str_or_none(_read(usage_metadata, "traffic_type"))
+    if traffic is not None:
+        return _PRICED_TRAFFIC.get(traffic, traffic)
+    return str_or_none(_read(usage_metadata, "service_tier"))
+
+
+def _output_text(response: Any) -> str | None:
+    """The first candidate's generated text, thoughts left out (content capture and estimates)."""
+    candidates = _read(response, "candidates")
+    if not candidates:
+        return None
+    texts = [
+        text
+        for part in field(field(candidates[0], "content"), "parts") or ()
+        if isinstance(text := field(part, "text"), str) and not field(part, "thought")
+    ]
+    return "".join(texts) or None
+
+
+def read_gemini_response(response: Any) -> Observed:
+    """Usage, response info and text of a whole ``GenerateContentResponse`` (or its JSON)."""
+    metadata = usage_metadata_of(response)
+    return Observed(
+        usage=usage_from_gemini(metadata) if metadata is not None else None,
+        info=response_info_from_gemini(response),
+        output_text=_output_text(response),
+    )
+
+
+def read_gemini_embedding(response: Any) -> Observed:
+    """Input tokens of an ``EmbedContentResponse``: its ``usage_metadata`` when reported, else the
+    sum of Vertex's per-embedding ``statistics.token_count``; the Gemini API reports none."""
+    metadata = _read(response, "usage_metadata")
+    if metadata is not None:
+        prompt = int_or_none(_read(metadata, "prompt_token_count"))
+        if prompt is not None:
+            return Observed(usage=Usage(input_tokens=prompt))
+    counts = [
+        int_or_none(_read(_read(embedding, "statistics"), "token_count"))
+        for embedding in _read(response, "embeddings") or ()
+    ]
+    if not counts or None in counts:
+        return Observed()
+    return Observed(usage=Usage(input_tokens=sum(count for count in counts if count is not None)))
+
+
+# Parts that are generated output besides text (a thought is text with ``thought: true``).
+_OUTPUT_PARTS = ("function_call", "inline_data", "executable_code", "code_execution_result", "file_data")
+
+
+class GeminiStreamReader:
+    """Reads a ``generate_content_stream``: output from the first chunk with a non-empty part;
+    usage, id, model version and traffic type from the last chunk that had them."""
+
+    __slots__ = ("last", "reasons", "texts", "usage_metadata")
+
+    def __init__(self) -> None:
+        self.last: Any = None
+        self.usage_metadata: Any = None
+        self.reasons: tuple[str, ...] | None = None
+        self.texts: list[str] = []
+
+    def feed(self, chunk: Any) -> bool:
+        self.last = chunk
+        metadata = field(chunk, "usage_metadata")
+        if metadata is not None:
+            self.usage_metadata = metadata
+        candidates = field(chunk, "candidates")
+        if not candidates:
+            return False
+        output = False
+        for candidate in candidates:
+            if field(candidate, "finish_reason") is not None:
+                self._finished(candidates)
+            for part in field(field(candidate, "content"), "parts") or ():
+                text = field(part, "text")
+                if text:
+                    output = True
+                    if not field(part, "thought"):
+                        self.texts.append(text)
+                elif not output:
+                    output = any(field(part, name) is not None for name in _OUTPUT_PARTS)
+        return output
+
+    def _finished(self, candidates: Any) -> None:
+        reasons = tuple(
+            reason for candidate in candidates if (reason := str_or_none(field(candidate, "finish_reason")))
+        )
+        self.reasons = reasons or self.reasons
+
+    def result(self) -> Observed:
+        observed = Observed(output_text="".join(self.texts) or None)
+        metadata = self.usage_metadata
+        if metadata is not None:
+            observed.usage = usage_from_gemini(metadata)
+        last = self.last
+        if last is not None:
+            observed.info = ResponseInfo(
+                response_id=str_or_none(field(last, "response_id")),
+                response_model=str_or_none(field(last, "model_version")),
+                finish_reasons=self.reasons,
+                service_tier=_service_tier(metadata),
+            )
+        return observed
+
+
+# --- planning the google-genai package's calls ------------------------------------------------------
+_FLOAT_CONFIG = (
+    ("temperature", semconv.REQUEST_TEMPERATURE),
+    ("top_p", semconv.REQUEST_TOP_P),
+    ("top_k", semconv.REQUEST_TOP_K),
+    ("presence_penalty", semconv.REQUEST_PRESENCE_PENALTY),
+    ("frequency_penalty", semconv.REQUEST_FREQUENCY_PENALTY),
+)
+_INT_CONFIG = (
+    ("max_output_tokens", semconv.REQUEST_MAX_TOKENS),
+    ("seed", semconv.REQUEST_SEED),
+    ("candidate_count", semconv.REQUEST_CHOICE_COUNT),
+)
+
+
+def _is_int(value: Any) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool)
+
+
+def _request_params(config: Any) -> dict[str, Any]:
+    """A ``GenerateContentConfig`` (or its dict) under semconv names."""
+    params: dict[str, Any] = {}
+    if config is None:
+        return params
+    for key, attribute in _FLOAT_CONFIG:
+        value = field(config, key)
+        if _is_int(value) or isinstance(value, float):
+            params[attribute] = float(value)
+    for key, attribute in _INT_CONFIG:
+        value = field(config, key)
+        if _is_int(value):
+            params[attribute] = value
+    stop = field(config, "stop_sequences")
+    if isinstance(stop, list | tuple) and stop and all(isinstance(s, str) for s in stop):
+        params[semconv.REQUEST_STOP_SEQUENCES] = tuple(stop)
+    return params
+
+
+def _estimate_input(contents: Any) -> EstimateInput | None:
+    """Plain-text contents only (a string or a list of strings); anything richer is not estimated."""
+    if isinstance(contents, str) and contents:
+        return EstimateInput(prompt=contents)
+    if isinstance(contents, list) and contents and all(isinstance(item, str) for item in contents):
+        return EstimateInput(prompt="\n".join(contents))
+    return None
+
+
+def _model(kwargs: Mapping[str, Any]) -> str | None:
+    model = kwargs.get("model")
+    return model if isinstance(model, str) and model else None
+
+
+def _plan_generate(kwargs: Mapping[str, Any], stream: bool) -> RequestSpec:
+    contents = kwargs.get("contents")
+    return RequestSpec(
+        operation="generate_content",
+        request_model=_model(kwargs),
+        read_response=read_gemini_response,
+        stream_reader=GeminiStreamReader if stream else None,
+        params=_request_params(kwargs.get("config")),
+        estimate_input=_estimate_input(contents),
+        input_messages=contents,
+    )
+
+
+def plan_generate_content(args: tuple[Any, ...], kwargs: Mapping[str, Any]) -> RequestSpec:
+    """``models.generate_content(*, model, contents, config)``."""
+    return _plan_generate(kwargs, stream=False)
+
+
+def plan_generate_content_stream(args: tuple[Any, ...], kwargs: Mapping[str, Any]) -> RequestSpec:
+    """``models.generate_content_stream(*, model, contents, config)``."""
+    return _plan_generate(kwargs, stream=True)
+
+
+def plan_embed_content(args: tuple[Any, ...], kwargs: Mapping[str, Any]) -> RequestSpec:
+    """``models.embed_content(*, model, contents, config)``."""
+    params: dict[str, Any] = {}
+    dimensions = field(kwargs.get("config"), "output_dimensionality")
+    if _is_int(dimensions):
+        params[semconv.EMBEDDINGS_DIMENSION_COUNT] = dimensions
+    return RequestSpec(
+        operation="embeddings",
+        request_model=_model(kwargs),
+        read_response=read_gemini_embedding,
+        params=params,
+    )
+
+
+_SYNC, _ASYNC = "google.genai.models:Models", "google.genai.models:AsyncModels"
+_DEFAULT_PORTS = {"https": 443, "http": 80}
+
+
+class GoogleGenAIAdapter:
+    """The per-method hook's view of the ``google-genai`` package: ``Client.models`` and
+    ``Client.aio.models``."""
+
+    sdk_module = "google.genai"
+    hooks = (
+        ("models.generate_content", _SYNC, plan_generate_content),
+        ("models.generate_content_stream", _SYNC, plan_generate_content_stream),
+        ("models.embed_content", _SYNC, plan_embed_content),
+        ("aio.models.generate_content", _ASYNC, plan_generate_content),
+        ("aio.models.generate_content_stream", _ASYNC, plan_generate_content_stream),
+        ("aio.models.embed_content", _ASYNC, plan_embed_content),
+    )
+
+    def server(self, owner: Any) -> tuple[str, str | None, int | None]:
+        """``gcp.vertex_ai`` for a Vertex client, ``gcp.gemini`` otherwise, at the base URL's host."""
+        api_client = getattr(owner, "_api_client", None)
+        provider = "gcp.vertex_ai" if getattr(api_client, "vertexai", False) else "gcp.gemini"
+        base_url = getattr(getattr(api_client, "_http_options", None), "base_url", None)
+        if not isinstance(base_url, str):
+            return provider, None, None
+        parts = urlsplit(base_url)
+        return provider, parts.hostname, parts.port or _DEFAULT_PORTS.get(parts.scheme)
+
+
+GOOGLE_GENAI = GoogleGenAIAdapter()

@@ -1,0 +1,517 @@
+"""The ``google-genai`` client, measured: the real SDK against real Gemini API and Vertex AI bodies.
+
+The bodies are real responses recorded by Pydantic AI's test suite (``tests/data/google_genai``,
+source and license in its ``SOURCE.md``), served on 127.0.0.1 to ``genai.Client(http_options=
+{"base_url": ...})``: whole JSON bodies for ``generateContent`` and the embedding endpoints, and
+server-sent events for ``streamGenerateContent``, one event at a time with a pause before each, as
+Google's servers send them while the model generates. Expected numbers are the recordings' own;
+costs are worked out by hand from Google's list prices (``pricing/data/google.yaml``).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import gc
+import threading
+import time
+import types
+from collections.abc import Iterator
+from contextlib import contextmanager, suppress
+from decimal import Decimal
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from pathlib import Path
+from typing import Any
+
+import pytest
+from google import genai
+from google.genai import errors
+from google.genai import types as genai_types
+
+import llmmeter
+from llmmeter import CostStatus, Outcome, Usage
+from llmmeter.providers.gemini import GeminiStreamReader
+
+from .conftest import Telemetry
+
+DATA = Path(__file__).resolve().parent / "data" / "google_genai"
+PAUSE_S = 0.01
+"""The server's pause before each server-sent event."""
+
+WHOLE = "generate_content_video_cached.json"  # gemini-2.5-flash, cached video + audio, thoughts
+THINKING = "stream_thinking.sse"  # gemini-2.5-pro, 23 chunks, thoughts first
+WEB_SEARCH = "stream_web_search.sse"  # gemini-2.5-pro, tool-use prompt tokens
+VERTEX_FLEX = "vertex_flex_stream.sse"  # Vertex, gemini-3-flash-preview, ON_DEMAND_FLEX
+ROUTES = {
+    "generateContent": WHOLE,
+    "streamGenerateContent": THINKING,
+    "batchEmbedContents": "embed_gemini_api.json",
+    "embedContent": "embed_vertex.json",
+}
+
+
+# --- a local Google endpoint serving recorded bodies ------------------------------------------------
+@contextmanager
+def google_server(routes: dict[str, str]) -> Iterator[str]:
+    """Serve ``{method: body file}`` (the path's ``:method`` suffix) on 127.0.0.1; yields the base
+    URL. ``.sse`` bodies go out event by event, paced; a body that is not a file is sent as is."""
+
+    class Handler(BaseHTTPRequestHandler):
+        protocol_version = "HTTP/1.1"
+
+        def do_POST(self) -> None:
+            self.rfile.read(int(self.headers.get("Content-Length") or 0))
+            method = self.path.split("?", 1)[0].rsplit(":", 1)[-1]
+            body = routes.get(method)
+            if body is None:
+                self._whole(404, b'{"error": {"code": 404, "message": "not found", "status": "NOT_FOUND"}}')
+            elif body.endswith(".sse"):
+                self._events((DATA / body).read_bytes())
+            elif body.endswith(".json"):
+                self._whole(200, (DATA / body).read_bytes())
+            else:
+                self._whole(200, body.encode())
+
+        def _whole(self, status: int, payload: bytes) -> None:
+            self.send_response(status)
+            self.send_header("Content-Type", "application/json; charset=UTF-8")
+            self.send_header("Content-Length", str(len(payload)))
+            self.end_headers()
+            self.wfile.write(payload)
+
+        def _events(self, payload: bytes) -> None:
+            self.send_response(200)
+            self.send_header("Content-Type", "text/event-stream")
+            self.send_header("Transfer-Encoding", "chunked")
+            self.end_headers()
+            for event in payload.split(b"\r\n\r\n"):
+                if not event.strip():
+                    continue
+                time.sleep(PAUSE_S)
+                data = event + b"\r\n\r\n"
+                try:
+                    self.wfile.write(f"{len(data):x}\r\n".encode() + data + b"\r\n")
+                    self.wfile.flush()
+                except OSError:  # the client stopped reading
+                    return
+            with suppress(OSError):
+                self.wfile.write(b"0\r\n\r\n")
+
+        def log_message(self, format: str, *args: Any) -> None:
+            pass
+
+    server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+    server.daemon_threads = True
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    try:
+        yield f"http://127.0.0.1:{server.server_address[1]}"
+    finally:
+        server.shutdown()
+        server.server_close()
+
+
+_clients: list[genai.Client] = []
+"""A ``genai.Client`` closes its HTTP connection pool when collected, so a stream read after a
+one-line ``_client(url).models.generate_content_stream(...)`` would find it closed: kept alive."""
+
+
+def _client(url: str, *, vertex: bool = False) -> genai.Client:
+    client = genai.Client(vertexai=vertex or None, api_key="test-key", http_options={"base_url": url})
+    _clients.append(client)
+    return client
+
+
+def _dump(response: Any) -> Any:
+    return response.model_dump(exclude={"sdk_http_response"})
+
+
+VIDEO_USAGE = Usage(
+    input_tokens=17713,
+    output_tokens=68 + 821,
+    cache_read_input_tokens=17379,
+    reasoning_output_tokens=821,
+    text_input_tokens=16,
+    audio_input_tokens=1917,
+    audio_cache_read_input_tokens=1881,
+)
+THINKING_USAGE = Usage(
+    input_tokens=34, output_tokens=469 + 787, reasoning_output_tokens=787, text_input_tokens=34
+)
+
+
+# --- whole responses --------------------------------------------------------------------------------
+def test_generate_content_is_returned_unchanged_with_every_usage_part(telemetry: Telemetry) -> None:
+    with google_server(ROUTES) as url:
+        plain = _client(url).models.generate_content(model="gemini-2.5-flash", contents="What is this video?")
+        response = llmmeter.instrument(_client(url)).models.generate_content(
+            model="gemini-2.5-flash", contents="What is this video?"
+        )
+    assert type(response) is type(plain) and _dump(response) == _dump(plain)
+    (record,) = telemetry.records
+    assert record.operation == "generate_content" and record.provider == "gcp.gemini"
+    assert record.server_address == "127.0.0.1"
+    assert record.request_model == record.response_model == "gemini-2.5-flash"
+    assert record.response_id == "JiyGasHJHe-wjMcP4aqWmQg" and record.finish_reasons == ("STOP",)
+    assert record.service_tier is None  # the SDK does not keep usageMetadata.serviceTier
+    # prompt 17713 includes the cached 17379; thoughts (821) are output on top of the 68 candidates.
+    assert record.usage == VIDEO_USAGE
+    assert record.timings.ttft_s is None and not record.streaming
+
+
+def test_generate_content_costs_its_list_price_with_cached_and_audio_rates(telemetry: Telemetry) -> None:
+    with google_server(ROUTES) as url:
+        llmmeter.instrument(_client(url)).models.generate_content(model="gemini-2.5-flash", contents="x")
+    (record,) = telemetry.records
+    # gemini-2.5-flash per M: input $0.30, audio input $1.00, cached $0.03, cached audio $0.10,
+    # output (thinking included) $2.50.
+    #   uncached non-audio (17713 - 1917) - (17379 - 1881) = 298  x 0.30 =   89.40
+    #   uncached audio      1917 - 1881                    =  36  x 1.00 =   36.00
+    #   cached non-audio    17379 - 1881                   = 15498 x 0.03 =  464.94
+    #   cached audio                                          1881 x 0.10 =  188.10
+    #   output              68 + 821                       =  889 x 2.50 = 2222.50
+    #                                                                       3000.94 micro-dollars
+    assert record.cost_status is CostStatus.PRICED and record.cost is not None
+    assert record.cost.amount == Decimal("0.00300094")
+
+
+async def test_async_generate_content_is_recorded_like_a_sync_one(telemetry: Telemetry) -> None:
+    with google_server(ROUTES) as url:
+        response = await llmmeter.instrument(_client(url)).aio.models.generate_content(
+            model="gemini-2.5-flash", contents="x"
+        )
+        plain = await _client(url).aio.models.generate_content(model="gemini-2.5-flash", contents="x")
+    assert type(response) is genai_types.GenerateContentResponse and _dump(response) == _dump(plain)
+    (record,) = telemetry.records
+    assert record.usage == VIDEO_USAGE
+
+
+def test_request_config_is_recorded_under_semconv_names(telemetry: Telemetry) -> None:
+    config = genai_types.GenerateContentConfig(
+        temperature=0.0, top_p=0.9, top_k=40, max_output_tokens=512, seed=3, stop_sequences=["END"]
+    )
+    with google_server(ROUTES) as url:
+        llmmeter.instrument(_client(url)).models.generate_content(
+            model="gemini-2.5-flash", contents="x", config=config
+        )
+    (record,) = telemetry.records
+    assert record.request_params == {
+        "gen_ai.request.temperature": 0.0,
+        "gen_ai.request.top_p": 0.9,
+        "gen_ai.request.top_k": 40.0,
+        "gen_ai.request.max_tokens": 512,
+        "gen_ai.request.seed": 3,
+        "gen_ai.request.stop_sequences": ("END",),
+    }
+
+
+def test_gemini_api_embeddings_report_no_tokens_and_record_none(telemetry: Telemetry) -> None:
+    with google_server(ROUTES) as url:
+        plain = _client(url).models.embed_content(
+            model="gemini-embedding-2-preview", contents="Hello, world!"
+        )
+        response = llmmeter.instrument(_client(url)).models.embed_content(
+            model="gemini-embedding-2-preview", contents="Hello, world!"
+        )
+    assert _dump(response) == _dump(plain)
+    (record,) = telemetry.records
+    assert record.operation == "embeddings" and record.outcome is Outcome.OK
+    assert record.usage is None  # batchEmbedContents carries no count: missing, never 0
+
+
+def test_vertex_embeddings_count_their_tokens_and_are_priced(telemetry: Telemetry) -> None:
+    with google_server(ROUTES) as url:
+        response = llmmeter.instrument(_client(url, vertex=True)).models.embed_content(
+            model="gemini-embedding-001",
+            contents="Hello, world!",
+            config=genai_types.EmbedContentConfig(output_dimensionality=3072),
+        )
+    assert response.embeddings is not None and len(response.embeddings[0].values or ()) == 3072
+    (record,) = telemetry.records
+    assert record.provider == "gcp.vertex_ai" and record.usage == Usage(input_tokens=4)
+    assert record.request_params == {"gen_ai.embeddings.dimension.count": 3072}
+    # gemini-embedding-001: $0.15 / M input -> 4 x 0.15 = 0.6 micro-dollars.
+    assert record.cost is not None and record.cost.amount == Decimal("0.0000006")
+
+
+# --- streams --------------------------------------------------------------------------------------
+def test_a_stream_is_still_a_generator_of_the_same_chunks(telemetry: Telemetry) -> None:
+    with google_server(ROUTES) as url:
+        plain = [
+            _dump(c)
+            for c in _client(url).models.generate_content_stream(model="gemini-2.5-pro", contents="x")
+        ]
+        stream = llmmeter.instrument(_client(url)).models.generate_content_stream(
+            model="gemini-2.5-pro", contents="x"
+        )
+        assert isinstance(stream, types.GeneratorType)
+        chunks = [_dump(c) for c in stream]
+    assert chunks == plain and len(chunks) == 23
+
+
+def test_a_stream_records_the_last_chunks_usage_and_ttft_at_the_first_thought(telemetry: Telemetry) -> None:
+    with google_server(ROUTES) as url:
+        for _chunk in llmmeter.instrument(_client(url)).models.generate_content_stream(
+            model="gemini-2.5-pro", contents="How do I cross the street?"
+        ):
+            pass
+    (record,) = telemetry.records
+    assert record.streaming and record.outcome is Outcome.OK and record.timings.chunks == 23
+    assert record.usage == THINKING_USAGE
+    assert record.response_id == "beHBaJfEMIi-qtsP3769-Q8" and record.finish_reasons == ("STOP",)
+    timings = record.timings
+    assert timings.ttft_s is not None and timings.ttfc_s is not None and timings.duration_s is not None
+    # The first chunk is a thought: output, so TTFT is taken at it, after the server's pause.
+    assert timings.ttft_s == timings.ttfc_s >= PAUSE_S
+    assert timings.duration_s >= 23 * PAUSE_S
+    assert timings.tpot_s is not None and timings.tpot_s > 0
+    # gemini-2.5-pro per M: $1.25 input, $10 output -> 34 x 1.25 + 1256 x 10 = 12602.5 micro-dollars.
+    assert record.cost is not None and record.cost.amount == Decimal("0.0126025")
+
+
+def test_tool_use_prompt_tokens_are_input(telemetry: Telemetry) -> None:
+    with google_server({"streamGenerateContent": WEB_SEARCH}) as url:
+        list(
+            llmmeter.instrument(_client(url)).models.generate_content_stream(
+                model="gemini-2.5-pro", contents="x"
+            )
+        )
+    (record,) = telemetry.records
+    assert record.usage == Usage(
+        input_tokens=17 + 102,
+        output_tokens=241 + 412,
+        reasoning_output_tokens=412,
+        text_input_tokens=17 + 102,
+    )
+    # 119 x 1.25 + 653 x 10 = 148.75 + 6530 = 6678.75 micro-dollars.
+    assert record.cost is not None and record.cost.amount == Decimal("0.00667875")
+
+
+def test_a_vertex_flex_stream_is_vertex_and_priced_at_the_flex_rate(telemetry: Telemetry) -> None:
+    with google_server({"streamGenerateContent": VERTEX_FLEX}) as url:
+        list(
+            llmmeter.instrument(_client(url, vertex=True)).models.generate_content_stream(
+                model="gemini-3-flash-preview", contents="Reply with exactly: OK"
+            )
+        )
+    (record,) = telemetry.records
+    assert record.provider == "gcp.vertex_ai" and record.service_tier == "flex"
+    assert record.usage == Usage(
+        input_tokens=5,
+        output_tokens=101,
+        reasoning_output_tokens=100,
+        text_input_tokens=5,
+        text_output_tokens=101,
+    )
+    # gemini-3-flash-preview per M: $0.50 input, $3.00 output, flex at half:
+    # (5 x 0.50 + 101 x 3.00) x 0.5 = (2.5 + 303) x 0.5 = 152.75 micro-dollars.
+    assert record.cost is not None and record.cost.amount == Decimal("0.00015275")
+
+
+async def test_an_async_stream_is_an_async_generator_recorded_like_a_sync_one(telemetry: Telemetry) -> None:
+    with google_server(ROUTES) as url:
+        stream = await llmmeter.instrument(_client(url)).aio.models.generate_content_stream(
+            model="gemini-2.5-pro", contents="x"
+        )
+        assert isinstance(stream, types.AsyncGeneratorType)
+        chunks = [_dump(c) async for c in stream]
+        plain_stream = await _client(url).aio.models.generate_content_stream(
+            model="gemini-2.5-pro", contents="x"
+        )
+        plain = [_dump(c) async for c in plain_stream]
+    assert chunks == plain
+    (record,) = telemetry.records
+    assert record.usage == THINKING_USAGE and record.timings.chunks == 23
+    assert record.timings.ttft_s is not None and record.timings.ttft_s >= PAUSE_S
+
+
+def _chunk(**fields: Any) -> genai_types.GenerateContentResponse:
+    return genai_types.GenerateContentResponse.model_validate(fields)
+
+
+@pytest.mark.parametrize(
+    ("parts", "is_output"),
+    [
+        ([{"text": "Paris"}], True),
+        ([{"text": "Thinking about it", "thought": True}], True),
+        ([{"function_call": {"name": "get_weather", "args": {"city": "Paris"}}}], True),
+        ([{"inline_data": {"mime_type": "image/png", "data": "iVBORw0KGgo="}}], True),
+        ([{"text": ""}], False),
+        ([{"thought_signature": "CiQBjz1r"}], False),
+        ([], False),
+    ],
+)
+def test_output_starts_at_the_first_non_empty_part(parts: list[dict[str, Any]], is_output: bool) -> None:
+    reader = GeminiStreamReader()
+    assert reader.feed(_chunk(candidates=[{"content": {"role": "model", "parts": parts}}])) is is_output
+    assert reader.feed(_chunk(usage_metadata={"prompt_token_count": 3})) is False
+
+
+# --- the never-leak matrix --------------------------------------------------------------------------
+def _stream(url: str) -> Any:
+    return llmmeter.instrument(_client(url)).models.generate_content_stream(
+        model="gemini-2.5-pro", contents="x"
+    )
+
+
+def test_a_stream_closed_early_is_aborted_with_the_usage_seen_so_far(telemetry: Telemetry) -> None:
+    with google_server(ROUTES) as url:
+        stream = _stream(url)
+        next(stream)
+        stream.close()
+    (record,) = telemetry.records
+    assert record.outcome is Outcome.ABORTED
+    # Every Gemini chunk carries the usage so far: 34 in, 68 thoughts after the first chunk.
+    assert record.usage == Usage(
+        input_tokens=34, output_tokens=68, reasoning_output_tokens=68, text_input_tokens=34
+    )
+
+
+def test_breaking_out_of_a_closing_loop_is_aborted(telemetry: Telemetry) -> None:
+    from contextlib import closing
+
+    with google_server(ROUTES) as url, closing(_stream(url)) as stream:
+        for _chunk in stream:
+            break
+    (record,) = telemetry.records
+    assert record.outcome is Outcome.ABORTED
+
+
+def test_breaking_out_of_a_loop_and_dropping_the_stream_finishes_it(telemetry: Telemetry) -> None:
+    with google_server(ROUTES) as url:
+        stream = _stream(url)
+        for _chunk in stream:
+            break
+        del stream
+        gc.collect()
+    (record,) = telemetry.records
+    assert record.outcome in (Outcome.ABORTED, Outcome.ABANDONED)
+
+
+def test_a_dropped_stream_is_recorded_abandoned(telemetry: Telemetry) -> None:
+    with google_server(ROUTES) as url:
+        stream = _stream(url)
+        next(stream)
+        del stream
+        gc.collect()
+    (record,) = telemetry.records
+    assert record.outcome is Outcome.ABANDONED
+
+
+async def test_a_cancelled_task_reading_a_stream_is_recorded_aborted(telemetry: Telemetry) -> None:
+    started = asyncio.Event()
+
+    async def read(stream: Any) -> None:
+        async for _chunk in stream:
+            started.set()
+            await asyncio.sleep(10)
+
+    with google_server(ROUTES) as url:
+        stream = await llmmeter.instrument(_client(url)).aio.models.generate_content_stream(
+            model="gemini-2.5-pro", contents="x"
+        )
+        task = asyncio.create_task(read(stream))
+        await started.wait()
+        task.cancel()
+        with pytest.raises(asyncio.CancelledError):
+            await task
+        await stream.aclose()
+    (record,) = telemetry.records
+    assert record.outcome is Outcome.ABORTED
+
+
+def test_a_stream_failing_midway_is_an_error_with_the_same_exception(telemetry: Telemetry) -> None:
+    # A real first event, then a body that is not an event: the SDK's own parsing fails mid-stream.
+    first = (DATA / THINKING).read_bytes().split(b"\r\n\r\n")[0].decode()
+    broken = first + "\r\n\r\ndata: {not json\r\n\r\n"
+    with google_server({"streamGenerateContent": broken}) as url:
+        plain_error = _raised(
+            lambda: list(_client(url).models.generate_content_stream(model="m", contents="x"))
+        )
+        stream = _stream(url)
+        with pytest.raises(type(plain_error)) as raised:
+            list(stream)
+    assert str(raised.value) == str(plain_error)
+    (record,) = telemetry.records
+    assert record.outcome is Outcome.ERROR and record.timings.chunks == 1
+
+
+def _raised(call: Any) -> BaseException:
+    try:
+        call()
+    except BaseException as exc:
+        return exc
+    raise AssertionError("expected an exception")
+
+
+def test_an_api_error_reaches_the_caller_unchanged_and_is_recorded(telemetry: Telemetry) -> None:
+    with google_server({}) as url, pytest.raises(errors.ClientError) as raised:
+        llmmeter.instrument(_client(url)).models.generate_content(model="gemini-2.5-flash", contents="x")
+    assert raised.value.code == 404
+    (record,) = telemetry.records
+    assert record.outcome is Outcome.ERROR and record.error_type == "google.genai.errors.ClientError"
+    assert record.usage is None and record.cost is None
+
+
+# --- bad input ------------------------------------------------------------------------------------
+def test_a_response_without_usage_metadata_leaves_usage_missing_not_zero(telemetry: Telemetry) -> None:
+    body = '{"candidates": [{"content": {"parts": [{"text": "Paris"}]}, "finishReason": "STOP"}]}'
+    with google_server({"generateContent": body}) as url:
+        plain = _client(url).models.generate_content(model="gemini-2.5-flash", contents=[{"role": "user"}])
+        response = llmmeter.instrument(_client(url)).models.generate_content(
+            model="gemini-2.5-flash", contents=[{"role": "user"}]
+        )
+    assert _dump(response) == _dump(plain) and response.text == "Paris"
+    (record,) = telemetry.records
+    assert record.usage is None and record.outcome is Outcome.OK and record.finish_reasons == ("STOP",)
+
+
+def test_an_unknown_shape_is_handed_back_and_recorded_without_usage(telemetry: Telemetry) -> None:
+    with google_server({"generateContent": '{"something": ["else"]}'}) as url:
+        response = llmmeter.instrument(_client(url)).models.generate_content(
+            model="gemini-2.5-flash", contents=[{"role": "user"}]
+        )
+    assert isinstance(response, genai_types.GenerateContentResponse)
+    (record,) = telemetry.records
+    assert record.usage is None and record.outcome is Outcome.OK
+
+
+def test_text_contents_without_reported_usage_are_estimated_and_marked(telemetry: Telemetry) -> None:
+    body = '{"candidates": [{"content": {"parts": [{"text": "Paris"}], "role": "model"}}]}'
+    with google_server({"generateContent": body}) as url:
+        llmmeter.instrument(_client(url)).models.generate_content(
+            model="gemini-2.5-flash", contents="Capital?"
+        )
+    (record,) = telemetry.records
+    assert record.usage is not None and record.usage.source is llmmeter.UsageSource.ESTIMATED
+
+
+# --- process-wide and undo ------------------------------------------------------------------------
+def test_instrument_google_genai_measures_every_client_until_undone(telemetry: Telemetry) -> None:
+    with google_server(ROUTES) as url:
+        llmmeter.instrument_google_genai()
+        try:
+            _client(url).models.generate_content(model="gemini-2.5-flash", contents="x")
+            list(_client(url).models.generate_content_stream(model="gemini-2.5-pro", contents="x"))
+        finally:
+            llmmeter.uninstrument_google_genai()
+        _client(url).models.generate_content(model="gemini-2.5-flash", contents="x")
+    assert [r.operation for r in telemetry.records] == ["generate_content", "generate_content"]
+    assert [r.streaming for r in telemetry.records] == [False, True]
+
+
+def test_a_chat_session_of_an_instrumented_client_is_measured(telemetry: Telemetry) -> None:
+    with google_server(ROUTES) as url:
+        chat = llmmeter.instrument(_client(url)).chats.create(model="gemini-2.5-flash")
+        chat.send_message("What is this video?")
+    (record,) = telemetry.records
+    assert record.usage == VIDEO_USAGE
+
+
+def test_uninstrument_gives_back_the_clients_own_methods(telemetry: Telemetry) -> None:
+    with google_server(ROUTES) as url:
+        client = _client(url)
+        own = client.models.generate_content
+        assert llmmeter.uninstrument(llmmeter.instrument(client)) is client
+        assert client.models.generate_content == own and "generate_content" not in vars(client.models)
+        client.models.generate_content(model="gemini-2.5-flash", contents="x")
+    assert telemetry.records == []
