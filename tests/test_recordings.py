@@ -338,10 +338,11 @@ def _check_ollama(parts: list[Any], file: str) -> None:
         assert [len(vector) for vector in final.embeddings] == expected["dimensions"]
         return
     assert final.done_reason == expected["done_reason"]
-    pieces = [
-        part.response if expected["path"] == "/api/generate" else part.message.content for part in parts
-    ]
+    generated = expected["path"] == "/api/generate"
+    pieces = [part.response if generated else part.message.content for part in parts]
     assert "".join(piece or "" for piece in pieces) == expected["content"]
+    thoughts = [part.thinking if generated else part.message.thinking for part in parts]
+    assert "".join(thought or "" for thought in thoughts) == expected.get("thinking", "")
 
 
 @pytest.mark.parametrize("file", OLLAMA_BODIES)
