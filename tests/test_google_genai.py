@@ -32,6 +32,7 @@ from llmmeter import CostStatus, Outcome, Usage
 from llmmeter.providers.gemini import GeminiStreamReader
 
 from .conftest import Telemetry
+from .recording_support import files, truth, use_recording
 
 DATA = Path(__file__).resolve().parent / "data" / "google_genai"
 PAUSE_S = 0.01
@@ -515,3 +516,127 @@ def test_uninstrument_gives_back_the_clients_own_methods(telemetry: Telemetry) -
         assert client.models.generate_content == own and "generate_content" not in vars(client.models)
         client.models.generate_content(model="gemini-2.5-flash", contents="x")
     assert telemetry.records == []
+
+
+# --- every recording in tests/recordings/google_genai, against its truth values -----------------
+def _recorded(where: Any) -> list[Any]:
+    return [
+        pytest.param(file, position, id=f"{file.split('/', 1)[1]}#{position}")
+        for file in files("google_genai")
+        for position, item in enumerate(truth(file)["interactions"])
+        if where(item)
+    ]
+
+
+def _recorded_client(file: str, position: int) -> genai.Client:
+    """A client sending to the recorded endpoint and API version (Vertex: the recorded project)."""
+    from google.oauth2.credentials import Credentials
+
+    expected = truth(file)["interactions"][position]
+    options = genai_types.HttpOptions(api_version=expected["api_version"])
+    if not expected["vertexai"]:
+        client = genai.Client(api_key="test-key", http_options=options)
+    else:
+        parts = expected["path"].split("/")
+        client = genai.Client(
+            vertexai=True,
+            project=parts[parts.index("projects") + 1],
+            location=parts[parts.index("locations") + 1],
+            credentials=Credentials(token="test-token"),
+            http_options=options,
+        )
+    _clients.append(client)
+    return llmmeter.instrument(client)
+
+
+def _true_usage(usage_metadata: dict[str, Any]) -> Usage:
+    """The record's usage by the contract: input = prompt (cache inside) + tool-use prompt;
+    output = candidates + thoughts; text parts per modality, thoughts counted as text output."""
+
+    def by_modality(key: str) -> dict[str, int]:
+        return {entry["modality"]: entry["tokenCount"] for entry in usage_metadata.get(key, ())}
+
+    prompt, tool = usage_metadata.get("promptTokenCount"), usage_metadata.get("toolUsePromptTokenCount")
+    candidates, thoughts = (
+        usage_metadata.get("candidatesTokenCount"),
+        usage_metadata.get("thoughtsTokenCount"),
+    )
+    inputs, outputs = by_modality("promptTokensDetails"), by_modality("candidatesTokensDetails")
+    for modality, count in by_modality("toolUsePromptTokensDetails").items():
+        inputs[modality] = inputs.get(modality, 0) + count
+    text_out = outputs.get("TEXT")
+    return Usage(
+        input_tokens=prompt + (tool or 0),
+        output_tokens=(candidates or 0) + (thoughts or 0),
+        cache_read_input_tokens=usage_metadata.get("cachedContentTokenCount"),
+        reasoning_output_tokens=thoughts,
+        text_input_tokens=inputs.get("TEXT"),
+        audio_input_tokens=inputs.get("AUDIO"),
+        text_output_tokens=None if text_out is None else text_out + (thoughts or 0),
+        audio_cache_read_input_tokens=by_modality("cacheTokensDetails").get("AUDIO"),
+    )
+
+
+def _check_recorded(record: Any, expected: dict[str, Any]) -> None:
+    assert record.outcome is Outcome.OK
+    assert record.provider == ("gcp.vertex_ai" if expected["vertexai"] else "gcp.gemini")
+    assert record.request_model == expected["model"]
+    assert record.response_model == expected["response_model_version"]
+    assert record.response_id == expected["response_id"]
+    assert record.finish_reasons == (expected["finish_reason"],)
+    assert record.usage == _true_usage(expected["usage_metadata"])
+
+
+@pytest.mark.parametrize(
+    ("file", "position"), _recorded(lambda i: not i["request_stream"] and i["status"] == 200)
+)
+def test_a_recorded_generate_content_gives_its_true_usage(
+    file: str, position: int, telemetry: Telemetry
+) -> None:
+    expected = truth(file)["interactions"][position]
+    client = _recorded_client(file, position)
+    with use_recording(file, position):
+        client.models.generate_content(model=expected["model"], contents="replayed")
+    (record,) = telemetry.records
+    _check_recorded(record, expected)
+
+
+@pytest.mark.parametrize(("file", "position"), _recorded(lambda i: i["request_stream"]))
+def test_a_recorded_gemini_stream_gives_its_true_usage_and_chunks(
+    file: str, position: int, telemetry: Telemetry
+) -> None:
+    expected = truth(file)["interactions"][position]
+    client = _recorded_client(file, position)
+    with use_recording(file, position):
+        chunks = list(client.models.generate_content_stream(model=expected["model"], contents="replayed"))
+    assert len(chunks) == expected["chunks"]
+    (record,) = telemetry.records
+    _check_recorded(record, expected)
+    assert record.timings.chunks == expected["chunks"] and record.timings.ttft_s == record.timings.ttfc_s
+
+
+@pytest.mark.parametrize(("file", "position"), _recorded(lambda i: i["request_stream"]))
+async def test_a_recorded_gemini_stream_gives_the_same_through_client_aio(
+    file: str, position: int, telemetry: Telemetry
+) -> None:
+    expected = truth(file)["interactions"][position]
+    client = _recorded_client(file, position)
+    with use_recording(file, position):
+        stream = await client.aio.models.generate_content_stream(model=expected["model"], contents="replayed")
+        [chunk async for chunk in stream]
+    (record,) = telemetry.records
+    _check_recorded(record, expected)
+
+
+@pytest.mark.parametrize(("file", "position"), _recorded(lambda i: i["status"] >= 400))
+async def test_a_recorded_embed_error_is_an_error_record_and_the_same_client_error(
+    file: str, position: int, telemetry: Telemetry
+) -> None:
+    expected = truth(file)["interactions"][position]
+    client = _recorded_client(file, position)
+    with use_recording(file, position), pytest.raises(errors.ClientError) as raised:
+        await client.aio.models.embed_content(model=expected["model"], contents="replayed")
+    assert raised.value.code == expected["status"]
+    (record,) = telemetry.records
+    assert record.operation == "embeddings" and record.outcome is Outcome.ERROR
+    assert record.error_type == "google.genai.errors.ClientError" and record.usage is None

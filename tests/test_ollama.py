@@ -28,6 +28,7 @@ from llmmeter import CostStatus, Outcome, ServerTimings, Usage, UsageSource
 from llmmeter.pricing import GpuHourPrice, ModelPrice, PricingRegistry
 
 from .conftest import Telemetry
+from .recording_support import RecordedBody, files, serve_bodies, truth
 
 DATA = Path(__file__).resolve().parent / "data" / "ollama"
 PAUSE_S = 0.02
@@ -458,3 +459,99 @@ def test_instrumenting_twice_measures_once(telemetry: Telemetry) -> None:
         client = llmmeter.instrument(llmmeter.instrument(_client(server.url)))
         client.chat(**CHAT)
     assert len(telemetry.records) == 1
+
+
+# --- every recording in tests/recordings/ollama, against its truth values -------------------------
+def _recordings(*, failing: bool) -> list[Any]:
+    return [
+        pytest.param(file, id=file.split("/", 1)[1])
+        for file in files("ollama")
+        if bool(truth(file)["interactions"][0]["error"]) is failing
+    ]
+
+
+def _send_recorded(client: Any, file: str) -> Any:
+    """The client method that sends the recorded route, called as a user would."""
+    expected = truth(file)["interactions"][0]
+    model, stream = expected["model"], expected["stream"]
+    if expected["path"] == "/api/generate":
+        return client.generate(model=model, prompt="replayed", stream=stream)
+    if expected["path"] == "/api/chat":
+        return client.chat(model=model, messages=[{"role": "user", "content": "replayed"}], stream=stream)
+    return client.embed(model=model, input="replayed")
+
+
+def _served(file: str) -> RecordedBody:
+    route = truth(file)["route"]
+    return RecordedBody(route["method"], route["path"], file)
+
+
+def _check_recorded(record: Any, file: str) -> None:
+    expected = truth(file)["interactions"][0]
+    assert record.provider == "ollama" and record.outcome is Outcome.OK
+    assert record.response_model == expected["model"] and record.streaming is expected["stream"]
+    reason = expected["done_reason"]
+    assert record.finish_reasons == ((reason,) if reason else None)
+    counts = (expected["prompt_eval_count"], expected["eval_count"])
+    if counts == (None, None):
+        # Nothing reported: usage is estimated locally and marked so, or missing -- never a 0.
+        assert record.usage is None or record.usage.source is UsageSource.ESTIMATED
+        assert record.timings.server is None
+        return
+    assert record.usage == Usage(input_tokens=counts[0], output_tokens=counts[1])
+    seconds = {
+        name: None if expected[key] is None else expected[key] / 1e9
+        for name, key in (
+            ("load_s", "load_duration"),
+            ("prefill_s", "prompt_eval_duration"),
+            ("decode_s", "eval_duration"),
+            ("e2e_s", "total_duration"),
+        )
+    }
+    server = record.timings.server
+    assert server is not None
+    assert {name: getattr(server, name) for name in seconds} == seconds
+
+
+@pytest.mark.parametrize("file", _recordings(failing=False))
+def test_a_recorded_ollama_answer_gives_its_true_counts_and_durations(
+    file: str, telemetry: Telemetry
+) -> None:
+    with serve_bodies(_served(file)) as server:
+        plain = _send_recorded(_client(server.url), file)
+        plain_parts = list(plain) if truth(file)["route"]["stream"] else [plain]
+        result = _send_recorded(llmmeter.instrument(_client(server.url)), file)
+        parts = list(result) if truth(file)["route"]["stream"] else [result]
+    assert parts == plain_parts
+    (record,) = telemetry.records
+    _check_recorded(record, file)
+    if record.streaming:
+        assert record.timings.chunks == truth(file)["interactions"][0]["lines"]
+        assert record.timings.ttft_s is not None and record.timings.ttfc_s is not None
+        assert record.timings.ttft_s >= record.timings.ttfc_s
+
+
+@pytest.mark.parametrize("file", _recordings(failing=False))
+async def test_a_recorded_ollama_answer_gives_the_same_through_the_async_client(
+    file: str, telemetry: Telemetry
+) -> None:
+    with serve_bodies(_served(file)) as server:
+        result = await _send_recorded(llmmeter.instrument(_client(server.url, use_async=True)), file)
+        if truth(file)["route"]["stream"]:
+            [part async for part in result]
+    (record,) = telemetry.records
+    _check_recorded(record, file)
+
+
+@pytest.mark.parametrize("file", _recordings(failing=True))
+def test_a_recorded_stream_failing_midway_records_an_error_and_raises_the_same(
+    file: str, telemetry: Telemetry
+) -> None:
+    expected = truth(file)["interactions"][0]
+    parts: list[Any] = []
+    with serve_bodies(_served(file)) as server, pytest.raises(ollama.ResponseError) as raised:
+        parts.extend(_send_recorded(llmmeter.instrument(_client(server.url)), file))
+    assert raised.value.error == expected["error"] and len(parts) == expected["lines"] - 1
+    (record,) = telemetry.records
+    assert record.outcome is Outcome.ERROR and record.error_type == "ollama.ResponseError"
+    assert record.timings.chunks == expected["lines"] - 1
