@@ -13,7 +13,7 @@ import functools
 import inspect
 import time
 import traceback
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncGenerator, AsyncIterator, Generator, Iterator
 from concurrent.futures import ThreadPoolExecutor
 from decimal import Decimal
 from typing import Any
@@ -24,6 +24,7 @@ from openai.types.chat.chat_completion import Choice
 from openai.types.chat.chat_completion_chunk import Choice as ChunkChoice
 from openai.types.chat.chat_completion_chunk import ChoiceDelta
 from openai.types.completion_usage import CompletionTokensDetails, CompletionUsage, PromptTokensDetails
+from opentelemetry import trace
 
 import llmmeter
 from llmmeter.record import CallKind, CallRecord, CostStatus, Outcome, UsageSource
@@ -598,6 +599,84 @@ async def test_async_generator_exception_propagates_unchanged_and_is_recorded(te
     assert caught.value is raised
     [record] = telemetry.records
     assert record.outcome is Outcome.ERROR
+
+
+def test_generator_send_reaches_the_generator_and_returns_what_it_yields_back(telemetry: Any) -> None:
+    @llmmeter.metered(name="accumulate")
+    def accumulate() -> Generator[int, int, None]:
+        total = 0
+        while True:
+            total += yield total
+
+    generator = accumulate()
+    assert next(generator) == 0
+    assert generator.send(5) == 5
+    assert generator.send(2) == 7
+    generator.close()
+
+    [record] = telemetry.records
+    assert record.outcome is Outcome.ABORTED
+    assert record.timings.chunks == 3
+
+
+async def test_async_generator_asend_reaches_the_generator_and_returns_what_it_yields_back(
+    telemetry: Any,
+) -> None:
+    @llmmeter.metered(name="accumulate")
+    async def accumulate() -> AsyncGenerator[int, int]:
+        total = 0
+        while True:
+            total += yield total
+
+    generator = accumulate()
+    assert await generator.__anext__() == 0
+    assert await generator.asend(5) == 5
+    assert await generator.asend(2) == 7
+    await generator.aclose()
+
+    [record] = telemetry.records
+    assert record.outcome is Outcome.ABORTED
+    assert record.timings.chunks == 3
+
+
+def test_generator_span_is_current_while_its_code_runs_not_while_the_caller_handles_an_item(
+    telemetry: Any,
+) -> None:
+    inside: list[str] = []
+    outside: list[str] = []
+
+    @llmmeter.metered(name="produce")
+    def produce() -> Iterator[int]:
+        for n in range(2):
+            inside.append(format(trace.get_current_span().get_span_context().span_id, "016x"))
+            yield n
+
+    for _ in produce():
+        outside.append(format(trace.get_current_span().get_span_context().span_id, "016x"))
+
+    [record] = telemetry.records
+    assert inside == [record.span_id, record.span_id]
+    assert record.span_id not in outside
+
+
+async def test_async_generator_span_is_current_while_its_code_runs_not_while_the_caller_handles_an_item(
+    telemetry: Any,
+) -> None:
+    inside: list[str] = []
+    outside: list[str] = []
+
+    @llmmeter.metered(name="produce")
+    async def produce() -> AsyncIterator[int]:
+        for n in range(2):
+            inside.append(format(trace.get_current_span().get_span_context().span_id, "016x"))
+            yield n
+
+    async for _ in produce():
+        outside.append(format(trace.get_current_span().get_span_context().span_id, "016x"))
+
+    [record] = telemetry.records
+    assert inside == [record.span_id, record.span_id]
+    assert record.span_id not in outside
 
 
 # --- nesting and roll-up ------------------------------------------------------------------------
