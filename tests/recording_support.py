@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import gzip
 import json
+import ssl
 import tempfile
 import threading
 from collections.abc import Iterator, Mapping
@@ -88,6 +89,13 @@ def sse_payloads(text: str) -> list[dict[str, Any]]:
             if data and data != "[DONE]":
                 payloads.append(json.loads(data))
     return payloads
+
+
+@cache
+def shared_ssl_context() -> ssl.SSLContext:
+    """One SSL context for every replaying client: loading the CA bundle per client would dominate
+    the replay time, and nothing is verified anyway (vcrpy answers before any TLS handshake)."""
+    return ssl.create_default_context()
 
 
 # --- vcrpy replay -------------------------------------------------------------------------------
@@ -195,7 +203,9 @@ def serve_bodies(*bodies: RecordedBody) -> Iterator[BodyServer]:
     server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
     server.daemon_threads = True
     server_state.url = f"http://127.0.0.1:{server.server_address[1]}"
-    thread = threading.Thread(target=server.serve_forever, name="recorded-bodies", daemon=True)
+    thread = threading.Thread(
+        target=server.serve_forever, kwargs={"poll_interval": 0.01}, name="recorded-bodies", daemon=True
+    )
     thread.start()
     try:
         yield server_state

@@ -29,6 +29,7 @@ from .recording_support import (
     interactions,
     request_json,
     serve_bodies,
+    shared_ssl_context,
     truth,
     use_recording,
 )
@@ -45,8 +46,11 @@ def _interaction_ids(provider: str, *, where: Any = lambda entry, item: True) ->
 
 # --- Anthropic ------------------------------------------------------------------------------------
 def _anthropic_client(*, use_async: bool) -> Any:
-    cls = anthropic.AsyncAnthropic if use_async else anthropic.Anthropic
-    return cls(api_key="sk-ant-test", max_retries=0)
+    if use_async:
+        http_client: Any = anthropic.DefaultAsyncHttpxClient(verify=shared_ssl_context())
+        return anthropic.AsyncAnthropic(api_key="sk-ant-test", max_retries=0, http_client=http_client)
+    http_client = anthropic.DefaultHttpxClient(verify=shared_ssl_context())
+    return anthropic.Anthropic(api_key="sk-ant-test", max_retries=0, http_client=http_client)
 
 
 def _messages(client: Any, file: str, position: int) -> Any:
@@ -187,7 +191,10 @@ async def test_a_recorded_anthropic_error_raises_the_same_through_the_async_clie
 def _genai_client(file: str, position: int) -> genai.Client:
     """A ``genai.Client`` that sends its requests to the recorded endpoint and API version."""
     expected = truth(file)["interactions"][position]
-    options = genai_types.HttpOptions(api_version=expected["api_version"])
+    verify = {"verify": shared_ssl_context()}
+    options = genai_types.HttpOptions(
+        api_version=expected["api_version"], client_args=verify, async_client_args=verify
+    )
     if not expected["vertexai"]:
         return genai.Client(api_key="test-gemini-key", http_options=options)
     parts = expected["path"].split("/")
