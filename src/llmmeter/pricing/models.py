@@ -137,8 +137,8 @@ class ServiceTierPrice(_RateOverrides):
 
     Every token rate in force is multiplied by ``factor`` (``0.5`` for a 50% batch discount),
     except the rates listed in ``exempt`` and the rates given explicitly here, which replace
-    the base rate outright (for tiers whose prices are not a clean multiple). Per-request and
-    per-image fees are not affected.
+    the base rate outright (for tiers whose prices are not a clean multiple). Fees (per request,
+    per image, per audio minute, per million characters) are not affected.
     """
 
     factor: PositiveDecimal = Decimal(1)
