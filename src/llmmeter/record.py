@@ -160,7 +160,8 @@ class Cost:
 
     ``components`` maps a component name (``input``, ``cached_input``, ``cache_write``, ``output``,
     ``reasoning``, ``audio_input``, ``audio_output``, ``image_input``, ``image_output``,
-    ``request``, ``gpu_time``...) to its amount; the components sum to ``amount``.
+    ``request``, ``image``, ``audio_seconds``, ``characters``, ``gpu_time``...) to its amount;
+    the components sum to ``amount``.
     ``source`` is ``"registry"`` (computed from a price table) or ``"provider"`` (the response
     said what it cost). ``price_ref`` names the price that was applied, for audits.
     """
