@@ -27,7 +27,7 @@ from typing import Any
 from urllib.parse import urlsplit
 
 from llmmeter import semconv
-from llmmeter.providers.base import ResponseInfo, field, int_or_none, str_or_none, sum_known
+from llmmeter.providers.base import ResponseInfo, field, fields_of, int_or_none, str_or_none, sum_known
 from llmmeter.providers.types import EstimateInput, Observed, RequestSpec
 from llmmeter.record import Usage
 
@@ -188,6 +188,17 @@ def read_gemini_embedding(response: Any) -> Observed:
     return Observed(usage=Usage(input_tokens=sum(count for count in counts if count is not None)))
 
 
+def _values(obj: Any) -> Any:
+    """The fields of a chunk's object when it has no ``__dict__`` to read directly: a dict as is,
+    anything else through :func:`~llmmeter.providers.base.fields_of`. (The readers read an SDK
+    object's ``__dict__`` themselves -- google-genai's models forbid extra fields -- skipping
+    ``fields_of``'s extras lookup, a pydantic ``__getattr__`` miss of about 0.4 µs per object.)"""
+    if type(obj) is dict:
+        return obj
+    values = getattr(obj, "__dict__", None)
+    return values if values is not None else fields_of(obj)
+
+
 # Parts that are generated output besides text (a thought is text with ``thought: true``).
 _OUTPUT_PARTS = ("function_call", "inline_data", "executable_code", "code_execution_result", "file_data")
 
@@ -206,24 +217,39 @@ class GeminiStreamReader:
 
     def feed(self, chunk: Any) -> bool:
         self.last = chunk
-        metadata = field(chunk, "usage_metadata")
+        # The hot path: an SDK object's __dict__ read directly (no call), then dict reads.
+        values = getattr(chunk, "__dict__", None) or _values(chunk)
+        metadata = values.get("usage_metadata")
         if metadata is not None:
             self.usage_metadata = metadata
-        candidates = field(chunk, "candidates")
+        candidates = values.get("candidates")
         if not candidates:
             return False
         output = False
         for candidate in candidates:
-            if field(candidate, "finish_reason") is not None:
+            said = getattr(candidate, "__dict__", None) or _values(candidate)
+            if said.get("finish_reason") is not None:
                 self._finished(candidates)
-            for part in field(field(candidate, "content"), "parts") or ():
-                text = field(part, "text")
-                if text:
-                    output = True
-                    if not field(part, "thought"):
-                        self.texts.append(text)
-                elif not output:
-                    output = any(field(part, name) is not None for name in _OUTPUT_PARTS)
+            content = said.get("content")
+            if content is not None:
+                output = self._read_parts(
+                    (getattr(content, "__dict__", None) or _values(content)).get("parts"), output
+                )
+        return output
+
+    def _read_parts(self, parts: Any, output: bool) -> bool:
+        for part in parts or ():
+            values = getattr(part, "__dict__", None) or _values(part)
+            text = values.get("text")
+            if text:
+                output = True
+                if not values.get("thought"):
+                    self.texts.append(text)
+            elif not output:
+                for name in _OUTPUT_PARTS:
+                    if values.get(name) is not None:
+                        output = True
+                        break
         return output
 
     def _finished(self, candidates: Any) -> None:

@@ -23,7 +23,7 @@ from collections.abc import Mapping
 from typing import Any
 
 from llmmeter import semconv
-from llmmeter.providers.base import ResponseInfo, field, int_or_none, str_or_none
+from llmmeter.providers.base import ResponseInfo, field, fields_of, int_or_none, str_or_none
 from llmmeter.providers.types import EstimateInput, Observed, RequestSpec
 from llmmeter.record import ServerTimings, Usage
 
@@ -93,6 +93,17 @@ def read_ollama_response(response: Any) -> Observed:
     )
 
 
+def _values(obj: Any) -> Any:
+    """The fields of a chunk's object when it has no ``__dict__`` to read directly: a dict as is,
+    anything else through :func:`~llmmeter.providers.base.fields_of`. (The readers read an SDK
+    object's ``__dict__`` themselves -- ollama's models keep no extra fields -- skipping
+    ``fields_of``'s extras lookup, a pydantic ``__getattr__`` miss of about 0.4 µs per object.)"""
+    if type(obj) is dict:
+        return obj
+    values = getattr(obj, "__dict__", None)
+    return values if values is not None else fields_of(obj)
+
+
 class OllamaStreamReader:
     """Reads a ``chat``/``generate`` stream: output from the first chunk that carries text,
     thinking or a tool call; usage, timings and the done reason from the ``done: true`` chunk."""
@@ -105,19 +116,22 @@ class OllamaStreamReader:
         self.texts: list[str] = []
 
     def feed(self, chunk: Any) -> bool:
-        message = field(chunk, "message")
+        # The hot path: an SDK object's __dict__ read directly (no call), then dict reads.
+        values = getattr(chunk, "__dict__", None) or _values(chunk)
+        message = values.get("message")
         if message is not None:
-            text = field(message, "content")
-            output = bool(text) or bool(field(message, "thinking")) or bool(field(message, "tool_calls"))
+            said = getattr(message, "__dict__", None) or _values(message)
+            text = said.get("content")
+            output = bool(text) or bool(said.get("thinking")) or bool(said.get("tool_calls"))
         else:
-            text = field(chunk, "response")
-            output = bool(text) or bool(field(chunk, "thinking"))
+            text = values.get("response")
+            output = bool(text) or bool(values.get("thinking"))
         if text:
             self.texts.append(text)
-        if field(chunk, "done"):
+        if values.get("done"):
             self.final = chunk
         elif self.model is None:
-            self.model = field(chunk, "model")
+            self.model = values.get("model")
         return output
 
     def result(self) -> Observed:
