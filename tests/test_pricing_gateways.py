@@ -425,6 +425,15 @@ def test_prices_show_says_what_a_router_name_resolves_to_and_how() -> None:
     assert "inferred:   provider 'openai' from the model name" in output
 
 
+def test_prices_show_without_a_provider_says_what_a_gateway_call_would_be_marked() -> None:
+    status, output = run_show("openai/gpt-4o-mini")
+    assert status == 0
+    assert (
+        "resolved:   a provider prefix (openai/, anthropic/, azure/, groq/...) names the provider" in output
+    )
+    assert "provider:   openai (through a gateway or an unknown host, the same price, marked" in output
+
+
 def test_prices_show_says_when_a_snapshot_was_priced_as_its_family() -> None:
     status, output = run_show("gpt-4o-2099-01-01", "--provider", "openai")
     assert status == 0 and "inferred:   no price for this snapshot: priced as its family 'gpt-4o'" in output

@@ -126,6 +126,11 @@ def describe(resolved: ResolvedPrice, *, provider: str | None = None) -> list[st
             f"inferred:   provider {resolved.provider!r} from the model name ({provider!r} is a gateway, "
             "a proxy or an unknown host; declare the host's provider to price it exactly)"
         )
+    elif provider is None and resolved.provider is not None:
+        lines.append(
+            f"provider:   {resolved.provider} (through a gateway or an unknown host, the same price, "
+            f"marked ;inferred-provider={resolved.provider}; --provider shows a given host's price)"
+        )
     if resolved.snapshot_inferred:
         lines.append(
             f"inferred:   no price for this snapshot: priced as its family {resolved.model!r} "
