@@ -444,6 +444,23 @@ def test_instrument_ollama_measures_every_client_and_the_module_functions_until_
     assert len(telemetry.records) == 1
 
 
+def test_instrument_ollama_measures_the_module_functions_too(
+    telemetry: Telemetry, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    own_chat = ollama.chat
+    with ollama_server(ROUTES) as server:
+        monkeypatch.setattr(ollama._client._client, "base_url", server.url)  # ollama.chat's client
+        llmmeter.instrument_ollama()
+        try:
+            response = ollama.chat(**CHAT)
+        finally:
+            llmmeter.uninstrument_ollama()
+        ollama.chat(**CHAT)
+    assert ollama.chat == own_chat and response.message.content == "Hello! How are you today?"
+    (record,) = telemetry.records
+    assert record.usage == Usage(input_tokens=26, output_tokens=298)
+
+
 def test_uninstrument_gives_back_the_clients_own_methods(telemetry: Telemetry) -> None:
     with ollama_server(ROUTES) as server:
         client = _client(server.url)

@@ -71,6 +71,9 @@ class MethodsAdapter(Protocol):
 
     sdk_module: str
     hooks: Sequence[Hook]
+    module_functions: Sequence[str]
+    """Module-level functions that are bound methods of a default client made at import
+    (``ollama.chat``): :func:`install` binds them again, to the measured methods."""
 
     def server(self, owner: Any) -> tuple[str, str | None, int | None]:
         """``(gen_ai.provider.name, host, port)`` behind ``owner``, the object whose method is called."""
@@ -304,6 +307,7 @@ def uninstrument_client(client: T, adapter: MethodsAdapter) -> T:
 
 
 _installed: set[str] = set()
+_replaced_functions: dict[str, dict[str, Any]] = {}
 
 
 def _class_of(location: str) -> type:
@@ -319,7 +323,21 @@ def install(adapter: MethodsAdapter) -> None:
         cls = _class_of(location)
         name = path.rsplit(".", 1)[-1]
         wrapt.wrap_function_wrapper(cls, name, _class_hook(adapter, planner, cls.__dict__[name]))
+    _rebind_module_functions(adapter)
     _installed.add(adapter.sdk_module)
+
+
+def _rebind_module_functions(adapter: MethodsAdapter) -> None:
+    """``ollama.chat`` was bound to the default client before its class was hooked: bind it again."""
+    module = importlib.import_module(adapter.sdk_module)
+    originals = _replaced_functions.setdefault(adapter.sdk_module, {})
+    for name in adapter.module_functions:
+        function: Any = getattr(module, name, None)
+        owner = getattr(function, "__self__", None)
+        if owner is None:
+            continue
+        originals[name] = function
+        setattr(module, name, getattr(owner, function.__name__))
 
 
 def _class_hook(adapter: MethodsAdapter, planner: Planner, method: Any) -> Callable[..., Any]:
@@ -346,4 +364,7 @@ def uninstall(adapter: MethodsAdapter) -> None:
         method = cls.__dict__.get(name)
         if isinstance(method, wrapt.FunctionWrapper):
             setattr(cls, name, method.__wrapped__)
+    module = importlib.import_module(adapter.sdk_module)
+    for name, function in _replaced_functions.pop(adapter.sdk_module, {}).items():
+        setattr(module, name, function)
     _installed.discard(adapter.sdk_module)

@@ -372,6 +372,7 @@ class GoogleGenAIAdapter:
     ``Client.aio.models``."""
 
     sdk_module = "google.genai"
+    module_functions = ()
     hooks = (
         ("models.generate_content", _SYNC, plan_generate_content),
         ("models.generate_content_stream", _SYNC, plan_generate_content_stream),

@@ -252,6 +252,7 @@ class OllamaAdapter:
     """The per-method hook's view of the ``ollama`` package: ``Client`` and ``AsyncClient``."""
 
     sdk_module = "ollama"
+    module_functions = ("chat", "generate", "embed")  # ollama.chat(...): the default client's
     hooks = (
         ("chat", "ollama._client:Client", plan_chat),
         ("generate", "ollama._client:Client", plan_generate),
