@@ -11,6 +11,7 @@ import sqlite3
 import subprocess
 import sys
 import textwrap
+from decimal import Decimal
 from pathlib import Path
 
 import pytest
@@ -337,3 +338,16 @@ def test_a_child_forked_while_the_parent_writes_gets_its_own_writer_and_exits_pr
     names = [r.name or "" for r in read_records(path)]
     assert len(names) == len(set(names)) == 200 + 5_000 + 500
     assert sum(name.startswith("child-") for name in names) == 500
+
+
+def test_a_value_the_journal_cannot_serialize_is_journaled_as_text_and_replayed(tmp_path: Path) -> None:
+    path = tmp_path / "objects.sqlite3"
+    store = SQLiteStore(path)
+    odd = record("odd", request_params={"gen_ai.request.stop": Decimal("1.5"), "tags": ["a"]})
+
+    store.journal(odd)  # then the process dies before its writer ran
+    store._journal.release()
+
+    [back] = read_records(path)
+    assert back.record_id == odd.record_id
+    assert back.request_params == {"gen_ai.request.stop": "1.5", "tags": ["a"]}

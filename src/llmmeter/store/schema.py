@@ -217,8 +217,6 @@ def to_json(value: object) -> str | None:
 
 # One encoder built once: json.dumps() with any non-default argument builds a new one per call.
 _ENCODER = json.JSONEncoder(default=str, separators=(",", ":"), sort_keys=True)
-ROW_ENCODER = json.JSONEncoder(default=str, separators=(",", ":"))
-"""Encodes a row as one journal line: ASCII only (lone surrogates escaped), big integers exact."""
 
 
 def _plain(value: object, depth: int) -> object:
@@ -240,67 +238,162 @@ def _text(value: object) -> str:
         return "<unprintable>"
 
 
-_NO_USAGE: tuple[None, ...] = (None,) * (2 + len(USAGE_COUNT_FIELDS))
-_usage_counts = attrgetter(*USAGE_COUNT_FIELDS)
-
-
-def _usage_columns(usage: Usage | None) -> tuple[Any, ...]:
-    if usage is None:
-        return _NO_USAGE
-    return (usage.source.value, usage.estimate_method, *_usage_counts(usage))
-
-
-def _fields_json(value: object | None, names: tuple[str, ...]) -> str | None:
+def _fields(value: object | None, names: tuple[str, ...]) -> dict[str, Any] | None:
     if value is None:
         return None
-    return to_json({name: getattr(value, name) for name in names})
+    return {name: getattr(value, name) for name in names}
+
+
+# --- the journal form: the record as the caller's thread can build it cheaply -----------------------
+JOURNAL_FORM = 1
+"""Version of :func:`journal_form`'s layout (written in every journal segment's header)."""
+
+_TOP_FIELDS = (
+    "operation",
+    "provider",
+    "request_model",
+    "response_model",
+    "name",
+    "server_address",
+    "server_port",
+    "streaming",
+    "error_type",
+    "response_id",
+    "finish_reasons",
+    "service_tier",
+    "request_params",
+    "attributes",
+    "trace_id",
+    "span_id",
+    "rollup_calls",
+    "rollup_unpriced_calls",
+    "content",
+    "record_id",
+)
+_top = attrgetter(*_TOP_FIELDS)
+_timings = attrgetter("start_time_unix_ns", "duration_s", "ttfc_s", "ttft_s", "tpot_s", "chunks")
+_counts = attrgetter(*USAGE_COUNT_FIELDS, "estimate_method")
+
+
+def _usage_form(usage: Usage | None) -> tuple[Any, ...] | None:
+    return None if usage is None else (_counts(usage), usage.source._value_)
+
+
+def journal_form(record: CallRecord) -> tuple[Any, ...]:
+    """``record`` as nested tuples of plain values (strings, numbers, ``None``, dicts, lists): what
+    the journal writes on the caller's thread. Built with C-level attribute getters, because every
+    Python-level step here is paid by the application's call; :func:`row_from_form` (the writer's
+    thread) lays it out as a row."""
+    timings = record.timings
+    cost = record.cost
+    rollup_cost = record.rollup_cost
+    return (
+        _top(record),
+        record.kind._value_,
+        record.outcome._value_,
+        record.cost_status._value_,
+        _timings(timings),
+        None if timings.server is None else _fields(timings.server, _SERVER_TIMING_FIELDS),
+        _usage_form(record.usage),
+        None
+        if cost is None
+        else (
+            str(cost.amount),
+            cost.currency,
+            cost.source,
+            cost.price_ref,
+            {k: str(v) for k, v in cost.components.items()},
+        ),
+        _usage_form(record.rollup_usage),
+        None if rollup_cost is None else str(rollup_cost),
+        None if record.media is None else _fields(record.media, _MEDIA_FIELDS),
+    )
+
+
+_NO_USAGE: tuple[None, ...] = (None,) * (2 + len(USAGE_COUNT_FIELDS))
+_NO_COST: tuple[None, ...] = (None,) * 5
+
+
+def _usage_row(form: tuple[Any, ...] | None) -> tuple[Any, ...]:
+    if form is None:
+        return _NO_USAGE
+    counts, source = form
+    return (source, counts[-1], *counts[:-1])
+
+
+def row_from_form(form: Sequence[Any]) -> tuple[Any, ...]:
+    """A :func:`journal_form` as the values of :data:`COLUMN_NAMES`, ready for SQLite."""
+    top, kind, outcome, cost_status, timings, server, usage, cost, rollup_usage, rollup_cost, media = form
+    (
+        operation,
+        provider,
+        request_model,
+        response_model,
+        name,
+        server_address,
+        server_port,
+        streaming,
+        error_type,
+        response_id,
+        finish_reasons,
+        service_tier,
+        request_params,
+        attributes,
+        trace_id,
+        span_id,
+        rollup_calls,
+        rollup_unpriced_calls,
+        content,
+        record_id,
+    ) = top
+    start, duration, ttfc, ttft, tpot, chunks = timings
+    amount, currency, cost_source, price_ref, components = _NO_COST if cost is None else cost
+    return (
+        start,
+        kind,
+        operation,
+        provider,
+        request_model,
+        response_model,
+        name,
+        server_address,
+        server_port,
+        int(streaming),
+        outcome,
+        error_type,
+        duration,
+        ttfc,
+        ttft,
+        tpot,
+        chunks,
+        to_json(server),
+        *_usage_row(usage),
+        amount,
+        currency,
+        cost_source,
+        price_ref,
+        to_json(components),
+        cost_status,
+        response_id,
+        to_json(finish_reasons),
+        service_tier,
+        to_json(request_params),
+        to_json(attributes),
+        trace_id,
+        span_id,
+        *_usage_row(rollup_usage),
+        rollup_cost,
+        rollup_calls,
+        rollup_unpriced_calls,
+        to_json(content),
+        to_json(media),
+        record_id,
+    )
 
 
 def record_to_row(record: CallRecord) -> tuple[Any, ...]:
-    """``record`` as the values of :data:`COLUMN_NAMES`, in that order."""
-    timings = record.timings
-    cost = record.cost
-    return (
-        timings.start_time_unix_ns,
-        record.kind.value,
-        record.operation,
-        record.provider,
-        record.request_model,
-        record.response_model,
-        record.name,
-        record.server_address,
-        record.server_port,
-        int(record.streaming),
-        record.outcome.value,
-        record.error_type,
-        timings.duration_s,
-        timings.ttfc_s,
-        timings.ttft_s,
-        timings.tpot_s,
-        timings.chunks,
-        _fields_json(timings.server, _SERVER_TIMING_FIELDS),
-        *_usage_columns(record.usage),
-        None if cost is None else str(cost.amount),
-        None if cost is None else cost.currency,
-        None if cost is None else cost.source,
-        None if cost is None else cost.price_ref,
-        None if cost is None else to_json({k: str(v) for k, v in cost.components.items()}),
-        record.cost_status.value,
-        record.response_id,
-        None if record.finish_reasons is None else to_json(list(record.finish_reasons)),
-        record.service_tier,
-        to_json(record.request_params),
-        to_json(record.attributes),
-        record.trace_id,
-        record.span_id,
-        *_usage_columns(record.rollup_usage),
-        None if record.rollup_cost is None else str(record.rollup_cost),
-        record.rollup_calls,
-        record.rollup_unpriced_calls,
-        to_json(record.content),
-        _fields_json(record.media, _MEDIA_FIELDS),
-        record.record_id,
-    )
+    """``record`` as the values of :data:`COLUMN_NAMES`, in that order, ready for SQLite."""
+    return row_from_form(journal_form(record))
 
 
 def storable_row(row: Iterable[Any]) -> tuple[Any, ...]:
