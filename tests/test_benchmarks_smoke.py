@@ -75,3 +75,10 @@ def test_generator_overhead_prints_the_per_chunk_cost_of_every_measured_generato
     variants = ("MeteredGenerator", "AsyncMeteredGenerator", "@metered generator", "@metered async generator")
     for variant in variants:
         assert f"| {variant} |" in out
+
+
+def test_provider_chunk_overhead_prints_the_ollama_and_gemini_per_chunk_cost() -> None:
+    out = run_quick("provider_chunk_overhead.py")
+    assert "## Per streamed chunk of the Ollama and Gemini adapters" in out
+    for stream in ("ollama generate", "ollama chat", "gemini generate_content_stream"):
+        assert f"| {stream} |" in out

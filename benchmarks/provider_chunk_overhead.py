@@ -1,0 +1,229 @@
+#!/usr/bin/env python3
+"""CPU the Ollama and Gemini adapters add per streamed chunk, isolated from the SDKs' own parsing.
+
+``ollama`` and ``google-genai`` hand a stream back as a plain generator, which llmmeter returns
+behind ``MeteredGenerator``; their adapters' stream readers (``OllamaStreamReader``,
+``GeminiStreamReader``) read every chunk. Here the chunks are real recorded ones, parsed once, up
+front, into the SDKs' own objects (``ollama.ChatResponse`` / ``GenerateResponse``,
+``genai.types.GenerateContentResponse``), and each side iterates them as a caller iterates the
+SDK's stream:
+
+* A: a generator over the parsed chunks (what the SDK returns);
+* B: the same generator behind ``MeteredGenerator`` with a real ``Measurement`` and the
+  adapter's stream reader (spans and metrics on, bundled pricing, store off).
+
+The content chunks of each recording are repeated to N = 64 and N = 512 chunks, the final chunk
+(usage) last; µs per chunk = the slope between the two (per-stream costs cancel), median over
+interleaved A/B pairs; ``--callgrind`` adds instructions per chunk (valgrind).
+
+    python benchmarks/provider_chunk_overhead.py [--pairs 15] [--callgrind]
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import statistics
+import sys
+import time
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from typing import Any
+
+HERE = Path(__file__).resolve().parent
+sys.path.insert(0, str(HERE / "peers"))
+
+import _bench  # noqa: E402
+
+TESTS = HERE.parent / "tests"
+SIZES = (64, 512)
+STREAMS_PER_BLOCK = {64: 40, 512: 5}
+
+
+# --- recorded chunks, parsed as the SDKs parse them ----------------------------------------------
+def _ollama_lines(file: Path) -> list[dict[str, Any]]:
+    return [json.loads(line) for line in file.read_text().splitlines() if line.strip()]
+
+
+def ollama_generate_chunks(n: int) -> list[Any]:
+    """A real ``/api/generate`` stream (granite3.3:2b, 63 token lines + the done line)."""
+    from ollama import GenerateResponse
+
+    lines = _ollama_lines(TESTS / "recordings/ollama/ollama-bash-lib__ollama_generate_stream_json.ndjson")
+    return _repeat([GenerateResponse(**line) for line in lines], n)
+
+
+def ollama_chat_chunks(n: int) -> list[Any]:
+    """Ollama's documented ``/api/chat`` stream: a content chunk, repeated, then the done chunk."""
+    from ollama import ChatResponse
+
+    lines = _ollama_lines(TESTS / "data/ollama/chat_stream.ndjson")
+    return _repeat([ChatResponse(**line) for line in lines], n)
+
+
+def gemini_chunks(n: int) -> list[Any]:
+    """A real ``streamGenerateContent`` (gemini-2.5-pro: 4 thought chunks, 19 text chunks)."""
+    from google.genai.types import GenerateContentResponse
+
+    text = (TESTS / "data/google_genai/stream_thinking.sse").read_text()
+    events = [json.loads(line[5:]) for line in text.splitlines() if line.startswith("data:")]
+    return _repeat([GenerateContentResponse.model_validate(event) for event in events], n)
+
+
+def _repeat(chunks: list[Any], n: int) -> list[Any]:
+    """``n`` content chunks cycled from the recording, then its final chunk."""
+    content, final = chunks[:-1], chunks[-1]
+    return [content[i % len(content)] for i in range(n)] + [final]
+
+
+STREAMS: dict[str, tuple[Callable[[int], list[Any]], str, str, str]] = {
+    # name: (chunks, operation, provider, reader "module:Class")
+    "ollama generate": (ollama_generate_chunks, "text_completion", "ollama", "ollama:OllamaStreamReader"),
+    "ollama chat": (ollama_chat_chunks, "chat", "ollama", "ollama:OllamaStreamReader"),
+    "gemini generate_content_stream": (
+        gemini_chunks,
+        "generate_content",
+        "gcp.gemini",
+        "gemini:GeminiStreamReader",
+    ),
+}
+
+
+def _sdk_stream(chunks: list[Any]) -> Iterator[Any]:
+    yield from chunks
+
+
+def runners(name: str, n: int) -> tuple[Callable[[int], None], Callable[[int], None]]:
+    """(A, B): iterate ``m`` streams of ``n`` chunks, plain or measured."""
+    import importlib
+
+    import llmmeter
+    from llmmeter.instrument.generators import MeteredGenerator
+    from llmmeter.measure import Measurement
+    from llmmeter.record import CallRecord
+
+    make_chunks, operation, provider, reader_path = STREAMS[name]
+    module, cls = reader_path.split(":")
+    reader_class = getattr(importlib.import_module(f"llmmeter.providers.{module}"), cls)
+    chunks = make_chunks(n)
+    settings = llmmeter.get_settings()
+
+    def run_a(m: int) -> None:
+        for _ in range(m):
+            for _chunk in _sdk_stream(chunks):
+                pass
+
+    def run_b(m: int) -> None:
+        for _ in range(m):
+            record = CallRecord(operation=operation, provider=provider, request_model="m", streaming=True)
+            measurement = Measurement(settings, record, reader_class())
+            for _chunk in MeteredGenerator(_sdk_stream(chunks), measurement):
+                pass
+
+    return run_a, run_b
+
+
+def per_chunk_us(name: str, args: argparse.Namespace, telemetry: _bench.Telemetry) -> dict[str, float]:
+    """Median over interleaved pairs of the per-chunk slope, A and B, CPU and wall."""
+    blocks = {n: runners(name, n) for n in SIZES}
+    for run_a, run_b in blocks.values():
+        run_a(2)
+        run_b(2)
+    telemetry.drain()
+    slopes: dict[str, list[float]] = {"cpu_a": [], "cpu_b": [], "wall_a": [], "wall_b": []}
+    for pair in range(args.pairs):
+        per_stream: dict[tuple[str, int], tuple[float, float]] = {}
+        order = ("a", "b") if pair % 2 == 0 else ("b", "a")
+        for n, (run_a, run_b) in blocks.items():
+            for side in order:
+                run = run_a if side == "a" else run_b
+                m = max(1, int(STREAMS_PER_BLOCK[n] * args.scale))
+                cpu0, wall0 = time.process_time(), time.perf_counter()
+                run(m)
+                telemetry.flush()
+                per_stream[side, n] = ((time.process_time() - cpu0) / m, (time.perf_counter() - wall0) / m)
+        small, large = SIZES
+        for side in ("a", "b"):
+            for i, clock in enumerate(("cpu", "wall")):
+                slope = (per_stream[side, large][i] - per_stream[side, small][i]) / (large - small)
+                slopes[f"{clock}_{side}"].append(slope * 1e6)
+    result = {key: statistics.median(values) for key, values in slopes.items()}
+    for clock in ("cpu", "wall"):
+        pairs = zip(slopes[f"{clock}_a"], slopes[f"{clock}_b"], strict=True)
+        result[f"{clock}_delta"] = statistics.median(b - a for a, b in pairs)
+    return result
+
+
+CALLGRIND_K = 2
+
+
+def callgrind_child() -> None:
+    telemetry = _bench.make_telemetry()
+    _bench.configure_llmmeter(telemetry)
+    segments = _bench.Segments(enabled=True)
+    for name in STREAMS:
+        for n in SIZES:
+            run_a, run_b = runners(name, n)
+            _bench.count_ab(segments, f"{name}/N={n}", run_a, run_b, CALLGRIND_K, telemetry, warmup=2)
+
+
+def instructions_per_chunk(counts: dict[str, int], name: str) -> tuple[float, float]:
+    """(A, B) instructions per chunk of one stream kind: the slope between the two sizes."""
+    small, large = SIZES
+    per_stream = {
+        (side, n): _bench.per_call(counts, f"{name}/N={n}/{side}", CALLGRIND_K)
+        for side in "AB"
+        for n in SIZES
+    }
+    a = (per_stream["A", large] - per_stream["A", small]) / (large - small)
+    b = (per_stream["B", large] - per_stream["B", small]) / (large - small)
+    return a, b
+
+
+def main() -> int:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    ap.add_argument("--pairs", type=int, default=15, help="interleaved A/B pairs")
+    ap.add_argument("--scale", type=float, default=1.0, help="multiply streams per block")
+    ap.add_argument("--callgrind", action="store_true", help="also count instructions (valgrind)")
+    ap.add_argument("--quick", action="store_true", help="smoke run (2 pairs, small blocks)")
+    ap.add_argument("--callgrind-child", action="store_true", help=argparse.SUPPRESS)
+    args = ap.parse_args()
+    if args.callgrind_child:
+        callgrind_child()
+        return 0
+    if args.quick:
+        args.pairs, args.scale, args.callgrind = 2, 0.2, False
+    telemetry = _bench.make_telemetry()
+    pricing = _bench.configure_llmmeter(telemetry)
+    results = {name: per_chunk_us(name, args, telemetry) for name in STREAMS}
+    telemetry.shutdown()
+    print("## Per streamed chunk of the Ollama and Gemini adapters (µs, slope N = 64 -> 512)\n")
+    print(f"{_bench.machine_line()}; spans + metrics on, {pricing}; {args.pairs} interleaved A/B pairs\n")
+    rows = [
+        [
+            name,
+            _bench.fmt(result["cpu_a"], 3),
+            _bench.fmt(result["cpu_b"], 3),
+            _bench.fmt(result["cpu_delta"], 3, signed=True),
+            _bench.fmt(result["wall_delta"], 3, signed=True),
+        ]
+        for name, result in results.items()
+    ]
+    print(
+        _bench.table(
+            ["stream", "A cpu µs/chunk", "B cpu µs/chunk", "Δ cpu µs/chunk", "Δ wall µs/chunk"], rows
+        )
+    )
+    if args.callgrind:
+        counts = _bench.callgrind_segments(_bench.self_command(Path(__file__), "--callgrind-child"))
+        print("\n## Instructions per chunk (callgrind)\n")
+        rows = []
+        for name in STREAMS:
+            a, b = instructions_per_chunk(counts, name)
+            rows.append([name, f"{a:,.0f}", f"{b:,.0f}", f"{b - a:+,.0f}"])
+        print(_bench.table(["stream", "A instr/chunk", "B instr/chunk", "Δ instr/chunk"], rows))
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
