@@ -9,9 +9,11 @@ each file comes from). Two ways to replay them, neither touching the network:
   method, scheme, host, port and path (plus the body when asked), so ``anthropic`` and
   ``google.genai`` clients get the recorded bytes back, gzip-compressed ``!!binary`` bodies
   included (vcrpy hands them over with their ``Content-Encoding``, as the server did).
-- :func:`serve_bodies` serves recorded Ollama bodies from a small HTTP server on 127.0.0.1 — NDJSON
-  streams line by line, as ``ollama serve`` does — so ``ollama.Client(host=server.url)`` talks to
-  it unchanged.
+- :func:`serve_bodies` serves recorded bodies from a small HTTP server on 127.0.0.1 — NDJSON
+  streams line by line, as ``ollama serve`` does, and a cassette's server-sent events event by
+  event, with optional gaps between them — so ``ollama.Client(host=server.url)``, or an
+  ``anthropic``/``genai`` client given ``server.url`` as its base URL, reads a real stream over a
+  real socket (what a TTFT test needs).
 
 The approach follows ``cassette_support.py`` (one interaction written alone into a temporary
 cassette, so interactions recorded several times in one file replay one by one).
@@ -21,9 +23,11 @@ from __future__ import annotations
 
 import gzip
 import json
+import re
 import ssl
 import tempfile
 import threading
+import time
 from collections.abc import Iterator, Mapping
 from contextlib import contextmanager
 from dataclasses import dataclass, field
@@ -31,6 +35,7 @@ from functools import cache
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from typing import Any
+from urllib.parse import urlsplit
 
 import vcr  # type: ignore[import-untyped]
 import yaml
@@ -122,25 +127,68 @@ def use_recording(file: str, position: int | None = None, *, match_body: bool = 
 # --- recorded bodies served from 127.0.0.1 -----------------------------------------------------
 @dataclass(frozen=True)
 class RecordedBody:
-    """One recorded response body, served for ``method`` + ``path``."""
+    """One recorded response, served for ``method`` + ``path``.
+
+    ``file`` is an Ollama body (``.ndjson`` streamed line by line, ``.json`` whole) or a cassette,
+    whose interaction ``position`` is served as recorded (status, content type, body; a
+    server-sent-events body event by event), so an SDK pointed at the server reads a real stream
+    over a real socket. ``gap_seconds`` pauses before every chunk after the first: the recordings
+    hold no timing, a test that measures TTFT or TPOT sets its own.
+    """
 
     method: str
     path: str
     file: str
     """The body's file, relative to ``tests/recordings``."""
-    status: int = 200
+    position: int = 0
+    gap_seconds: float = 0.0
+
+    @classmethod
+    def from_cassette(cls, file: str, position: int = 0, *, gap_seconds: float = 0.0) -> RecordedBody:
+        """The response of a recorded interaction, served at the method and path it was sent to."""
+        request = interactions(file)[position]["request"]
+        path = urlsplit(request["uri"]).path
+        return cls(request["method"], path, file, position=position, gap_seconds=gap_seconds)
 
     @property
-    def lines(self) -> list[bytes]:
-        """The body as the server wrote it: one NDJSON line per chunk, or the whole JSON document."""
+    def is_cassette(self) -> bool:
+        return self.file.endswith(".yaml")
+
+    @property
+    def status(self) -> int:
+        if self.is_cassette:
+            return int(interactions(self.file)[self.position]["response"]["status"]["code"])
+        return 200
+
+    @property
+    def content_type(self) -> str:
+        if self.is_cassette:
+            headers = interactions(self.file)[self.position]["response"]["headers"]
+            recorded = next((v for k, v in headers.items() if k.lower() == "content-type"), None)
+            return str(recorded[0]) if recorded else "application/json"
+        return "application/x-ndjson" if self.file.endswith(".ndjson") else "application/json; charset=utf-8"
+
+    @property
+    def streamed(self) -> bool:
+        return self.file.endswith(".ndjson") or self.content_type.startswith("text/event-stream")
+
+    @property
+    def chunks(self) -> list[bytes]:
+        """The body as the server writes it: one NDJSON line or one SSE event per chunk, or whole."""
+        if self.is_cassette:
+            text = response_text(self.file, self.position)
+            if not self.streamed:
+                return [text.encode()]
+            cuts = [match.end() for match in _SSE_EVENT_END.finditer(text)]
+            pieces = [text[start:end] for start, end in zip([0, *cuts], [*cuts, len(text)], strict=True)]
+            return [piece.encode() for piece in pieces if piece]
         raw = (RECORDINGS / self.file).read_bytes()
         if self.file.endswith(".ndjson"):
             return [line + b"\n" for line in raw.splitlines() if line.strip()]
         return [raw.strip()]
 
-    @property
-    def content_type(self) -> str:
-        return "application/x-ndjson" if self.file.endswith(".ndjson") else "application/json; charset=utf-8"
+
+_SSE_EVENT_END = re.compile(r"\r?\n\r?\n")
 
 
 @dataclass
@@ -155,9 +203,10 @@ class BodyServer:
 def serve_bodies(*bodies: RecordedBody) -> Iterator[BodyServer]:
     """Serve recorded bodies on 127.0.0.1 (a free port) while the block runs.
 
-    Each request gets the body recorded for its method and path; NDJSON bodies go out with chunked
-    transfer encoding, one line per chunk, as a streaming Ollama server sends them. An unknown
-    route gets a 404 with Ollama's error shape.
+    Each request gets the body recorded for its method and path (the query is ignored). Streams
+    (NDJSON, server-sent events) go out with chunked transfer encoding, one line or event per
+    chunk, as Ollama, Anthropic and Gemini send them. An unknown route gets a 404 with Ollama's
+    error shape.
     """
     routes: Mapping[tuple[str, str], RecordedBody] = {(body.method, body.path): body for body in bodies}
     server_state = BodyServer(url="")
@@ -173,10 +222,10 @@ def serve_bodies(*bodies: RecordedBody) -> Iterator[BodyServer]:
             body = routes.get((self.command, path))
             if body is None:
                 self._send_whole(404, "application/json; charset=utf-8", b'{"error":"no recording"}')
-            elif body.file.endswith(".ndjson"):
+            elif body.streamed:
                 self._send_chunked(body)
             else:
-                self._send_whole(body.status, body.content_type, body.lines[0])
+                self._send_whole(body.status, body.content_type, body.chunks[0])
 
         do_GET = do_POST = do_DELETE = _answer
 
@@ -192,8 +241,10 @@ def serve_bodies(*bodies: RecordedBody) -> Iterator[BodyServer]:
             self.send_header("Content-Type", body.content_type)
             self.send_header("Transfer-Encoding", "chunked")
             self.end_headers()
-            for line in body.lines:
-                self.wfile.write(f"{len(line):x}\r\n".encode() + line + b"\r\n")
+            for number, chunk in enumerate(body.chunks):
+                if number and body.gap_seconds:
+                    time.sleep(body.gap_seconds)
+                self.wfile.write(f"{len(chunk):x}\r\n".encode() + chunk + b"\r\n")
                 self.wfile.flush()
             self.wfile.write(b"0\r\n\r\n")
 

@@ -11,6 +11,7 @@ bodies come from a server on 127.0.0.1.
 from __future__ import annotations
 
 import collections
+import time
 from typing import Any
 from urllib.parse import urlsplit
 
@@ -405,3 +406,37 @@ def test_a_served_stream_reaches_the_client_line_by_line_as_ollama_streams_it() 
     assert content_type == "application/x-ndjson"
     assert transfer == "chunked"
     assert len(lines) == truth(file)["interactions"][0]["lines"]
+
+
+# --- streams served over a socket -----------------------------------------------------------------
+GAP = 0.02
+
+
+def test_a_recorded_anthropic_stream_served_event_by_event_arrives_with_the_gaps_set() -> None:
+    file = "anthropic/openllmetry__test_anthropic_tools_streaming_legacy.yaml"
+    expected = truth(file)["interactions"][0]
+    with serve_bodies(RecordedBody.from_cassette(file, gap_seconds=GAP)) as server:
+        client = anthropic.Anthropic(api_key="sk-ant-test", max_retries=0, base_url=server.url)
+        sent = time.perf_counter()
+        arrivals = [
+            (event.type, time.perf_counter()) for event in client.messages.create(**request_json(file))
+        ]
+    assert [kind for kind, _ in arrivals].count("content_block_delta") == expected["sse_event_counts"][
+        "content_block_delta"
+    ]
+    # The server writes message_start, content_block_start and ping first, a gap before each next
+    # event: the first delta cannot arrive before three gaps (a bound that client lag cannot break).
+    first_delta = next(at for kind, at in arrivals if kind == "content_block_delta")
+    assert first_delta - sent >= 3 * GAP
+
+
+async def test_a_recorded_gemini_stream_served_chunk_by_chunk_reaches_client_aio() -> None:
+    file = "google_genai/pydantic-ai__test_google_model_web_fetch_tool_stream.yaml"
+    expected = truth(file)["interactions"][0]
+    with serve_bodies(RecordedBody.from_cassette(file, gap_seconds=GAP)) as server:
+        options = genai_types.HttpOptions(base_url=server.url, api_version=expected["api_version"])
+        client = genai.Client(api_key="test-gemini-key", http_options=options)
+        stream = await client.aio.models.generate_content_stream(model=expected["model"], contents="replayed")
+        chunks = [chunk async for chunk in stream]
+    assert len(chunks) == expected["chunks"]
+    assert _token_fields(_usage_json(chunks[-1].usage_metadata)) == _token_fields(expected["usage_metadata"])
