@@ -25,9 +25,9 @@ from hypothesis import strategies as st
 
 import llmmeter
 from llmmeter import CallRecord, CostStatus, Timings, Usage
-from llmmeter.pricing import ModelPrice, PricingRegistry
+from llmmeter.pricing import BundledSource, ModelPrice, PricingRegistry
 from llmmeter.pricing.cli import add_subcommand
-from llmmeter.pricing.sources import INFERRED_MARK, is_inferred_price
+from llmmeter.pricing.sources import INFERRED_MARK, compile_pattern, is_inferred_price, is_pattern
 from llmmeter.testing import LocalOpenAIServer, Pacing
 
 from .conftest import Telemetry
@@ -500,3 +500,42 @@ async def test_an_async_openai_client_pointed_at_a_gateway_records_a_priced_infe
     (record,) = telemetry.records
     assert record.cost is not None and is_inferred_price(record.cost.price_ref)
     assert record.cost.price_ref == "bundled:openai/gpt-4o-mini;inferred-provider=openai"
+
+
+# -- the bundled table's patterns ----------------------------------------------------------------
+
+OTHER_KINDS = ("tts", "audio", "image", "embedding", "realtime", "transcribe", "live")
+
+
+def test_no_bundled_pattern_captures_a_model_that_has_its_own_entry() -> None:
+    entries = BundledSource().entries
+    exact = [entry for entry in entries if not is_pattern(entry.model)]
+    for pattern in (entry for entry in entries if is_pattern(entry.model)):
+        regex = compile_pattern(pattern.model)
+        captured = [
+            entry.model
+            for entry in exact
+            if regex.fullmatch(entry.model) and pattern.provider in (entry.provider, None)
+        ]
+        assert captured == [], pattern.model
+
+
+@pytest.mark.parametrize("kind", OTHER_KINDS)
+def test_no_bundled_glob_prices_another_kind_of_model_at_its_family_rates(kind: str) -> None:
+    # gemini-2.5-pro-preview-* priced gemini-2.5-pro-preview-tts at text rates (1.25 / 10, not 1.00 / 20).
+    for entry in BundledSource().entries:
+        if is_pattern(entry.model) and not entry.model.startswith("re:"):
+            probe = entry.model.replace("*", kind).replace("?", kind)
+            assert not compile_pattern(entry.model).fullmatch(probe), entry.model
+
+
+def test_gemini_tts_previews_are_priced_as_speech() -> None:
+    # gemini-2.5-pro-preview-tts: 1.00 per million text tokens in, 20.00 per million audio tokens out.
+    # 100 x 1.00 + 1000 x 20.00 = 20100 per million.
+    cost = PricingRegistry.default().cost(
+        Usage(input_tokens=100, output_tokens=1000, audio_output_tokens=1000),
+        model="gemini-2.5-pro-preview-tts",
+        provider="gcp.gemini",
+    )
+    assert cost is not None and cost.amount == Decimal("0.0201")
+    assert cost.price_ref == "bundled:google/gemini-2.5-pro-preview-tts"

@@ -68,7 +68,12 @@ def test_missing_rates_fall_back_as_providers_bill_them() -> None:
             "fine-tune+snapshot",
         ),
         ("davinci-002:ft-acme-2023-08-01", "openai", "bundled:openai/ft:davinci-002", "fine-tune"),
-        ("gemini-2.5-pro-preview-06-05", "gcp.gemini", "bundled:google/gemini-2.5-pro-preview-*", "pattern"),
+        (
+            "gemini-2.5-pro-preview-06-05",
+            "gcp.gemini",
+            "bundled:google/gemini-2.5-pro-preview-[0-9][0-9]-[0-9][0-9]",
+            "pattern",
+        ),
         ("models/gemini-2.5-flash", "gcp.gemini", "bundled:google/gemini-2.5-flash", "exact"),
         ("gpt-35-turbo", "azure.ai.openai", "bundled:openai/gpt-3.5-turbo", "azure-name"),
         ("gpt-4o-audio-preview", "openai", "bundled:openai/gpt-4o-audio-preview-2025-06-03", "alias"),
