@@ -204,7 +204,7 @@ def _genai_client(file: str, position: int) -> genai.Client:
         vertexai=True,
         project=project,
         location=location,
-        credentials=Credentials(token="test-token"),  # a token that never needs refreshing
+        credentials=Credentials(token="test-token"),  # type: ignore[no-untyped-call]  # never refreshed
         http_options=options,
     )
 
