@@ -206,6 +206,26 @@ def test_a_price_registered_for_the_gateway_wins_over_the_inferred_one(registry:
             "bundled:anthropic/claude-3-5-sonnet-20241022;via=vertex-version",
         ),
         (
+            "arn:aws:bedrock:us-east-1::foundation-model/anthropic.claude-3-5-sonnet-20240620-v1:0",
+            "aws.bedrock",
+            "bundled:anthropic/claude-3-5-sonnet-20240620;via=resource-name+bedrock-id",
+        ),
+        (
+            "bedrock/converse/anthropic.claude-3-5-haiku-20241022-v1:0",
+            "openai_compatible",
+            "bundled:anthropic/claude-3-5-haiku-20241022;via=router-prefix+bedrock-id;inferred-provider=anthropic",
+        ),
+        (
+            "projects/p1/locations/us-east5/publishers/anthropic/models/claude-3-5-sonnet-v2@20241022",
+            "gcp.vertex_ai",
+            "bundled:anthropic/claude-3-5-sonnet-20241022;via=resource-name+provider-prefix+vertex-version",
+        ),
+        (
+            "publishers/google/models/gemini-2.0-flash-001",
+            "gcp.vertex_ai",
+            "bundled:google/gemini-2.0-flash-00?;via=resource-name+provider-prefix+pattern",
+        ),
+        (
             "vertex_ai/claude-3-5-haiku@20241022",
             "openai_compatible",
             "bundled:anthropic/claude-3-5-haiku-20241022;via=router-prefix+vertex-version;inferred-provider=anthropic",
@@ -268,6 +288,13 @@ def test_bedrock_geographic_profiles_of_newer_claude_models_cost_ten_percent_mor
     got, ref = priced(registry, call(model, "aws.bedrock"))
     assert got == Decimal(amount) and ref.startswith(entry)
     assert INFERRED_MARK not in ref  # the provider is Bedrock, declared
+
+
+def test_an_application_inference_profile_is_an_opaque_id_and_stays_unpriced(
+    registry: PricingRegistry,
+) -> None:
+    arn = "arn:aws:bedrock:us-east-1:123456789012:application-inference-profile/abc123"
+    assert registry.lookup(arn, provider="aws.bedrock") is None
 
 
 def test_bedrock_serves_no_openai_model(registry: PricingRegistry) -> None:

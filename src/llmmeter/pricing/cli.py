@@ -97,6 +97,7 @@ _VIA = {
     "alias": "an alias names its target",
     "provider-prefix": "a provider prefix (openai/, anthropic/, azure/, groq/...) names the provider",
     "router-prefix": "a router or cloud prefix (openrouter/, litellm_proxy/, bedrock/, vertex_ai/) dropped",
+    "resource-name": "a Bedrock ARN or a Vertex AI resource name around the model id",
     "router-variant": "an OpenRouter suffix billed at the base price (:thinking, :beta, :extended) dropped",
     "router-name": "OpenRouter's dotted Claude version (claude-3.5-haiku) is Anthropic's claude-3-5-haiku",
     "bedrock-id": "a Bedrock id (region., anthropic., -vN:M) is Anthropic's model name",

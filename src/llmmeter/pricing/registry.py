@@ -111,7 +111,7 @@ Together, Fireworks) are not here: the same weights cost something else on every
 server you run yourself."""
 
 _GATEWAY_PREFIXES = frozenset(
-    {"openrouter", "litellm_proxy", "bedrock", "bedrock_converse", "converse", "vertex_ai",
+    {"openrouter", "litellm_proxy", "bedrock", "bedrock_converse", "converse", "invoke", "vertex_ai",
      "vertex_ai-anthropic_models", "vertex_ai-language-models"}
 )  # fmt: skip
 """Model-name prefixes of routers and clouds (LiteLLM's spelling) that say nothing about the maker."""
@@ -125,6 +125,13 @@ _BEDROCK_ID = re.compile(
 )
 """``us.anthropic.claude-3-5-sonnet-20241022-v2:0`` -> ``claude-3-5-sonnet-20241022`` (Bedrock bills
 Anthropic's list price; its regional ids of newer models cost more and have entries of their own)."""
+_RESOURCE_NAME = re.compile(
+    r"arn:aws[\w-]*:bedrock:[\w-]*:\d*:(?:foundation-model|inference-profile)/(?P<bedrock>[^/]+)"
+    r"|(?:projects/[^/]+/locations/[^/]+/)?publishers/(?P<publisher>[^/]+)/models/(?P<model>[^/]+)"
+)
+"""``arn:aws:bedrock:us-east-1::foundation-model/anthropic.claude-...`` (and system inference
+profiles) -> the Bedrock id; ``projects/p/locations/l/publishers/anthropic/models/claude-...@...``
+-> ``anthropic/claude-...@...``. Application inference profiles are opaque ids: unpriced."""
 _DOTTED_VERSION = re.compile(r"(?<=\d)\.(?=\d)")
 _VERTEX_VERSION = re.compile(r"(?:-v\d+)?@")
 _MAX_NAME = 512
@@ -568,11 +575,17 @@ def _route_variants(model: str, provider: str | None) -> Iterator[tuple[str, str
     ``anthropic/claude-3.5-haiku:beta``, ``bedrock/us.anthropic.claude-...-v2:0``."""
     yield model, provider, "exact"
     name, via = model, ""
+    resource = (
+        _RESOURCE_NAME.fullmatch(model) if model.startswith(("arn:", "projects/", "publishers/")) else None
+    )
+    if resource is not None:  # a Bedrock ARN or a Vertex AI resource name around the model id
+        name, via = resource["bedrock"] or f"{resource['publisher']}/{resource['model']}", "resource-name"
+        yield name, provider, via
     for _ in range(3):
         prefix, slash, rest = name.partition("/")
         if not (slash and rest and prefix.lower() in _GATEWAY_PREFIXES):
             break
-        name, via = rest, _then(via, "router-prefix")
+        name, via = rest, via if via.endswith("router-prefix") else _then(via, "router-prefix")
         yield name, provider, via
     for suffix in _ROUTER_VARIANTS:
         if name.endswith(suffix):
