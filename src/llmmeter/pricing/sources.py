@@ -52,9 +52,9 @@ class ResolvedPrice:
     requested_model: str = ""
     """The model name the lookup started from."""
     matched_via: str = "exact"
-    """How the name was matched: ``exact``, ``alias``, ``provider-prefix``, ``router-prefix``,
-    ``router-name``, ``router-variant``, ``bedrock-id``, ``vertex-version``, ``snapshot``,
-    ``latest``, ``azure-name``, ``fine-tune``, ``pattern`` (several joined with ``+``)."""
+    """How the name was matched: ``exact``, ``alias``, ``resource-name``, ``router-prefix``,
+    ``router-variant``, ``provider-prefix``, ``bedrock-id``, ``router-name``, ``vertex-version``,
+    ``snapshot``, ``latest``, ``azure-name``, ``fine-tune``, ``pattern`` (joined with ``+``)."""
     provider_inferred: bool = False
     """The call's provider was not known (a gateway, a proxy, ``openai_compatible``): the
     provider priced (:attr:`provider`) was inferred from the model name."""
