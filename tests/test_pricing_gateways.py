@@ -566,3 +566,42 @@ def test_gemini_tts_previews_are_priced_as_speech() -> None:
     )
     assert cost is not None and cost.amount == Decimal("0.0201")
     assert cost.price_ref == "bundled:google/gemini-2.5-pro-preview-tts"
+
+
+# -- over the whole bundled table ------------------------------------------------------------------
+
+
+def bundled_names(providers: frozenset[str]) -> list[tuple[str, str]]:
+    return sorted(
+        {
+            (entry.model, entry.provider)
+            for entry in BundledSource().entries
+            if entry.provider in providers and not is_pattern(entry.model)
+        }
+    )
+
+
+MAKERS = frozenset({"openai", "anthropic", "google", "mistral", "deepseek", "xai"})
+HOSTS = frozenset({"groq", "together", "fireworks"})
+
+
+def test_every_makers_model_behind_a_gateway_gets_the_makers_own_price_marked_inferred(
+    registry: PricingRegistry,
+) -> None:
+    for model, maker in bundled_names(MAKERS):
+        direct = registry.lookup(model, provider=maker)
+        gateway = registry.lookup(model, provider="openai_compatible")
+        assert direct is not None and gateway is not None, model
+        assert gateway.price is direct.price, model
+        assert gateway.price_ref == f"{direct.price_ref};inferred-provider={maker}", model
+
+
+def test_no_hosts_open_weights_name_is_inferred_behind_a_gateway(registry: PricingRegistry) -> None:
+    for model, host in bundled_names(HOSTS):
+        resolved = registry.lookup(model, provider="openai_compatible")
+        assert resolved is None or resolved.provider != host, model
+
+
+def test_no_bundled_name_is_priced_on_a_server_you_run(registry: PricingRegistry) -> None:
+    for model, _ in bundled_names(MAKERS | HOSTS):
+        assert registry.lookup(model, provider="vllm") is None, model
