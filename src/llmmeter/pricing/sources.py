@@ -105,9 +105,12 @@ class PriceSource(Protocol):
     """Anything that can price a model: a company catalogue, a database, a negotiated table.
 
     ``lookup`` is called with each candidate name of a model in turn (the registry already
-    handles aliases, provider prefixes, snapshots, ``-latest`` and fine-tunes), and with
-    ``provider`` normalized to the bundled table's keys (``openai``, ``anthropic``, ``google``,
-    ``mistral``, ``deepseek``, ``xai``, ``groq``, ``together``, ``fireworks``) or ``None``.
+    handles aliases, router and cloud spellings, provider prefixes, snapshots, ``-latest`` and
+    fine-tunes), and with ``provider`` normalized to the bundled table's keys (``openai``,
+    ``anthropic``, ``google``, ``mistral``, ``deepseek``, ``xai``, ``groq``, ``together``,
+    ``fireworks``, ``bedrock``), another provider's name as the call gave it (``vllm``,
+    ``openai_compatible``...), or ``None`` (any provider: for a call through a gateway, the
+    registry keeps an answer only if its provider is a model maker, and marks it inferred).
     Return ``None`` when the source has no price; never raise for an unknown model. Results are
     cached by the registry until it changes (:meth:`PricingRegistry.clear_cache`).
     """
