@@ -110,7 +110,7 @@ class PriceSource(Protocol):
     ``anthropic``, ``google``, ``mistral``, ``deepseek``, ``xai``, ``groq``, ``together``,
     ``fireworks``, ``bedrock``), another provider's name as the call gave it (``vllm``,
     ``openai_compatible``...), or ``None`` (any provider: for a call through a gateway, the
-    registry keeps an answer only if its provider is a model maker, and marks it inferred).
+    registry keeps an answer whose provider is none or a model maker, and marks it inferred).
     Return ``None`` when the source has no price; never raise for an unknown model. Results are
     cached by the registry until it changes (:meth:`PricingRegistry.clear_cache`).
     """
