@@ -502,6 +502,22 @@ def test_instrument_google_genai_measures_every_client_until_undone(telemetry: T
     assert [r.streaming for r in telemetry.records] == [False, True]
 
 
+def test_the_opentelemetry_instrumentor_measures_every_client_until_uninstrumented(
+    telemetry: Telemetry,
+) -> None:
+    from llmmeter.instrument.google_genai import GoogleGenAIInstrumentor
+
+    instrumentor = GoogleGenAIInstrumentor()
+    with google_server(ROUTES) as url:
+        instrumentor.instrument()
+        try:
+            _client(url).models.generate_content(model="gemini-2.5-flash", contents="x")
+        finally:
+            instrumentor.uninstrument()
+        _client(url).models.generate_content(model="gemini-2.5-flash", contents="x")
+    assert len(telemetry.records) == 1
+
+
 def test_a_chat_session_of_an_instrumented_client_is_measured(telemetry: Telemetry) -> None:
     with google_server(ROUTES) as url:
         chat = llmmeter.instrument(_client(url)).chats.create(model="gemini-2.5-flash")

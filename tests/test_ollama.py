@@ -463,6 +463,36 @@ def test_instrument_ollama_measures_the_module_functions_too(
     assert record.usage == Usage(input_tokens=26, output_tokens=298)
 
 
+def test_the_opentelemetry_instrumentor_measures_every_client_until_uninstrumented(
+    telemetry: Telemetry,
+) -> None:
+    from llmmeter.instrument.ollama import OllamaInstrumentor
+
+    instrumentor = OllamaInstrumentor()
+    with ollama_server(ROUTES) as server:
+        instrumentor.instrument()
+        try:
+            _client(server.url).chat(**CHAT)
+        finally:
+            instrumentor.uninstrument()
+        _client(server.url).chat(**CHAT)
+    assert len(telemetry.records) == 1
+
+
+def test_the_instrumentors_are_registered_for_opentelemetry_instrument() -> None:
+    import importlib
+    import tomllib
+
+    pyproject = tomllib.loads((Path(__file__).resolve().parents[1] / "pyproject.toml").read_text())
+    registered = pyproject["project"]["entry-points"]["opentelemetry_instrumentor"]
+    for name, cls in (
+        ("llmmeter_ollama", "OllamaInstrumentor"),
+        ("llmmeter_google_genai", "GoogleGenAIInstrumentor"),
+    ):
+        module, attribute = registered[name].split(":")
+        assert attribute == cls and hasattr(importlib.import_module(module), attribute)
+
+
 def test_uninstrument_gives_back_the_clients_own_methods(telemetry: Telemetry) -> None:
     with ollama_server(ROUTES) as server:
         client = _client(server.url)
