@@ -347,6 +347,41 @@ def test_output_starts_at_the_first_non_empty_part(parts: list[dict[str, Any]], 
     assert reader.feed(_chunk(usage_metadata={"prompt_token_count": 3})) is False
 
 
+@pytest.mark.parametrize("stream", [False, True])
+def test_content_capture_is_opt_in_and_records_both_directions(stream: bool, telemetry: Telemetry) -> None:
+    telemetry.reconfigure(capture_content=True)
+    contents = [genai_types.Content(role="user", parts=[genai_types.Part(text="How do I cross the street?")])]
+    with google_server(ROUTES) as url:
+        models = llmmeter.instrument(_client(url)).models
+        if stream:
+            list(models.generate_content_stream(model="gemini-2.5-pro", contents=contents))
+        else:
+            models.generate_content(model="gemini-2.5-flash", contents=contents)
+    (record,) = telemetry.records
+    assert record.content is not None
+    (message,) = record.content["gen_ai.output.messages"]
+    text = message["parts"][0]["content"]
+    assert text.startswith("This is a great question!" if stream else "This video")
+    assert "Thinking" not in text and "**Clarifying" not in text  # thoughts are not the answer
+    (span,) = telemetry.finished_spans()
+    assert "How do I cross the street?" in str((span.attributes or {})["gen_ai.input.messages"])
+
+
+async def test_an_async_stream_failing_midway_is_an_error_with_the_same_exception(
+    telemetry: Telemetry,
+) -> None:
+    first = (DATA / THINKING).read_bytes().split(b"\r\n\r\n")[0].decode()
+    with google_server({"streamGenerateContent": first + "\r\n\r\ndata: {not json\r\n\r\n"}) as url:
+        stream = await llmmeter.instrument(_client(url)).aio.models.generate_content_stream(
+            model="gemini-2.5-pro", contents="x"
+        )
+        with pytest.raises(ValueError):
+            async for _chunk in stream:
+                pass
+    (record,) = telemetry.records
+    assert record.outcome is Outcome.ERROR and record.timings.chunks == 1
+
+
 # --- the never-leak matrix --------------------------------------------------------------------------
 def _stream(url: str) -> Any:
     return llmmeter.instrument(_client(url)).models.generate_content_stream(

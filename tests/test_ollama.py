@@ -266,6 +266,39 @@ def test_a_stream_never_iterated_sent_nothing_and_records_nothing(telemetry: Tel
     assert telemetry.records == []
 
 
+@pytest.mark.parametrize("stream", [False, True])
+def test_content_capture_is_opt_in_and_records_both_directions(stream: bool, telemetry: Telemetry) -> None:
+    telemetry.reconfigure(capture_content=True)
+    with ollama_server(STREAM_ROUTES if stream else ROUTES) as server:
+        result = llmmeter.instrument(_client(server.url)).chat(
+            model="llama3.2",
+            messages=[ollama.Message(role="user", content="why is the sky blue?")],
+            stream=stream,
+        )
+        if stream:
+            list(result)
+    (record,) = telemetry.records
+    assert record.content is not None
+    (message,) = record.content["gen_ai.output.messages"]
+    assert message["parts"][0]["content"] == ("The" if stream else "Hello! How are you today?")
+    (span,) = telemetry.finished_spans()
+    assert "why is the sky blue?" in str((span.attributes or {})["gen_ai.input.messages"])
+
+
+async def test_an_async_stream_failing_midway_is_an_error_with_the_same_exception(
+    telemetry: Telemetry,
+) -> None:
+    (file,) = (param.values[0] for param in _recordings(failing=True))
+    with serve_bodies(_served(file)) as server, pytest.raises(ollama.ResponseError) as raised:
+        async for _part in await _send_recorded(
+            llmmeter.instrument(_client(server.url, use_async=True)), file
+        ):
+            pass
+    assert raised.value.error == truth(file)["interactions"][0]["error"]
+    (record,) = telemetry.records
+    assert record.outcome is Outcome.ERROR and record.error_type == "ollama.ResponseError"
+
+
 # --- the never-leak matrix --------------------------------------------------------------------------
 def test_a_stream_closed_early_is_aborted(telemetry: Telemetry) -> None:
     with ollama_server(STREAM_ROUTES) as server:
