@@ -15,7 +15,10 @@ inline data (an image, audio) or code.
 :data:`GOOGLE_GENAI` is the ``google-genai`` SDK's table for :mod:`llmmeter.instrument.methods`:
 ``models.generate_content``, ``generate_content_stream`` and ``embed_content``, and their
 ``client.aio.models`` twins. A ``Client(vertexai=True)`` is ``gcp.vertex_ai``, otherwise
-``gcp.gemini``.
+``gcp.gemini``. One call is one record: when the SDK itself sends several requests for one
+``generate_content`` (automatic function calling with Python functions as tools, automatic
+continuation), the response it returns carries the last request's ``usage_metadata`` only, and so
+does the record (the SDK keeps no usage of the earlier requests).
 
 Pure functions: no I/O, no OTel, no pricing.
 """
