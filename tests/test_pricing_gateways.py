@@ -240,6 +240,26 @@ def test_router_and_cloud_spellings_resolve_to_the_makers_entry_and_say_how(
     assert resolved.price_ref == price_ref
 
 
+@pytest.mark.parametrize(
+    ("model", "entry"),
+    [
+        ("openai/o4-mini-high", "bundled:openai/o4-mini"),
+        ("openrouter/openai/o3-mini-high", "bundled:openai/o3-mini"),
+        ("google/gemini-pro-1.5", "bundled:google/gemini-1.5-pro"),
+        ("google/gemini-flash-1.5-8b", "bundled:google/gemini-1.5-flash-8b"),
+        ("x-ai/grok-3-mini-beta", "bundled:xai/grok-3-mini"),
+        ("x-ai/grok-4-fast", "bundled:xai/grok-4-fast-reasoning"),
+        ("mistralai/mistral-medium-3", "bundled:mistral/mistral-medium-2505"),
+    ],
+)
+def test_openrouter_ids_that_are_not_the_makers_name_are_aliases_of_its_entry(
+    registry: PricingRegistry, model: str, entry: str
+) -> None:
+    resolved = registry.lookup(model, provider="openrouter")
+    assert resolved is not None and resolved.matched_via == "alias"
+    assert resolved.price_ref == f"{entry};via=alias;inferred-provider={resolved.provider}"
+
+
 def test_openrouter_claude_is_billed_at_anthropics_list_price(registry: PricingRegistry) -> None:
     # claude-3-5-haiku: input 0.80, output 4.00. 2000 x 0.80 + 100 x 4.00 = 1600 + 400 = 2000 per million.
     amount, ref = priced(registry, call("anthropic/claude-3.5-haiku", "openrouter", 2000, 100))
