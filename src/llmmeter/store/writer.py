@@ -547,9 +547,12 @@ _held_at_fork: list[tuple[SQLiteStore, bool]] = []
 
 
 def _close_all_at_exit() -> None:
+    deadline = time.monotonic() + DEFAULT_EXIT_TIMEOUT_S
     for store in list(_live_stores):
+        if store._deadline is not None:
+            continue  # the pipeline's exit hook closed it and its time ran out: the journal keeps the rest
         with contextlib.suppress(Exception):  # at exit there is nobody left to raise to
-            store.close(DEFAULT_EXIT_TIMEOUT_S)
+            store.close(max(0.0, deadline - time.monotonic()))
 
 
 def _before_fork() -> None:
