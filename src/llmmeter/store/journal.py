@@ -24,7 +24,6 @@ it unlocked.
 from __future__ import annotations
 
 import contextlib
-import fcntl
 import json
 import marshal
 import os
@@ -39,6 +38,11 @@ from pathlib import Path
 from typing import Any
 
 from llmmeter._log import log_once
+
+try:
+    import fcntl
+except ImportError:  # Windows: no flock, so no journal (records are kept in memory only, logged once)
+    fcntl = None  # type: ignore[assignment]
 from llmmeter.store.schema import COLUMN_NAMES, JOURNAL_FORM, row_from_form, row_from_mapping, storable_row
 
 JOURNAL_SUFFIX = ".journal"
@@ -204,6 +208,8 @@ class Journal:
         return segment
 
     def _create_segment(self) -> Segment:
+        if fcntl is None:
+            raise OSError("file locks (fcntl.flock) are not available on this platform")
         self._serial += 1
         name = f"{_host()}-{os.getpid()}-{secrets.token_hex(4)}-{self._serial}{SEGMENT_SUFFIX}"
         final = self.directory / name
@@ -219,7 +225,7 @@ class Journal:
                 if attempt == 2:
                     raise
         try:
-            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            _lock(fd)
             header = {
                 "llmmeter_journal": _FORMAT,
                 "form": JOURNAL_FORM,
@@ -247,6 +253,13 @@ def frame(form: tuple[Any, ...]) -> bytes:
     except ValueError:  # e.g. an application object in request parameters: JSON makes it a string
         payload = marshal.dumps((_ROW_TAG, storable_row(row_from_form(form))), _MARSHAL_VERSION)
     return len(payload).to_bytes(4, "little") + payload
+
+
+def _lock(fd: int) -> None:
+    """Take ``fd``'s exclusive lock without waiting (``OSError`` when another holder has it)."""
+    if fcntl is None:
+        raise OSError("file locks (fcntl.flock) are not available on this platform")
+    fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
 
 
 def _write_all(fd: int, data: bytes) -> None:
@@ -377,7 +390,7 @@ def _lock_if_unowned(path: Path) -> int | None:
     except OSError:
         return None
     try:
-        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        _lock(fd)
         if os.fstat(fd).st_nlink == 0:  # its owner finished and removed it meanwhile
             raise BlockingIOError
     except OSError:
