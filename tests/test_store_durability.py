@@ -12,6 +12,7 @@ import subprocess
 import sys
 import textwrap
 from decimal import Decimal
+from enum import IntEnum, StrEnum
 from pathlib import Path
 
 import pytest
@@ -351,3 +352,26 @@ def test_a_value_the_journal_cannot_serialize_is_journaled_as_text_and_replayed(
     [back] = read_records(path)
     assert back.record_id == odd.record_id
     assert back.request_params == {"gen_ai.request.stop": "1.5", "tags": ["a"]}
+
+
+def test_values_of_enum_and_other_subclass_types_are_journaled_as_their_plain_values(tmp_path: Path) -> None:
+    class Model(StrEnum):
+        MINI = "gpt-4o-mini"
+
+    class Port(IntEnum):
+        HTTPS = 443
+
+    path = tmp_path / "subclasses.sqlite3"
+    store = SQLiteStore(path)
+    odd = record("odd", response_model=Model.MINI, server_port=Port.HTTPS, attributes={"tier": Model.MINI})
+
+    store.journal(odd)  # then the process dies before its writer ran
+    store._journal.release()
+
+    [back] = read_records(path)
+    assert (back.response_model, back.server_port, back.attributes) == (
+        "gpt-4o-mini",
+        443,
+        {"tier": "gpt-4o-mini"},
+    )
+    assert type(back.response_model) is str and type(back.server_port) is int

@@ -402,16 +402,24 @@ def storable_row(row: Iterable[Any]) -> tuple[Any, ...]:
 
 
 def _storable(value: Any) -> Any:
-    if value is None or isinstance(value, float | bytes):
+    # Subclasses (an IntEnum, a str-based enum from an SDK) become their plain base type: marshal,
+    # which writes the journal, takes exact types only.
+    if value is None or type(value) is bytes:
         return value
+    if isinstance(value, bool):
+        return bool(value)
     if isinstance(value, int):
-        return value if _INT64_MIN <= value <= _INT64_MAX else f"{BIGINT_PREFIX}{value}"
+        number = int(value)
+        return number if _INT64_MIN <= number <= _INT64_MAX else f"{BIGINT_PREFIX}{number}"
+    if isinstance(value, float):
+        return float(value)
     if isinstance(value, str):
+        text = str.__str__(value)
         try:
-            value.encode("utf-8")
+            text.encode("utf-8")
         except UnicodeEncodeError:
-            return value.encode("utf-8", "backslashreplace").decode("utf-8")
-        return value
+            return text.encode("utf-8", "backslashreplace").decode("utf-8")
+        return text
     return _storable(_text(value))
 
 
