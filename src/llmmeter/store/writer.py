@@ -1,8 +1,9 @@
 """The store's writer: records in, SQLite rows out, none lost on the way.
 
-:meth:`SQLiteStore.journal` (the caller's thread) appends the record to this process's journal
-(see :mod:`llmmeter.store.journal`); :meth:`SQLiteStore.accept` (the pipeline's thread) puts its
-row on a bounded memory queue; one daemon thread writes the queue in batches, one
+:meth:`SQLiteStore.journal` (the caller's thread) appends the record's journal form to this
+process's journal (see :mod:`llmmeter.store.journal`); :meth:`SQLiteStore.accept` (the pipeline's
+thread) puts that form on a bounded memory queue; one daemon thread lays the forms out as rows and
+writes them in batches, one
 ``BEGIN IMMEDIATE`` transaction per batch, in WAL mode, so several processes can share a file.
 
 * **Busy or locked** (another writer, a backup, an open shell transaction): the batch is retried
