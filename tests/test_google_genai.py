@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import asyncio
 import gc
+import json
 import threading
 import time
 import types
@@ -32,7 +33,7 @@ from llmmeter import CostStatus, Outcome, Usage
 from llmmeter.providers.gemini import GeminiStreamReader
 
 from .conftest import Telemetry
-from .recording_support import files, truth, use_recording
+from .recording_support import files, response_text, truth, use_recording
 
 DATA = Path(__file__).resolve().parent / "data" / "google_genai"
 PAUSE_S = 0.01
@@ -52,9 +53,10 @@ ROUTES = {
 
 # --- a local Google endpoint serving recorded bodies ------------------------------------------------
 @contextmanager
-def google_server(routes: dict[str, str]) -> Iterator[str]:
+def google_server(routes: dict[str, Any]) -> Iterator[str]:
     """Serve ``{method: body file}`` (the path's ``:method`` suffix) on 127.0.0.1; yields the base
-    URL. ``.sse`` bodies go out event by event, paced; a body that is not a file is sent as is."""
+    URL. ``.sse`` bodies go out event by event, paced; a body that is not a file is sent as is; a
+    list of bodies answers one request each, in order."""
 
     class Handler(BaseHTTPRequestHandler):
         protocol_version = "HTTP/1.1"
@@ -63,6 +65,8 @@ def google_server(routes: dict[str, str]) -> Iterator[str]:
             self.rfile.read(int(self.headers.get("Content-Length") or 0))
             method = self.path.split("?", 1)[0].rsplit(":", 1)[-1]
             body = routes.get(method)
+            if isinstance(body, list):  # answered in turn, one per request
+                body = body.pop(0) if body else None
             if body is None:
                 self._whole(404, b'{"error": {"code": 404, "message": "not found", "status": "NOT_FOUND"}}')
             elif body.endswith(".sse"):
@@ -521,6 +525,82 @@ def test_text_contents_without_reported_usage_are_estimated_and_marked(telemetry
         )
     (record,) = telemetry.records
     assert record.usage is not None and record.usage.source is llmmeter.UsageSource.ESTIMATED
+
+
+# --- automatic function calling: several requests, one call ---------------------------------------
+AFC = "google_genai/logfire__test_instrument_google_genai.yaml"
+"""Two recorded requests of one exchange: a functionCall to get_current_weather, then the answer."""
+
+
+def get_current_weather(location: str) -> str:
+    """Returns the current weather.
+
+    Args:
+      location: The city and state, e.g. San Francisco, CA
+    """
+    return "rainy"
+
+
+AFC_CONFIG = genai_types.GenerateContentConfig(tools=[get_current_weather])
+# 42 + 58 prompt tokens, 9 + 9 candidates: the two requests' usage, summed.
+AFC_USAGE = Usage(input_tokens=100, output_tokens=18, text_input_tokens=100, text_output_tokens=18)
+
+
+def test_a_call_the_sdk_answers_with_two_requests_counts_both(telemetry: Telemetry) -> None:
+    client = _recorded_client(AFC, 0)
+    with use_recording(AFC):
+        response = client.models.generate_content(
+            model="gemini-2.0-flash-001", contents="What is the weather like in Boston?", config=AFC_CONFIG
+        )
+    assert response.text == "It is rainy in Boston, MA.\n"
+    assert response.usage_metadata is not None and response.usage_metadata.prompt_token_count == 58
+    (record,) = telemetry.records
+    assert record.usage == AFC_USAGE and record.response_id == "-QtkaLDGCIuT7dcPsNuzuAk"
+    # gemini-2.0-flash: $0.10 / M input, $0.40 / M output -> 100 x 0.10 + 18 x 0.40 = 17.2 micro-dollars.
+    assert record.cost is not None and record.cost.amount == Decimal("0.0000172")
+
+
+async def test_an_async_call_answered_with_two_requests_counts_both(telemetry: Telemetry) -> None:
+    client = _recorded_client(AFC, 0)
+    with use_recording(AFC):
+        await client.aio.models.generate_content(
+            model="gemini-2.0-flash-001", contents="What is the weather like in Boston?", config=AFC_CONFIG
+        )
+    (record,) = telemetry.records
+    assert record.usage == AFC_USAGE
+
+
+def test_every_client_counts_both_requests_after_instrument_google_genai(telemetry: Telemetry) -> None:
+    client = genai.Client(api_key="test-key", http_options=genai_types.HttpOptions(api_version="v1beta"))
+    _clients.append(client)
+    llmmeter.instrument_google_genai()
+    try:
+        with use_recording(AFC):
+            client.models.generate_content(
+                model="gemini-2.0-flash-001",
+                contents="What is the weather like in Boston?",
+                config=AFC_CONFIG,
+            )
+    finally:
+        llmmeter.uninstrument_google_genai()
+    (record,) = telemetry.records
+    assert record.usage == AFC_USAGE
+
+
+def test_a_stream_the_sdk_continues_with_a_second_request_counts_both(telemetry: Telemetry) -> None:
+    # The same two recorded answers, each sent as one server-sent event.
+    events = [f"data: {json.dumps(json.loads(response_text(AFC, i)))}\r\n\r\n" for i in (0, 1)]
+    with google_server({"streamGenerateContent": events}) as url:
+        chunks = list(
+            llmmeter.instrument(_client(url)).models.generate_content_stream(
+                model="gemini-2.0-flash-001",
+                contents="What is the weather like in Boston?",
+                config=AFC_CONFIG,
+            )
+        )
+    assert [chunk.response_id for chunk in chunks] == ["-AtkaJ3CG-mm7dcPpc-_sAU", "-QtkaLDGCIuT7dcPsNuzuAk"]
+    (record,) = telemetry.records
+    assert record.usage == AFC_USAGE and record.timings.chunks == 2
 
 
 # --- process-wide and undo ------------------------------------------------------------------------

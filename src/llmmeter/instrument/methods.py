@@ -33,6 +33,7 @@ from __future__ import annotations
 import importlib
 import inspect
 from collections.abc import Awaitable, Callable, Mapping, Sequence
+from contextvars import ContextVar
 from dataclasses import dataclass
 from typing import Any, Protocol, TypeVar
 
@@ -43,8 +44,8 @@ from llmmeter.config import Settings, get_settings
 from llmmeter.instrument import scope
 from llmmeter.instrument.generators import AsyncMeteredGenerator, MeteredGenerator
 from llmmeter.measure import Measurement, outcome_of
-from llmmeter.providers.types import RequestSpec
-from llmmeter.record import CallRecord, Outcome
+from llmmeter.providers.types import Observed, RequestSpec, ResponseReader
+from llmmeter.record import CallRecord, Outcome, Usage
 
 __all__ = [
     "MethodsAdapter",
@@ -74,6 +75,10 @@ class MethodsAdapter(Protocol):
     module_functions: Sequence[str]
     """Module-level functions that are bound methods of a default client made at import
     (``ollama.chat``): :func:`install` binds them again, to the measured methods."""
+    request_methods: Sequence[tuple[str, str]]
+    """``(attribute path, "module:Class")`` of the methods that send one request each, when a
+    hooked method may send several (``google-genai``'s automatic function calling): the responses
+    of one measured call are collected and its usage is their sum."""
 
     def server(self, owner: Any) -> tuple[str, str | None, int | None]:
         """``(gen_ai.provider.name, host, port)`` behind ``owner``, the object whose method is called."""
@@ -165,9 +170,57 @@ def _stream_result(result: Any, call: _Call) -> Any:
     return result
 
 
-def _read_whole(measurement: Measurement, call: _Call, result: Any) -> None:
+def _read_whole(
+    measurement: Measurement, call: _Call, result: Any, responses: list[Any] | None = None
+) -> None:
     read = call.spec.read_response
-    measurement.finish(Outcome.OK, read=lambda: read(result))
+    if responses is not None and len(responses) > 1:
+        measurement.finish(Outcome.OK, read=lambda: _read_requests(read, result, responses))
+    else:
+        measurement.finish(Outcome.OK, read=lambda: read(result))
+
+
+def _read_requests(read: ResponseReader, result: Any, responses: list[Any]) -> Observed:
+    """What the caller got, with the usage of every request the call sent, summed."""
+    observed = read(result)
+    total: Usage | None = None
+    for response in responses:
+        usage = read(response).usage
+        if usage is None:
+            continue
+        if total is None:
+            total = usage
+        else:
+            total.add(usage)
+    observed.usage = total
+    return observed
+
+
+# --- the responses of the requests one call sends ---------------------------------------------------
+_collected: ContextVar[list[Any] | None] = ContextVar("llmmeter_collected_responses", default=None)
+
+
+def _hand_over(response: Any) -> Any:
+    """Give one request's response to the measured call collecting them, if any; return it."""
+    bucket = _collected.get()
+    if bucket is not None:
+        bucket.append(response)
+    return response
+
+
+def _collecting(method: Any) -> Any:
+    """``method`` (one request), handing its response to the measured call around it."""
+    if inspect.iscoroutinefunction(method):
+
+        async def collect_async(*args: Any, **kwargs: Any) -> Any:
+            return _hand_over(await method(*args, **kwargs))
+
+        return collect_async
+
+    def collect(*args: Any, **kwargs: Any) -> Any:
+        return _hand_over(method(*args, **kwargs))
+
+    return collect
 
 
 # --- the hook -------------------------------------------------------------------------------------
@@ -198,14 +251,18 @@ def measured_call(
         return result
     measurement = call.start()
     entered = scope.enter(measurement)
+    responses: list[Any] = []
+    collecting = _collected.set(responses)
     try:
         result = wrapped(*args, **kwargs)
     except BaseException as exc:
+        _collected.reset(collecting)
         scope.leave(entered)
         measurement.finish(outcome_of(exc), exc)
         raise
+    _collected.reset(collecting)
     scope.leave(entered)
-    _read_whole(measurement, call, result)
+    _read_whole(measurement, call, result, responses)
     return result
 
 
@@ -236,14 +293,18 @@ async def measured_async_call(
         return result
     measurement = call.start()
     entered = scope.enter(measurement)
+    responses: list[Any] = []
+    collecting = _collected.set(responses)
     try:
         result = await wrapped(*args, **kwargs)
     except BaseException as exc:
+        _collected.reset(collecting)
         scope.leave(entered)
         measurement.finish(outcome_of(exc), exc)
         raise
+    _collected.reset(collecting)
     scope.leave(entered)
-    _read_whole(measurement, call, result)
+    _read_whole(measurement, call, result, responses)
     return result
 
 
@@ -286,12 +347,26 @@ def _own_hooks(client: Any, adapter: MethodsAdapter) -> list[tuple[Any, str, Pla
     return hooks
 
 
+def _own_request_methods(client: Any, adapter: MethodsAdapter) -> list[tuple[Any, str]]:
+    """(owner, method name) of the adapter's per-request methods this client has (an SDK version
+    without one is measured call by call, with the usage of the call's last request)."""
+    methods = []
+    for path, location in adapter.request_methods:
+        with guard("finding the per-request method"):
+            owner, name = _owner_of(client, path)
+            if isinstance(owner, _class_of(location)) and callable(getattr(owner, name, None)):
+                methods.append((owner, name))
+    return methods
+
+
 def instrument_client(client: T, adapter: MethodsAdapter, *, provider: str | None = None) -> T:
     """Measure the calls of this one client; returns the same object (idempotent)."""
     if getattr(client, _MARK, False):
         return client
     for owner, name, planner in _own_hooks(client, adapter):
         setattr(owner, name, _hooked(adapter, planner, owner, getattr(owner, name), provider))
+    for owner, name in _own_request_methods(client, adapter):
+        setattr(owner, name, _collecting(getattr(owner, name)))
     setattr(client, _MARK, True)
     return client
 
@@ -301,6 +376,8 @@ def uninstrument_client(client: T, adapter: MethodsAdapter) -> T:
     if not getattr(client, _MARK, False):
         return client
     for owner, name, _planner in _own_hooks(client, adapter):
+        vars(owner).pop(name, None)
+    for owner, name in _own_request_methods(client, adapter):
         vars(owner).pop(name, None)
     vars(client).pop(_MARK, None)
     return client
@@ -323,6 +400,11 @@ def install(adapter: MethodsAdapter) -> None:
         cls = _class_of(location)
         name = path.rsplit(".", 1)[-1]
         wrapt.wrap_function_wrapper(cls, name, _class_hook(adapter, planner, cls.__dict__[name]))
+    for path, location in adapter.request_methods:
+        cls = _class_of(location)
+        name = path.rsplit(".", 1)[-1]
+        if callable(cls.__dict__.get(name)):
+            wrapt.wrap_function_wrapper(cls, name, _class_collecting(cls.__dict__[name]))
     _rebind_module_functions(adapter)
     _installed.add(adapter.sdk_module)
 
@@ -354,11 +436,28 @@ def _class_hook(adapter: MethodsAdapter, planner: Planner, method: Any) -> Calla
     return hook
 
 
+def _class_collecting(method: Any) -> Callable[..., Any]:
+    if inspect.iscoroutinefunction(method):
+
+        async def async_hook(
+            wrapped: Any, instance: Any, args: tuple[Any, ...], kwargs: dict[str, Any]
+        ) -> Any:
+            return _hand_over(await wrapped(*args, **kwargs))
+
+        return async_hook
+
+    def hook(wrapped: Any, instance: Any, args: tuple[Any, ...], kwargs: dict[str, Any]) -> Any:
+        return _hand_over(wrapped(*args, **kwargs))
+
+    return hook
+
+
 def uninstall(adapter: MethodsAdapter) -> None:
     """Undo :func:`install` (idempotent)."""
     if adapter.sdk_module not in _installed:
         return
-    for path, location, _planner in adapter.hooks:
+    rows = [(path, location) for path, location, _planner in adapter.hooks]
+    for path, location in [*rows, *adapter.request_methods]:
         cls = _class_of(location)
         name = path.rsplit(".", 1)[-1]
         method = cls.__dict__.get(name)

@@ -15,10 +15,11 @@ inline data (an image, audio) or code.
 :data:`GOOGLE_GENAI` is the ``google-genai`` SDK's table for :mod:`llmmeter.instrument.methods`:
 ``models.generate_content``, ``generate_content_stream`` and ``embed_content``, and their
 ``client.aio.models`` twins. A ``Client(vertexai=True)`` is ``gcp.vertex_ai``, otherwise
-``gcp.gemini``. One call is one record: when the SDK itself sends several requests for one
-``generate_content`` (automatic function calling with Python functions as tools, automatic
-continuation), the response it returns carries the last request's ``usage_metadata`` only, and so
-does the record (the SDK keeps no usage of the earlier requests).
+``gcp.gemini``. One call is one record, also when the SDK sends several requests for it
+(automatic function calling with Python functions as tools, automatic continuation): the
+response it returns carries the last request's ``usage_metadata`` only, so the record's usage is
+the sum over the requests -- their responses collected from ``Models._generate_content`` (one
+request each) in a whole call, a change of ``response_id`` in a stream.
 
 Pure functions: no I/O, no OTel, no pricing.
 """
@@ -210,11 +211,15 @@ class GeminiStreamReader:
     """Reads a ``generate_content_stream``: output from the first chunk with a non-empty part;
     usage, id, model version and traffic type from the last chunk that had them."""
 
-    __slots__ = ("last", "reasons", "texts", "usage_metadata")
+    __slots__ = ("earlier", "last", "reasons", "response_id", "texts", "usage_metadata")
 
     def __init__(self) -> None:
         self.last: Any = None
         self.usage_metadata: Any = None
+        self.response_id: Any = None
+        self.earlier: list[Any] = []
+        """The final ``usage_metadata`` of the requests before the current one (a new
+        ``response_id``: the SDK sent another request within the same stream)."""
         self.reasons: tuple[str, ...] | None = None
         self.texts: list[str] = []
 
@@ -224,6 +229,11 @@ class GeminiStreamReader:
         values = getattr(chunk, "__dict__", None) or _values(chunk)
         metadata = values.get("usage_metadata")
         if metadata is not None:
+            response_id = values.get("response_id")
+            if response_id != self.response_id and response_id is not None:
+                if self.response_id is not None and self.usage_metadata is not None:
+                    self.earlier.append(self.usage_metadata)
+                self.response_id = response_id
             self.usage_metadata = metadata
         candidates = values.get("candidates")
         if not candidates:
@@ -265,7 +275,9 @@ class GeminiStreamReader:
         observed = Observed(output_text="".join(self.texts) or None)
         metadata = self.usage_metadata
         if metadata is not None:
-            observed.usage = usage_from_gemini(metadata)
+            usage = observed.usage = usage_from_gemini(metadata)
+            for earlier in self.earlier:
+                usage.add(usage_from_gemini(earlier))
         last = self.last
         if last is not None:
             observed.info = ResponseInfo(
@@ -376,6 +388,8 @@ class GoogleGenAIAdapter:
 
     sdk_module = "google.genai"
     module_functions = ()
+    # One HTTP request each: automatic function calling and continuation send several per call.
+    request_methods = (("models._generate_content", _SYNC), ("aio.models._generate_content", _ASYNC))
     hooks = (
         ("models.generate_content", _SYNC, plan_generate_content),
         ("models.generate_content_stream", _SYNC, plan_generate_content_stream),

@@ -253,6 +253,7 @@ class OllamaAdapter:
 
     sdk_module = "ollama"
     module_functions = ("chat", "generate", "embed")  # ollama.chat(...): the default client's
+    request_methods = ()  # every hooked method sends one request
     hooks = (
         ("chat", "ollama._client:Client", plan_chat),
         ("generate", "ollama._client:Client", plan_generate),
