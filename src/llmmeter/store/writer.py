@@ -383,7 +383,7 @@ class SQLiteStore:
     def _replay_own(self, segment: Segment) -> bool:
         try:
             for batch in read_segment(segment.path, self._batch_size):
-                if not self._write(batch):
+                if self._past_deadline() or not self._write(batch):
                     return False
         except OSError as exc:  # removed behind our back: whoever removed it replayed it
             log_once(
@@ -459,6 +459,10 @@ class SQLiteStore:
             self.stats.quarantined += quarantined
             self._last_write_ok = True
             return True
+
+    def _past_deadline(self) -> bool:
+        deadline = self._deadline
+        return deadline is not None and time.monotonic() >= deadline
 
     def _sleep(self, delay: float) -> bool:
         """Back off; ``False`` when the close deadline has passed instead."""
