@@ -100,17 +100,31 @@ class Attached(NamedTuple):
 def attach_guarded(measurement: Measurement | None) -> Attached | None:
     """Make ``measurement``'s span and the measurement itself current; ``None`` when there is no
     measurement or attaching failed (logged once): the caller's code runs either way."""
-    if measurement is not None:
-        with guard("attaching the span context"):
-            return measurement.attach()
-    return None
+    # try/except rather than `with guard(...)`: a @metered generator attaches at every resumption.
+    if measurement is None:
+        return None
+    try:
+        return measurement.attach()
+    except Exception:
+        _failed("attaching the span context")
+        return None
 
 
 def detach_guarded(token: Attached | None) -> None:
     """Undo :func:`attach_guarded` (same thread or task); never raises."""
-    if token is not None:
-        with guard("detaching the span context"):
-            Measurement.detach(token)
+    if token is None:
+        return
+    try:
+        Measurement.detach(token)
+    except Exception:
+        _failed("detaching the span context")
+
+
+def _failed(stage: str) -> None:
+    """Log the exception being handled as llmmeter's own failure in ``stage`` (once; raised
+    under ``LLMMETER_STRICT=1``). Call from an ``except`` block."""
+    with guard(stage):
+        raise
 
 
 def abandonment_finalizer(owner: object, measurement: Measurement) -> weakref.finalize[..., Any]:
