@@ -1,9 +1,9 @@
 """The ``anthropic`` client, measured: real SDK, real recorded Messages API traffic.
 
 Every test drives the real ``anthropic`` package against recordings of api.anthropic.com from
-public test suites (``../shared/cassettes``, sources and licenses in its README), replayed by
-vcrpy. Expected numbers are the recordings' own, as the cassettes' README lists them; costs are
-worked out by hand from Anthropic's list prices.
+public test suites (``../shared/cassettes`` and ``tests/recordings/anthropic``, sources and
+licenses in their READMEs), replayed by vcrpy. Expected numbers are the recordings' own, as the
+READMEs list them; costs are worked out by hand from Anthropic's list prices.
 """
 
 from __future__ import annotations
@@ -23,6 +23,10 @@ from llmmeter import CostStatus, Outcome, Usage, UsageSource
 
 from .cassette_support import Replay, anthropic_replay
 from .conftest import Telemetry
+from .recording_support import index as recordings_index
+from .recording_support import interactions as recording_interactions
+from .recording_support import request_json, shared_ssl_context, use_recording
+from .recording_support import truth as recording_truth
 
 NON_STREAMED = "openinference/test_anthropic_instrumentation_messages.yaml"
 STREAMED = "openinference/test_anthropic_instrumentation_messages_streaming.yaml"
@@ -344,3 +348,120 @@ def test_uninstrument_gives_back_an_unmeasured_client(cassettes: Any, telemetry:
     with cassettes(NON_STREAMED):
         client.messages.create(**_kwargs(r))
     assert telemetry.records == []
+
+
+# --- every recorded Anthropic call of tests/recordings -------------------------------------------
+def _recorded_client(*, use_async: bool = False) -> Any:
+    if use_async:
+        http: Any = anthropic.DefaultAsyncHttpxClient(verify=shared_ssl_context())
+        return llmmeter.instrument(
+            anthropic.AsyncAnthropic(api_key="sk-ant-t", max_retries=0, http_client=http)
+        )
+    http = anthropic.DefaultHttpxClient(verify=shared_ssl_context())
+    return llmmeter.instrument(anthropic.Anthropic(api_key="sk-ant-t", max_retries=0, http_client=http))
+
+
+def _recorded_calls(stream: bool) -> list[Any]:
+    return [
+        pytest.param(entry["file"], position, id=f"{entry['file'].split('/')[-1]}#{position}")
+        for entry in recordings_index()
+        if entry["file"].startswith("anthropic/")
+        for position, interaction in enumerate(entry["interactions"])
+        if interaction["status"] == 200 and interaction["request_stream"] is stream
+    ]
+
+
+def _normalized(reported: dict[str, Any]) -> Usage:
+    """Anthropic's usage as llmmeter's contract states it, written out from the recorded JSON."""
+    writes = reported.get("cache_creation_input_tokens")
+    reads = reported.get("cache_read_input_tokens")
+    one_hour = (reported.get("cache_creation") or {}).get("ephemeral_1h_input_tokens")
+    return Usage(
+        input_tokens=reported["input_tokens"] + (writes or 0) + (reads or 0),
+        output_tokens=reported["output_tokens"],
+        cache_read_input_tokens=reads,
+        cache_write_input_tokens=writes,
+        cache_write_1h_input_tokens=one_hour,
+    )
+
+
+def _recorded_messages(client: Any, file: str, position: int) -> Any:
+    uri = recording_interactions(file)[position]["request"]["uri"]
+    return client.beta.messages if "beta=true" in uri else client.messages
+
+
+@pytest.mark.parametrize(("file", "position"), _recorded_calls(stream=True))
+def test_every_recorded_stream_gives_its_final_usage_and_a_ttft_at_its_first_output(
+    file: str, position: int, telemetry: Telemetry
+) -> None:
+    expected = recording_truth(file)["interactions"][position]
+    with use_recording(file, position):
+        stream = _recorded_messages(_recorded_client(), file, position).create(**request_json(file, position))
+        for _ in stream:
+            pass
+    (record,) = telemetry.records
+    assert record.usage == _normalized(expected["final_usage"])
+    assert record.finish_reasons == (expected["stop_reason"],)
+    assert record.timings.ttft_s is not None and record.timings.ttfc_s is not None
+    assert record.timings.ttft_s >= record.timings.ttfc_s
+
+
+@pytest.mark.parametrize(("file", "position"), _recorded_calls(stream=False))
+async def test_every_recorded_message_gives_its_usage_sync_and_async(
+    file: str, position: int, telemetry: Telemetry
+) -> None:
+    expected = _normalized(recording_truth(file)["interactions"][position]["usage"])
+    body = request_json(file, position)
+    with use_recording(file, position):
+        _recorded_messages(_recorded_client(), file, position).create(**body)
+    with use_recording(file, position):
+        await _recorded_messages(_recorded_client(use_async=True), file, position).create(**body)
+    assert [record.usage for record in telemetry.records] == [expected, expected]
+
+
+def test_one_hour_cache_writes_are_priced_at_their_own_rate(telemetry: Telemetry) -> None:
+    file = "anthropic/pydantic-ai__test_anthropic_cache_earlier_breakpoint_raised_to_later_longer_ttl.yaml"
+    with use_recording(file, 0):
+        for _ in _recorded_client().beta.messages.create(**request_json(file, 0)):
+            pass
+    (record,) = telemetry.records
+    # claude-sonnet-4-6: $3 / M input, $6 / M one-hour cache writes, $15 / M output:
+    # 13 * 3 + 3913 * 6 + 4 * 15 = 39 + 23478 + 60 = 23577 micro-dollars.
+    assert record.cost is not None and record.cost.amount == Decimal("0.023577")
+
+
+def test_cache_reads_and_five_minute_writes_in_one_message_are_priced_apart(telemetry: Telemetry) -> None:
+    file = "anthropic/pydantic-ai__test_anthropic_cache_real_api.yaml"
+    with use_recording(file, 1):
+        _recorded_client().messages.create(**request_json(file, 1))
+    (record,) = telemetry.records
+    # claude-sonnet-4-5: $3 / M input, $0.30 / M cache reads, $3.75 / M 5-minute writes, $15 / M
+    # output: 3 * 3 + 1111 * 0.30 + 418 * 3.75 + 33 * 15 = 9 + 333.3 + 1567.5 + 495 = 2404.8.
+    assert record.cost is not None and record.cost.amount == Decimal("0.0024048")
+
+
+def test_ttft_of_a_tool_call_stream_is_taken_at_its_first_delta(telemetry: Telemetry) -> None:
+    file = "anthropic/openllmetry__test_anthropic_tools_streaming_legacy.yaml"
+    with use_recording(file, 0):
+        stream = _recorded_client().messages.create(**request_json(file, 0))
+        types = [event.type for event in stream]
+    (record,) = telemetry.records
+    assert types.index("content_block_delta") == 2  # message_start, content_block_start first
+    assert record.timings.ttft_s is not None and record.timings.ttft_s > record.timings.ttfc_s  # type: ignore[operator]
+
+
+def test_a_stream_helper_that_fails_with_a_404_reaches_the_caller_and_is_recorded(
+    telemetry: Telemetry,
+) -> None:
+    file = "anthropic/opentelemetry-python-contrib__test_sync_messages_stream_api_error.yaml"
+    body = {key: value for key, value in request_json(file, 0).items() if key != "stream"}
+    client = _recorded_client()
+    with (
+        use_recording(file, 0),
+        pytest.raises(anthropic.NotFoundError),
+        client.messages.stream(**body) as stream,
+    ):
+        stream.get_final_message()
+    (record,) = telemetry.records
+    assert record.outcome is Outcome.ERROR and record.error_type == "anthropic.NotFoundError"
+    assert record.request_model == "invalid-model-name" and record.usage is None
