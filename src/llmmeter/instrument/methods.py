@@ -23,6 +23,10 @@ A planning function reads the call's arguments and returns a
    only when their generator is first iterated, so the measurement starts then: its clock starts
    when the request goes out, and a generator never iterated sent nothing and records nothing.
 
+When one call may send several requests (``google-genai``'s automatic function calling), the
+adapter names the per-request methods (``request_methods``): their responses within a measured
+call are collected and the record's usage is their sum.
+
 Errors finish the measurement with their outcome and reach the caller unchanged; llmmeter's own
 failures are logged once and the call proceeds. ``instrument_client(client, adapter)`` hooks one
 client; ``install(adapter)`` hooks the SDK's classes, for every client of the process.
@@ -39,6 +43,7 @@ from typing import Any, Protocol, TypeVar
 
 import wrapt
 
+from llmmeter import semconv
 from llmmeter._log import guard
 from llmmeter.config import Settings, get_settings
 from llmmeter.instrument import scope
@@ -132,7 +137,7 @@ def _plan(
         request_params=spec.params,
     )
     if settings.capture_content and spec.input_messages is not None:
-        record.content = {"gen_ai.input.messages": spec.input_messages}
+        record.content = {semconv.INPUT_MESSAGES: spec.input_messages}
     return _Call(settings, record, spec)
 
 
