@@ -25,7 +25,8 @@ from hypothesis import strategies as st
 
 import llmmeter
 from llmmeter import CallRecord, CostStatus, Timings, Usage
-from llmmeter.pricing import BundledSource, ModelPrice, PricingRegistry
+from llmmeter.pricing import BundledSource, ModelPrice, PricingRegistry, UsageInconsistentError
+from llmmeter.pricing import registry as registry_module
 from llmmeter.pricing.cli import add_subcommand
 from llmmeter.pricing.sources import INFERRED_MARK, compile_pattern, is_inferred_price, is_pattern
 from llmmeter.testing import LocalOpenAIServer, Pacing
@@ -625,3 +626,42 @@ def test_no_hosts_open_weights_name_is_inferred_behind_a_gateway(registry: Prici
 def test_no_bundled_name_is_priced_on_a_server_you_run(registry: PricingRegistry) -> None:
     for model, _ in bundled_names(MAKERS | HOSTS):
         assert registry.lookup(model, provider="vllm") is None, model
+
+
+# -- the plain-usage shortcut of the cost engine ----------------------------------------------------
+
+maybe_count = st.one_of(st.none(), st.integers(min_value=-3, max_value=10**12))
+zero_or_none = st.sampled_from([None, 0])
+
+
+@settings(max_examples=300, deadline=None)
+@given(
+    input_tokens=maybe_count,
+    output_tokens=maybe_count,
+    parts=st.fixed_dictionaries(
+        {
+            name: zero_or_none
+            for name in (
+                "cache_read_input_tokens",
+                "cache_write_input_tokens",
+                "reasoning_output_tokens",
+                "audio_input_tokens",
+                "audio_output_tokens",
+                "image_input_tokens",
+            )
+        }
+    ),
+)
+def test_a_usage_without_parts_is_billed_exactly_as_the_general_formula_bills_it(
+    input_tokens: int | None, output_tokens: int | None, parts: dict[str, int | None]
+) -> None:
+    rates = ModelPrice(input_per_mtok="0.15", output_per_mtok="0.60", cached_input_per_mtok="0.075").rates()
+    usage = Usage(input_tokens=input_tokens, output_tokens=output_tokens, **parts)  # type: ignore[arg-type]
+    outcomes = []
+    for components in (registry_module._token_components, registry_module._all_token_components):
+        try:
+            outcomes.append(components(rates, usage))
+        except UsageInconsistentError as exc:
+            outcomes.append(str(exc))
+    assert outcomes[0] == outcomes[1]
+    assert list(outcomes[0]) == list(outcomes[1])  # same components, same order

@@ -836,6 +836,36 @@ def _token_components(rates: Mapping[str, Decimal], usage: Usage) -> dict[str, D
 
     Components without tokens are left out; the order is fixed (input side, then output side).
     """
+    if (
+        usage.cache_read_input_tokens
+        or usage.cache_write_input_tokens
+        or usage.audio_input_tokens
+        or usage.image_input_tokens
+        or usage.reasoning_output_tokens
+        or usage.audio_output_tokens
+        or usage.image_output_tokens
+        or usage.cache_write_1h_input_tokens
+        or usage.audio_cache_read_input_tokens
+    ):
+        return _all_token_components(rates, usage)
+    # Most calls report input and output tokens only (their parts 0 or absent): same result, fewer steps.
+    parts: dict[str, Decimal] = {}
+    input_tokens, output_tokens = usage.input_tokens, usage.output_tokens
+    if input_tokens:
+        if input_tokens < 0:
+            raise UsageInconsistentError(
+                "cached, cache-write, audio and image input tokens exceed input_tokens"
+            )
+        parts["input"] = _divide(_multiply(rates["input_per_mtok"], input_tokens), _MILLION)
+    if output_tokens:
+        if output_tokens < 0:
+            raise UsageInconsistentError("reasoning, audio and image output tokens exceed output_tokens")
+        parts["output"] = _divide(_multiply(rates["output_per_mtok"], output_tokens), _MILLION)
+    return parts
+
+
+def _all_token_components(rates: Mapping[str, Decimal], usage: Usage) -> dict[str, Decimal]:
+    """:func:`_token_components` of a usage with parts (cached, cache writes, audio, images, reasoning)."""
     cached = usage.cache_read_input_tokens or 0
     cached_audio = usage.audio_cache_read_input_tokens or 0
     writes = usage.cache_write_input_tokens or 0
