@@ -134,6 +134,10 @@ def _choice_has_output(choice: Any) -> bool:
     return delta is not None and any(_get(delta, name) for name in _OUTPUT_FIELDS)
 
 
+def _is_openai_chat_chunk(cls: type) -> bool:
+    return cls.__name__ == "ChatCompletionChunk" and cls.__module__.startswith("openai.")
+
+
 class _YieldedItems:
     """Chunk reader for generator functions: each yielded item is a chunk of the response.
 
@@ -152,7 +156,7 @@ class _YieldedItems:
     def feed(self, chunk: Any) -> bool:
         if isinstance(chunk, str | bytes):
             return bool(chunk)
-        if type(chunk).__name__ == "ChatCompletionChunk":
+        if _is_openai_chat_chunk(type(chunk)):
             chat = self.chat
             if chat is None:
                 chat = self.chat = ChatStreamReader()
