@@ -26,6 +26,7 @@ import pytest
 import llmmeter
 from llmmeter import CostStatus, Outcome, ServerTimings, Usage, UsageSource
 from llmmeter.pricing import GpuHourPrice, ModelPrice, PricingRegistry
+from llmmeter.providers.ollama import OllamaStreamReader
 
 from .conftest import Telemetry
 from .recording_support import RecordedBody, files, serve_bodies, truth
@@ -297,6 +298,39 @@ async def test_an_async_stream_failing_midway_is_an_error_with_the_same_exceptio
     assert raised.value.error == truth(file)["interactions"][0]["error"]
     (record,) = telemetry.records
     assert record.outcome is Outcome.ERROR and record.error_type == "ollama.ResponseError"
+
+
+@pytest.mark.parametrize(
+    ("chunk", "is_output"),
+    [
+        (ollama.ChatResponse(model="m", message=ollama.Message(role="assistant", content="Hi")), True),
+        (
+            ollama.ChatResponse(
+                model="m", message=ollama.Message(role="assistant", content="", thinking="Hm")
+            ),
+            True,
+        ),
+        (
+            ollama.ChatResponse(
+                model="m",
+                message=ollama.Message(
+                    role="assistant",
+                    content="",
+                    tool_calls=[ollama.Message.ToolCall(function={"name": "f", "arguments": {}})],
+                ),
+            ),
+            True,
+        ),
+        (ollama.ChatResponse(model="m", message=ollama.Message(role="assistant", content="")), False),
+        (ollama.GenerateResponse(model="m", response="Hi"), True),
+        (ollama.GenerateResponse(model="m", response="", thinking="Hm"), True),
+        (ollama.GenerateResponse(model="m", response="", done=True, eval_count=3), False),
+    ],
+)
+def test_output_starts_at_the_first_chunk_with_content_thinking_or_a_tool_call(
+    chunk: Any, is_output: bool
+) -> None:
+    assert OllamaStreamReader().feed(chunk) is is_output
 
 
 # --- the never-leak matrix --------------------------------------------------------------------------
