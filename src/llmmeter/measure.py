@@ -294,10 +294,14 @@ class Measurement:
         exception thrown in is raised inside it (``error``/``aborted`` if it comes back out);
         closing this generator closes ``generator`` (its ``finally`` runs) and finishes
         ``aborted`` -- unless it was garbage-collected unfinished and an
-        :func:`abandonment_finalizer` watching it said ``abandoned`` first. Its return value is
-        this generator's (``yield from`` receives it). ``current=True`` makes the span current
-        while ``generator``'s own code runs (a ``@metered`` generator's calls nest under it), not
-        while the consumer handles a chunk.
+        :func:`abandonment_finalizer` watching it said ``abandoned`` first (CPython runs weak
+        reference callbacks before it closes a collected generator). Its return value is this
+        generator's (``yield from`` receives it). ``current=True`` makes the span current while
+        ``generator``'s own code runs (a ``@metered`` generator's calls nest under it), not while
+        the consumer handles a chunk.
+
+        A variant rather than a parameter of :meth:`observe`, whose loop body it repeats: the
+        ``openai`` streams' ``for`` loop pays nothing for sending and throwing.
         """
         reader = self.reader
         feed = reader.feed if reader is not None else _no_output
