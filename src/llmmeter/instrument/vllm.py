@@ -203,7 +203,7 @@ def _batch_method(original: Callable[..., Any], method: str, model: str | None) 
         if batch is None:
             return original(*args, **kwargs)
         token = _in_batch.set(True)
-        context = attach_guarded(batch)
+        context = attach_guarded(batch)  # spans opened inside vLLM's call nest under the batch
         started_ns = time.perf_counter_ns()
         try:
             outputs = original(*args, **kwargs)
