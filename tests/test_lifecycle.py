@@ -529,3 +529,51 @@ def test_sync_and_async_generator_proxies_take_the_same_parameters(sync_name: st
 def test_sync_and_async_generator_proxies_are_siblings_not_parent_and_child() -> None:
     assert not issubclass(AsyncMeteredGenerator, MeteredGenerator)
     assert not issubclass(MeteredGenerator, AsyncMeteredGenerator)
+
+
+class _Countdown:
+    """An async iterator that is not an async generator (no ``asend``/``athrow``)."""
+
+    def __init__(self, n: int) -> None:
+        self.n = n
+
+    def __aiter__(self) -> _Countdown:
+        return self
+
+    async def __anext__(self) -> int:
+        if self.n == 0:
+            raise StopAsyncIteration
+        self.n -= 1
+        return self.n
+
+
+def test_a_plain_iterator_behind_the_generator_proxy_is_measured_like_a_stream(telemetry: Telemetry) -> None:
+    assert list(MeteredGenerator(iter(["a", "b"]), new_measurement())) == ["a", "b"]
+
+    (record,) = telemetry.records
+    assert record.outcome is Outcome.OK and record.timings.chunks == 2
+
+
+async def test_a_plain_async_iterator_behind_the_async_generator_proxy_is_measured_like_a_stream(
+    telemetry: Telemetry,
+) -> None:
+    assert [n async for n in AsyncMeteredGenerator(_Countdown(2), new_measurement())] == [1, 0]
+
+    (record,) = telemetry.records
+    assert record.outcome is Outcome.OK and record.timings.chunks == 2
+
+
+def test_throwing_into_a_generator_never_iterated_raises_it_and_records_the_error(
+    telemetry: Telemetry,
+) -> None:
+    seen = Seen()
+    failure = QuotaExceeded("before the first item")
+    proxy = MeteredGenerator(tokens(seen), new_measurement())
+
+    with pytest.raises(QuotaExceeded) as caught:
+        proxy.throw(failure)
+
+    assert caught.value is failure
+    assert list(proxy) == []
+    (record,) = telemetry.records
+    assert record.outcome is Outcome.ERROR and record.timings.chunks == 0
