@@ -178,6 +178,13 @@ async def test_async_chat_generate_and_embed_are_recorded_like_sync_ones(telemet
     assert embed_record.usage == Usage(input_tokens=8)
 
 
+def test_a_declared_provider_names_the_records(telemetry: Telemetry) -> None:
+    with ollama_server(ROUTES) as server:
+        llmmeter.instrument(_client(server.url), provider="acme.gpu-box").chat(**CHAT)
+    (record,) = telemetry.records
+    assert record.provider == "acme.gpu-box"
+
+
 def test_request_options_are_recorded_under_their_semconv_names(telemetry: Telemetry) -> None:
     options = {"temperature": 0.2, "top_p": 0.9, "top_k": 40, "num_predict": 64, "seed": 7, "stop": ["\n"]}
     with ollama_server(ROUTES) as server:
