@@ -3,13 +3,15 @@
 Since the record pipeline (issue 12), a finished call's span end, metric points, store write and
 ``on_record`` callbacks run on llmmeter's pipeline thread; the caller's thread keeps the clock,
 the span start, the record, pricing, the roll-up and the queueing. This benchmark counts both
-sides with ``valgrind --tool=callgrind --separate-threads=yes``: one dump per thread per segment,
-thread 1 being the caller's.
+sides with callgrind: with ``--separate-threads=yes`` a dump triggered on the caller's thread
+holds the caller's thread's instructions alone; a second run without it sums every thread (the
+pipeline thread, the span processor's, the store's writer), as the other benchmarks do.
 
 Configurations, each with spans (SDK TracerProvider, BatchSpanProcessor), metrics (SDK
 MeterProvider, InMemoryMetricReader), bundled pricing and the local SQLite store on:
 
-* ``pipeline``: the default;
+* ``pipeline``: the default; then the same with pricing off, and with the store off (its journal
+  is written on the caller's thread), to show their shares;
 * ``all on the caller``: the pipeline's queue bound set to 0, so every record's work runs on the
   caller's thread, as before the pipeline (the same code, for a same-run comparison).
 
@@ -27,14 +29,20 @@ import re
 import subprocess
 import sys
 import tempfile
-from collections import defaultdict
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import _bench
 
 K = {"chat-sync": 30, "stream-sync/1": 30, "stream-sync/64": 10}
-CONFIGS = ("pipeline", "all on the caller")
-_DUMP = re.compile(r"\.(\d+)-(\d+)$")
+CONFIGS: dict[str, dict[str, object]] = {
+    "pipeline": {},
+    "pipeline, pricing off": {"pricing": None},
+    "pipeline, store off": {"store": None},
+    "all on the caller (as before the pipeline)": {},
+}
+_ALL_ON_THE_CALLER = "all on the caller (as before the pipeline)"
+_DUMP = re.compile(r"\.(\d+)-01$")
 
 
 def child() -> None:
@@ -47,13 +55,15 @@ def child() -> None:
     clients = Clients()
     segments = _bench.Segments(enabled=True)
     with tempfile.TemporaryDirectory(prefix="llmmeter-bench-store-") as tmp:
-        for config in CONFIGS:
-            llmmeter.configure(
-                tracer_provider=telemetry.tracer_provider,
-                meter_provider=telemetry.meter_provider,
-                store=Path(tmp) / f"{config}.sqlite3",
-            )
-            get_pipeline().max_queue = 10_000 if config == "pipeline" else 0
+        for index, (config, overrides) in enumerate(CONFIGS.items()):
+            settings: dict[str, object] = {
+                "tracer_provider": telemetry.tracer_provider,
+                "meter_provider": telemetry.meter_provider,
+                "store": Path(tmp) / f"store-{index}.sqlite3",
+                **overrides,
+            }
+            llmmeter.configure(**settings)  # type: ignore[arg-type]
+            get_pipeline().max_queue = 0 if config == _ALL_ON_THE_CALLER else 10_000
             for scenario, k in K.items():
                 name, _, chunks = scenario.partition("/")
                 if chunks:
@@ -66,8 +76,10 @@ def child() -> None:
         telemetry.shutdown()
 
 
-def callgrind_threads(argv: list[str]) -> dict[str, dict[int, int]]:
-    """Run ``argv`` under callgrind, one dump per thread; {segment label: {thread: instructions}}."""
+def caller_counts(argv: list[str]) -> dict[str, int]:
+    """Run ``argv`` under callgrind with one profile per thread; {segment label: instructions of
+    the caller's thread}. A dump triggered on the caller's thread holds that thread's counters
+    only (the others accumulate until they dump themselves), hence a second run for the totals."""
     with tempfile.TemporaryDirectory(prefix="llmmeter-callgrind-") as tmp:
         out = Path(tmp) / "cg.out"
         command = [
@@ -83,22 +95,19 @@ def callgrind_threads(argv: list[str]) -> dict[str, dict[int, int]]:
             raise RuntimeError(f"callgrind run failed (rc={proc.returncode}):\n{proc.stderr[-3000:]}")
         segment_lines = [line for line in proc.stdout.splitlines() if line.startswith('{"type": "segment"')]
         labels = [json.loads(line)["label"] for line in segment_lines]
-        by_dump: dict[int, dict[int, int]] = defaultdict(dict)
-        for path in Path(tmp).glob("cg.out.*"):
+        by_dump: dict[int, int] = {}
+        for path in Path(tmp).glob("cg.out.*-01"):
             match = _DUMP.search(path.name)
             if match:
-                by_dump[int(match[1])][int(match[2])] = _bench._total_instructions(path)
+                by_dump[int(match[1])] = _bench._total_instructions(path)
         dumps = [by_dump[n] for n in sorted(by_dump)]
         if len(dumps) < 2 * len(labels):
             raise RuntimeError(f"expected {2 * len(labels)} dumps, got {len(dumps)}")
         return {label: dumps[2 * i + 1] for i, label in enumerate(labels)}
 
 
-def per_call(counts: dict[str, dict[int, int]], label: str, k: int, caller_only: bool) -> float:
-    def total(segment: dict[int, int]) -> int:
-        return segment.get(1, 0) if caller_only else sum(segment.values())
-
-    return (total(counts[f"{label}@{2 * k}"]) - total(counts[f"{label}@{k}"])) / k
+def per_call(counts: dict[str, int], label: str, k: int) -> float:
+    return (counts[f"{label}@{2 * k}"] - counts[f"{label}@{k}"]) / k
 
 
 def main() -> int:
@@ -108,14 +117,18 @@ def main() -> int:
     if not _bench.valgrind_available():
         print("valgrind not found: apt-get update && apt-get install -y valgrind")
         return 1
-    counts = callgrind_threads(_bench.self_command(Path(__file__), "--child"))
+    argv = _bench.self_command(Path(__file__), "--child")
+    with ThreadPoolExecutor(max_workers=2) as pool:  # the two valgrind runs side by side
+        caller_run = pool.submit(caller_counts, argv)
+        total_run = pool.submit(_bench.callgrind_segments, argv)
+        counts = {True: caller_run.result(), False: total_run.result()}
     rows = []
     for config in CONFIGS:
         delta: dict[tuple[str, bool], float] = {}
         for scenario, k in K.items():
             for caller_only in (True, False):
-                a = per_call(counts, f"{config}|{scenario}/A", k, caller_only)
-                b = per_call(counts, f"{config}|{scenario}/B", k, caller_only)
+                a = per_call(counts[caller_only], f"{config}|{scenario}/A", k)
+                b = per_call(counts[caller_only], f"{config}|{scenario}/B", k)
                 delta[scenario, caller_only] = b - a
         per_chunk = {
             caller_only: (delta["stream-sync/64", caller_only] - delta["stream-sync/1", caller_only]) / 63
@@ -132,9 +145,7 @@ def main() -> int:
                 f"{per_chunk[False]:+,.0f}",
             ]
         )
-    print(
-        "## Instructions llmmeter adds: the caller's thread and all threads (callgrind --separate-threads)\n"
-    )
+    print("## Instructions llmmeter adds: the caller's thread and all threads (callgrind)\n")
     print(f"{_bench.machine_line()}; spans, metrics, pricing and the SQLite store on; K = {K}\n")
     headers = [
         "configuration",
