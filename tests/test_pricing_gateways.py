@@ -499,6 +499,7 @@ def test_prices_show_says_when_a_snapshot_was_priced_as_its_family() -> None:
             ["meta-llama/llama-3.3-70b-instruct", "--provider", "openrouter"],
             "OpenRouter reports what it charged",
         ),
+        (["llama-3.3-70b-versatile", "--provider", "p" * 10_000], "(10000 characters)"),
     ],
 )
 def test_prices_show_answers_bad_input_in_one_line(argv: list[str], reason: str) -> None:

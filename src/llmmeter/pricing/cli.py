@@ -124,8 +124,8 @@ def describe(resolved: ResolvedPrice, *, provider: str | None = None) -> list[st
     ]
     if resolved.provider_inferred:
         lines.append(
-            f"inferred:   provider {resolved.provider!r} from the model name ({provider!r} is a gateway, "
-            "a proxy or an unknown host; declare the host's provider to price it exactly)"
+            f"inferred:   provider {resolved.provider!r} from the model name ({_quoted(provider)} is a "
+            "gateway, a proxy or an unknown host; declare the host's provider to price it exactly)"
         )
     elif provider is None and resolved.provider is not None:
         lines.append(
@@ -157,11 +157,11 @@ def why_unpriced(registry: PricingRegistry, model: str, provider: str | None, at
     if len(model) > _MAX_NAME:
         return f"a {len(model)}-character name: no price table has one longer than {_MAX_NAME}"
     if is_self_hosted(provider):
-        return f"{provider!r} is a server you run: register its price (per token or per GPU-hour)"
+        return f"{_quoted(provider)} is a server you run: register its price (per token or per GPU-hour)"
     other = registry.lookup(model, at=at) if provider is not None else None
     if other is not None:
         return (
-            f"priced for provider {other.provider!r}, not for {provider!r}: a host prices the same "
+            f"priced for provider {other.provider!r}, not for {_quoted(provider)}: a host prices the same "
             "weights its own way; register a price for this provider"
         )
     org, _, rest = model.partition("/")
@@ -174,6 +174,13 @@ def why_unpriced(registry: PricingRegistry, model: str, provider: str | None, at
 
 
 _OPEN_WEIGHT_ORGS = frozenset({"meta-llama", "qwen", "mistralai", "deepseek-ai", "nousresearch", "microsoft"})
+
+
+def _quoted(text: str | None, limit: int = 40) -> str:
+    """``'name'`` for a provider name from the command line, cut and escaped like :func:`_shown`."""
+    if text is None:
+        return "None"
+    return repr(text) if len(text) <= limit else _shown(text, limit)
 
 
 def _shown(text: str, limit: int = 80) -> str:
