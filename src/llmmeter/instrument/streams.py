@@ -29,7 +29,7 @@ from typing import Any
 import wrapt
 
 from llmmeter._log import guard
-from llmmeter.measure import Measurement, outcome_of
+from llmmeter.measure import Measurement, abandonment_finalizer, outcome_of
 from llmmeter.record import Outcome
 
 
@@ -45,16 +45,13 @@ class StreamBookkeeping:
         self._self_measurement = measurement
         self._self_chunks = None
         self._self_hidden = hidden
-        # Holds the measurement, never the stream: an abandoned stream is still collectable.
-        self._self_finalizer = weakref.finalize(self, measurement.finish, Outcome.ABANDONED)
-        self._self_finalizer.atexit = False
+        self._self_finalizer = abandonment_finalizer(self, measurement)
 
     def _self_watch(self, chunks: Any) -> Any:
         """From now on the stream is abandoned when ``chunks`` (the measuring generator) is
         collected unfinished: a ``for`` loop over a temporary proxy keeps only the generator."""
         self._self_finalizer.detach()
-        self._self_finalizer = weakref.finalize(chunks, self._self_measurement.finish, Outcome.ABANDONED)
-        self._self_finalizer.atexit = False
+        self._self_finalizer = abandonment_finalizer(chunks, self._self_measurement)
         self._self_chunks = chunks
         return chunks
 
