@@ -26,8 +26,12 @@ from llmmeter._log import guard
 from llmmeter.config import get_settings
 from llmmeter.measure import Measurement, attach_guarded, detach_guarded, outcome_of
 from llmmeter.providers import extract_response_info, extract_usage
+from llmmeter.providers.anthropic import AnthropicStreamReader
+from llmmeter.providers.base import field
+from llmmeter.providers.gemini import GeminiStreamReader
+from llmmeter.providers.ollama import OllamaStreamReader
 from llmmeter.providers.openai_stream import ChatStreamReader
-from llmmeter.providers.types import apply_observed
+from llmmeter.providers.types import StreamReader, apply_observed
 from llmmeter.record import AttributeValue, CallKind, CallRecord, Outcome
 
 F = TypeVar("F", bound=Callable[..., Any])
@@ -138,29 +142,64 @@ def _is_openai_chat_chunk(cls: type) -> bool:
     return cls.__name__ == "ChatCompletionChunk" and cls.__module__.startswith("openai.")
 
 
+_ANTHROPIC_EVENTS = frozenset(
+    {
+        "message_start",
+        "content_block_start",
+        "content_block_delta",
+        "content_block_stop",
+        "message_delta",
+        "message_stop",
+        "ping",
+    }
+)
+
+
+def _provider_reader(chunk: Any) -> StreamReader | None:
+    """The stream reader of the provider whose chunk this is (SDK object or decoded JSON), or
+    ``None`` for an item of another shape. Decided once per stream, from its first item."""
+    if _is_openai_chat_chunk(type(chunk)):
+        return ChatStreamReader()
+    if field(chunk, "type") in _ANTHROPIC_EVENTS:
+        return AnthropicStreamReader()
+    if field(chunk, "candidates") is not None or field(chunk, "usage_metadata") is not None:
+        return GeminiStreamReader()
+    if field(chunk, "done") is not None and (
+        field(chunk, "message") is not None or field(chunk, "response") is not None
+    ):
+        return OllamaStreamReader()
+    return None
+
+
 class _YieldedItems:
     """Chunk reader for generator functions: each yielded item is a chunk of the response.
 
-    The SDK's own chat chunks (``openai``'s ``ChatCompletionChunk``) are read by the instrumented
-    client's reader, so a generator of them gets the same TTFT, usage and response info; any other
-    item -- text, a dict of decoded JSON, an object of the user's own shape -- by its fields.
+    A stream of a known provider's chunks -- ``openai`` chat chunks, Anthropic events, Gemini
+    ``GenerateContentResponse`` chunks, Ollama chunks, as SDK objects or decoded JSON -- is read by
+    that provider's own stream reader, so a generator of them gets the same TTFT, usage and
+    response info as the instrumented client; any other item (text, an OpenAI-style dict, an object
+    of the user's own shape) by its fields.
     """
 
-    __slots__ = ("chat", "last_with_usage", "spec")
+    __slots__ = ("last_with_usage", "reader", "sniffed", "spec")
 
     def __init__(self, spec: _Spec) -> None:
         self.spec = spec
         self.last_with_usage: Any = None
-        self.chat: ChatStreamReader | None = None
+        self.reader: StreamReader | None = None
+        self.sniffed = False
 
     def feed(self, chunk: Any) -> bool:
+        reader = self.reader
+        if reader is not None:
+            return reader.feed(chunk)
         if isinstance(chunk, str | bytes):
             return bool(chunk)
-        if _is_openai_chat_chunk(type(chunk)):
-            chat = self.chat
-            if chat is None:
-                chat = self.chat = ChatStreamReader()
-            return chat.feed(chunk)
+        if not self.sniffed:
+            self.sniffed = True
+            reader = self.reader = _provider_reader(chunk)
+            if reader is not None:
+                return reader.feed(chunk)
         usage = _get(chunk, "usage")
         if usage is not None:
             self.last_with_usage = chunk
@@ -174,8 +213,8 @@ class _YieldedItems:
             record.kind = CallKind.STEP
             record.usage = None
             return
-        if self.chat is not None:
-            apply_observed(record, self.chat.result())
+        if self.reader is not None:
+            apply_observed(record, self.reader.result())
         if record.usage is None and self.last_with_usage is not None:
             record.usage = extract_usage(self.last_with_usage)
             if record.usage is not None:

@@ -7,7 +7,8 @@ stream event -- recognise its shape, and hand it to the adapter of its API famil
 * OpenAI and OpenAI-compatible (:mod:`.openai`): Chat / legacy Completions, Responses,
   embeddings; DeepSeek, OpenRouter, vLLM, Together, Groq (``x_groq.usage`` in streams);
 * Anthropic Messages (:mod:`.anthropic`): ``Message``, ``message_start``, ``message_delta``;
-* Google Gemini (:mod:`.gemini`): ``usage_metadata`` / ``usageMetadata``.
+* Google Gemini (:mod:`.gemini`): ``usage_metadata`` / ``usageMetadata``;
+* Ollama (:mod:`.ollama`): ``prompt_eval_count`` / ``eval_count``.
 
 No I/O, no OTel, no pricing. Neither function raises: an object of unknown shape gives ``None``
 usage and an empty :class:`ResponseInfo`.
@@ -21,6 +22,7 @@ from typing import Any
 from llmmeter.providers.anthropic import response_info_from_anthropic, usage_from_anthropic
 from llmmeter.providers.base import ResponseInfo, field
 from llmmeter.providers.gemini import response_info_from_gemini, usage_from_gemini, usage_metadata_of
+from llmmeter.providers.ollama import read_ollama_response, usage_from_ollama
 from llmmeter.providers.openai import response_info_from_openai, usage_from_openai
 from llmmeter.record import Usage
 
@@ -77,7 +79,7 @@ def _extract_usage(obj: Any) -> Usage | None:
     metadata = usage_metadata_of(obj)
     if metadata is not None:
         return usage_from_gemini(metadata)
-    return None
+    return usage_from_ollama(obj)
 
 
 def _is_anthropic(container: Any, usage: Any) -> bool:
@@ -95,6 +97,8 @@ def _extract_response_info(obj: Any) -> ResponseInfo:
         return response_info_from_anthropic(obj)
     if field(obj, "candidates") is not None or usage_metadata_of(obj) is not None:
         return response_info_from_gemini(obj)
+    if field(obj, "prompt_eval_count") is not None or field(obj, "eval_count") is not None:
+        return read_ollama_response(obj).info
     return response_info_from_openai(obj)
 
 
