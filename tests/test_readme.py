@@ -47,3 +47,42 @@ def test_the_pricing_commands_work(command: str) -> None:
     done = subprocess.run(argv, cwd=ROOT, capture_output=True, text=True, timeout=60, check=False)
     assert done.returncode == 0, done.stderr
     assert command in README
+
+
+def _snippet(marker: str) -> str:
+    (snippet,) = [s for s in SNIPPETS if marker in s]
+    return snippet
+
+
+def test_every_python_snippet_is_run_by_a_test() -> None:
+    assert len(SNIPPETS) == 3  # the Use snippet, the other clients, the pricing snippet
+
+
+def test_the_use_snippets_run_and_leave_a_priced_attributed_record_in_the_store(
+    monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    import anthropic
+    import ollama
+    from google import genai
+
+    import llmmeter
+    from llmmeter.store import read_records, resolve_store_path
+    from llmmeter.testing import LocalOpenAIServer
+
+    with LocalOpenAIServer() as server:
+        monkeypatch.setenv("OPENAI_BASE_URL", server.base_url)
+        monkeypatch.setenv("ANTHROPIC_API_KEY", "sk-ant-test")
+        monkeypatch.setenv("GOOGLE_API_KEY", "test-key")
+        namespace: dict[str, object] = {}
+        exec(compile(_snippet("llmmeter.attributes(user_id"), "README.md", "exec"), namespace)  # our README
+        assert llmmeter.flush(timeout=10)
+        exec(compile(_snippet("anthropic.Anthropic()"), "README.md", "exec"), namespace)
+    assert capsys.readouterr().out  # the stream was printed
+    (record,) = read_records(resolve_store_path())
+    assert record.attributes["user_id"] == "u-17" and record.attributes["team"] == "search"
+    assert record.usage is not None and record.usage.output_tokens
+    assert record.cost is not None and "inferred-provider=openai" in str(record.cost.price_ref)
+    assert isinstance(namespace["claude"], anthropic.Anthropic)
+    assert isinstance(namespace["gemini"], genai.Client)
+    assert isinstance(namespace["local"], ollama.Client)
+    llmmeter.configure(store=None, pricing=None)
