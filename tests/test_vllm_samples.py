@@ -38,13 +38,14 @@ from openai.types.chat import ChatCompletion, ChatCompletionChunk
 from opentelemetry.trace import SpanKind
 
 import llmmeter
-from llmmeter.instrument.vllm import RequestOutputReader, request_params_of
 from llmmeter.pricing import GpuHourPrice, GpuHourSource, PricingRegistry
 from llmmeter.providers.openai_stream import ChatStreamReader, CompletionStreamReader
 from llmmeter.providers.types import apply_observed
 from llmmeter.providers.vllm import (
+    RequestOutputStreamReader,
     finish_reasons_from_request_output,
     is_vllm_object,
+    request_params_of,
     server_timings_from_request_output,
     server_timings_from_vllm_metrics,
     server_timings_from_vllm_response,
@@ -393,10 +394,10 @@ def _async_outputs(kind: str) -> list[SimpleNamespace]:
 def test_async_stream_reader_counts_tokens_of_both_output_kinds(kind: str, delta: bool) -> None:
     outputs = _async_outputs(kind)
     assert len(outputs) == 6
-    reader = RequestOutputReader(delta=delta)
+    reader = RequestOutputStreamReader(delta=delta)
     assert all(reader.feed(output) for output in outputs)  # every output brought one new token
     record = CallRecord(operation="text_completion", provider="vllm", streaming=True)
-    reader.finalize(record)
+    apply_observed(record, reader.result())
     assert record.usage == Usage(input_tokens=10, output_tokens=6, cache_read_input_tokens=0)
     assert record.finish_reasons == ("length",)
     assert record.response_id == f"req-{kind}"

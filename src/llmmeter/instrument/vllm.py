@@ -39,17 +39,17 @@ from llmmeter.config import get_settings
 from llmmeter.instrument.generators import AsyncMeteredGenerator
 from llmmeter.measure import Measurement, attach_guarded, detach_guarded, outcome_of
 from llmmeter.pipeline import complete
-from llmmeter.providers.base import field, int_or_none, str_or_none
+from llmmeter.providers.base import field, str_or_none
+from llmmeter.providers.types import apply_observed
 from llmmeter.providers.vllm import (
-    finish_reasons_from_request_output,
-    prompt_tokens_of,
-    server_timings_from_request_output,
-    usage_from_request_output,
+    RequestOutputStreamReader,
+    is_delta_output,
+    read_request_output,
+    request_params_of,
 )
-from llmmeter.record import CallKind, CallRecord, Outcome, Timings, Usage
+from llmmeter.record import CallKind, CallRecord, Outcome, Timings
 
 __all__ = [
-    "RequestOutputReader",
     "instrument_async_llm",
     "instrument_vllm_llm",
     "is_vllm_async_engine",
@@ -121,46 +121,6 @@ def served_model_name(engine: Any) -> str | None:
     if isinstance(name, list | tuple):
         name = name[0] if name else None
     return str_or_none(name) or str_or_none(field(config, "model"))
-
-
-# --- request parameters -----------------------------------------------------------------------------
-_PARAMS: tuple[tuple[str, str], ...] = (
-    ("temperature", "gen_ai.request.temperature"),
-    ("top_p", "gen_ai.request.top_p"),
-    ("top_k", "gen_ai.request.top_k"),
-    ("frequency_penalty", "gen_ai.request.frequency_penalty"),
-    ("presence_penalty", "gen_ai.request.presence_penalty"),
-)
-
-
-def request_params_of(sampling_params: Any) -> dict[str, Any]:
-    """Semantic-convention request attributes from a ``SamplingParams`` or ``PoolingParams``
-    (one, not a list)."""
-    params: dict[str, Any] = {}
-    if sampling_params is None or isinstance(sampling_params, list | tuple):
-        return params
-    dimensions = int_or_none(field(sampling_params, "dimensions"))
-    if dimensions is not None:
-        params["gen_ai.embeddings.dimension.count"] = dimensions
-    max_tokens = int_or_none(field(sampling_params, "max_tokens"))
-    if max_tokens is not None:
-        params["gen_ai.request.max_tokens"] = max_tokens
-    for name, attribute in _PARAMS:
-        value = field(sampling_params, name)
-        if isinstance(value, int | float) and not isinstance(value, bool):
-            params[attribute] = float(value)
-    seed = int_or_none(field(sampling_params, "seed"))
-    if seed is not None:
-        params["gen_ai.request.seed"] = seed
-    n = int_or_none(field(sampling_params, "n"))
-    if n is not None and n != 1:
-        params["gen_ai.request.choice.count"] = n
-    stop = field(sampling_params, "stop")
-    if isinstance(stop, list) and stop and all(isinstance(s, str) for s in stop):
-        params["gen_ai.request.stop_sequences"] = tuple(stop)
-    elif isinstance(stop, str):
-        params["gen_ai.request.stop_sequences"] = (stop,)
-    return params
 
 
 def _params_arg(name: str, args: tuple[Any, ...], kwargs: Mapping[str, Any]) -> Any:
@@ -266,16 +226,8 @@ def _record_requests(
             request_params=request_params_of(params),
             attributes=dict(attributes),
         )
-        fill_from_request_output(record, output)
+        apply_observed(record, read_request_output(output))
         complete(batch.settings, record, None, batch)
-
-
-def fill_from_request_output(record: CallRecord, output: Any) -> None:
-    """Usage, finish reasons, request id and server timings of a finished ``RequestOutput``."""
-    record.usage = usage_from_request_output(output)
-    record.response_id = str_or_none(field(output, "request_id"))
-    record.finish_reasons = finish_reasons_from_request_output(output)
-    record.timings.server = server_timings_from_request_output(output)
 
 
 # --- AsyncLLM: measured streams ---------------------------------------------------------------------
@@ -314,63 +266,6 @@ def instrument_async_llm(engine: T, *, model: str | None = None) -> T:
     return engine
 
 
-def is_delta_output(sampling_params: Any) -> bool:
-    """Whether ``SamplingParams.output_kind`` is ``DELTA`` (each output holds only new tokens)."""
-    kind = field(sampling_params, "output_kind")
-    return bool(getattr(kind, "name", kind) == "DELTA")
-
-
-class RequestOutputReader:
-    """:class:`~llmmeter.measure.ChunkReader` for the ``RequestOutput`` stream of one request.
-
-    ``delta=True`` for ``RequestOutputKind.DELTA`` (each output carries only the new tokens of
-    each completion: counts add up); otherwise each output carries everything so far
-    (``CUMULATIVE``, ``FINAL_ONLY``: the latest count of each completion wins).
-    """
-
-    __slots__ = ("_counts", "delta", "last", "prompt_tokens")
-
-    def __init__(self, *, delta: bool = False) -> None:
-        self.delta = delta
-        self.last: Any = None
-        self.prompt_tokens: int | None = None
-        self._counts: dict[int, int] = {}
-
-    def feed(self, chunk: Any) -> bool:
-        """Count the tokens of one ``RequestOutput``; True when it brings new ones."""
-        self.last = chunk
-        if self.prompt_tokens is None:
-            self.prompt_tokens = prompt_tokens_of(chunk)
-        counts = self._counts
-        new_tokens = False
-        for position, completion in enumerate(chunk.outputs):
-            ids = completion.token_ids
-            if ids is None:
-                continue
-            index = getattr(completion, "index", position)
-            seen = counts.get(index, 0)
-            total = seen + len(ids) if self.delta else len(ids)
-            if total > seen:
-                counts[index] = total
-                new_tokens = True
-        return new_tokens
-
-    def finalize(self, record: CallRecord) -> None:
-        """Fill usage, id, finish reasons and server timings from what the stream delivered."""
-        last = self.last
-        if last is None:
-            return  # nothing arrived: usage stays unobserved
-        record.usage = Usage(
-            input_tokens=self.prompt_tokens,
-            output_tokens=sum(self._counts.values()),
-            cache_read_input_tokens=int_or_none(field(last, "num_cached_tokens")),
-            cache_write_input_tokens=int_or_none(field(last, "num_cache_creation_tokens")),
-        )
-        record.response_id = str_or_none(field(last, "request_id"))
-        record.finish_reasons = finish_reasons_from_request_output(last)
-        record.timings.server = server_timings_from_request_output(last)
-
-
 def _start_request(
     model: str | None, request_params: dict[str, Any], *, delta: bool = False
 ) -> Measurement | None:
@@ -386,4 +281,4 @@ def _start_request(
         streaming=True,
         request_params=request_params,
     )
-    return Measurement(settings, record, RequestOutputReader(delta=delta))
+    return Measurement(settings, record, RequestOutputStreamReader(delta=delta))

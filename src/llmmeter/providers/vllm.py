@@ -31,14 +31,19 @@ from __future__ import annotations
 from collections.abc import Iterable, Mapping, Sequence
 from typing import Any
 
-from llmmeter.providers.base import field, int_or_none, str_or_none
-from llmmeter.record import CallRecord, ServerTimings, Usage
+from llmmeter import semconv
+from llmmeter.providers.base import ResponseInfo, field, int_or_none, str_or_none
+from llmmeter.providers.types import Observed
+from llmmeter.record import ServerTimings, Usage
 
 __all__ = [
-    "apply_vllm_extras",
+    "RequestOutputStreamReader",
     "completions_of",
     "finish_reasons_from_request_output",
+    "is_delta_output",
     "is_vllm_object",
+    "read_request_output",
+    "request_params_of",
     "server_timings_from_request_output",
     "server_timings_from_request_stats",
     "server_timings_from_vllm_metrics",
@@ -61,7 +66,7 @@ def usage_from_request_output(output: Any) -> Usage:
     * cache writes = ``num_cache_creation_tokens`` where this vLLM reports it.
 
     A ``DELTA`` output holds only the newest tokens: sum those with
-    :class:`~llmmeter.instrument.vllm.RequestOutputReader` instead. A pooling output
+    :class:`RequestOutputStreamReader` instead. A pooling output
     (``EmbeddingRequestOutput`` of ``LLM.embed``) has input tokens only: its ``outputs`` is one
     vector, not completions, so output tokens stay absent rather than zero.
     """
@@ -297,24 +302,6 @@ def vllm_cache_writes(usage: Any) -> int | None:
     return int_or_none(field(field(usage, "prompt_tokens_details"), "created_cache_tokens"))
 
 
-def apply_vllm_extras(record: CallRecord, final: Any, usage: Any = None) -> None:
-    """Add what only vLLM reports to a record the OpenAI adapters filled.
-
-    ``final`` is the non-streamed response or the last chunk of a stream (where vLLM puts its
-    per-request ``metrics``); ``usage`` the usage object the record's counts came from (default:
-    ``final.usage``). Sets ``record.timings.server`` from ``metrics`` and the cache writes from
-    ``prompt_tokens_details.created_cache_tokens``; leaves everything else as it is.
-    """
-    timings = server_timings_from_vllm_response(final)
-    if timings is not None:
-        record.timings.server = timings
-    if usage is None:
-        usage = field(final, "usage")
-    if record.usage is not None and record.usage.cache_write_input_tokens is None and usage is not None:
-        writes = int_or_none(field(field(usage, "prompt_tokens_details"), "created_cache_tokens"))
-        record.usage.cache_write_input_tokens = writes
-
-
 _VLLM_RESPONSE_EXTRAS = ("prompt_token_ids", "prompt_logprobs", "kv_transfer_params", "prompt_text")
 
 
@@ -333,3 +320,116 @@ def is_vllm_object(obj: Any) -> bool:
         if extra and "stop_reason" in extra:
             return True
     return False
+
+
+# --- the Python API's requests and streams (driven by llmmeter.instrument.vllm) ---------------------
+_FLOAT_PARAMS: tuple[tuple[str, str], ...] = (
+    ("temperature", semconv.REQUEST_TEMPERATURE),
+    ("top_p", semconv.REQUEST_TOP_P),
+    ("top_k", semconv.REQUEST_TOP_K),
+    ("frequency_penalty", semconv.REQUEST_FREQUENCY_PENALTY),
+    ("presence_penalty", semconv.REQUEST_PRESENCE_PENALTY),
+)
+
+
+def request_params_of(sampling_params: Any) -> dict[str, Any]:
+    """Semantic-convention request attributes from a ``SamplingParams`` or ``PoolingParams``
+    (one, not a list)."""
+    params: dict[str, Any] = {}
+    if sampling_params is None or isinstance(sampling_params, list | tuple):
+        return params
+    dimensions = int_or_none(field(sampling_params, "dimensions"))
+    if dimensions is not None:
+        params[semconv.EMBEDDINGS_DIMENSION_COUNT] = dimensions
+    max_tokens = int_or_none(field(sampling_params, "max_tokens"))
+    if max_tokens is not None:
+        params[semconv.REQUEST_MAX_TOKENS] = max_tokens
+    for name, attribute in _FLOAT_PARAMS:
+        value = field(sampling_params, name)
+        if isinstance(value, int | float) and not isinstance(value, bool):
+            params[attribute] = float(value)
+    seed = int_or_none(field(sampling_params, "seed"))
+    if seed is not None:
+        params[semconv.REQUEST_SEED] = seed
+    n = int_or_none(field(sampling_params, "n"))
+    if n is not None and n != 1:
+        params[semconv.REQUEST_CHOICE_COUNT] = n
+    stop = field(sampling_params, "stop")
+    if isinstance(stop, list) and stop and all(isinstance(s, str) for s in stop):
+        params[semconv.REQUEST_STOP_SEQUENCES] = tuple(stop)
+    elif isinstance(stop, str):
+        params[semconv.REQUEST_STOP_SEQUENCES] = (stop,)
+    return params
+
+
+def is_delta_output(sampling_params: Any) -> bool:
+    """Whether ``SamplingParams.output_kind`` is ``DELTA`` (each output holds only new tokens)."""
+    kind = field(sampling_params, "output_kind")
+    return bool(getattr(kind, "name", kind) == "DELTA")
+
+
+def read_request_output(output: Any) -> Observed:
+    """Usage, request id, finish reasons and server timings of one finished ``RequestOutput``."""
+    return Observed(
+        usage=usage_from_request_output(output),
+        info=ResponseInfo(
+            response_id=str_or_none(field(output, "request_id")),
+            finish_reasons=finish_reasons_from_request_output(output),
+            server_timings=server_timings_from_request_output(output),
+        ),
+    )
+
+
+class RequestOutputStreamReader:
+    """The stream reader of one ``AsyncLLM.generate`` request's ``RequestOutput`` stream.
+
+    ``delta=True`` for ``RequestOutputKind.DELTA`` (each output carries only the new tokens of
+    each completion: counts add up); otherwise each output carries everything so far
+    (``CUMULATIVE``, ``FINAL_ONLY``: the latest count of each completion wins).
+    """
+
+    __slots__ = ("_counts", "delta", "last", "prompt_tokens")
+
+    def __init__(self, *, delta: bool = False) -> None:
+        self.delta = delta
+        self.last: Any = None
+        self.prompt_tokens: int | None = None
+        self._counts: dict[int, int] = {}
+
+    def feed(self, chunk: Any) -> bool:
+        """Count the tokens of one ``RequestOutput``; True when it brings new ones."""
+        self.last = chunk
+        if self.prompt_tokens is None:
+            self.prompt_tokens = prompt_tokens_of(chunk)
+        counts = self._counts
+        new_tokens = False
+        for position, completion in enumerate(chunk.outputs):
+            ids = completion.token_ids
+            if ids is None:
+                continue
+            index = getattr(completion, "index", position)
+            seen = counts.get(index, 0)
+            total = seen + len(ids) if self.delta else len(ids)
+            if total > seen:
+                counts[index] = total
+                new_tokens = True
+        return new_tokens
+
+    def result(self) -> Observed:
+        """Usage, id, finish reasons and server timings from what the stream delivered."""
+        last = self.last
+        if last is None:
+            return Observed()  # nothing arrived: usage stays unobserved
+        return Observed(
+            usage=Usage(
+                input_tokens=self.prompt_tokens,
+                output_tokens=sum(self._counts.values()),
+                cache_read_input_tokens=int_or_none(field(last, "num_cached_tokens")),
+                cache_write_input_tokens=int_or_none(field(last, "num_cache_creation_tokens")),
+            ),
+            info=ResponseInfo(
+                response_id=str_or_none(field(last, "request_id")),
+                finish_reasons=finish_reasons_from_request_output(last),
+                server_timings=server_timings_from_request_output(last),
+            ),
+        )
