@@ -508,13 +508,15 @@ def refusing() -> str:
 
 
 def run_against_dead_endpoint(
-    tmp_path: Path, endpoint: str, protocol: str, flush_timeout: float
+    tmp_path: Path, endpoint: str, protocol: str, flush_timeout: float, exit_timeout: str | None = None
 ) -> DeadEndpointRun:
     """Run the script in a fresh interpreter; the exit is timed from its last line to its end."""
     script = tmp_path / "dead_endpoint.py"
     script.write_text(DEAD_ENDPOINT_SCRIPT)
     env = {key: value for key, value in os.environ.items() if not key.startswith("OTEL_")}
-    env.pop("LLMMETER_EXIT_TIMEOUT", None)  # the default bound
+    env.pop("LLMMETER_EXIT_TIMEOUT", None)  # the default bound unless one is given
+    if exit_timeout is not None:
+        env["LLMMETER_EXIT_TIMEOUT"] = exit_timeout
     process = subprocess.Popen(
         [sys.executable, str(script), endpoint, protocol, str(flush_timeout)],
         stdout=subprocess.PIPE,
@@ -553,6 +555,16 @@ def test_flush_returns_false_in_time_when_the_otlp_endpoint_refuses(tmp_path: Pa
     assert run.flushed is False
     assert run.flush_seconds < 1.0 + 0.5
     assert run.exit_seconds < 2.0 + 2.0
+
+
+def test_the_exit_bound_is_configurable_with_llmmeter_exit_timeout(tmp_path: Path, blackhole: str) -> None:
+    run = run_against_dead_endpoint(
+        tmp_path, blackhole, "http/protobuf", flush_timeout=0.2, exit_timeout="0.3"
+    )
+
+    assert run.flushed is False
+    assert run.exit_seconds < 0.3 + 2.0
+    assert "within 0.3 s" in run.stderr
 
 
 def test_flush_returns_true_once_the_receiver_has_everything(
