@@ -185,6 +185,24 @@ def test_a_call_made_inside_a_callback_is_measured_but_not_handed_to_the_callbac
     assert logged.levelno == logging.WARNING
 
 
+def test_a_callback_that_calls_sys_exit_does_not_stop_the_pipeline(
+    providers: Providers, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.delenv("LLMMETER_STRICT", raising=False)
+    delivered: list[CallRecord] = []
+
+    def leaving(record: CallRecord) -> None:
+        if record.response_id == "first":
+            raise SystemExit(3)
+
+    llmmeter.configure(store=None, on_record=[leaving, delivered.append], **providers[2])
+    llm_call("first")
+    llm_call("second")
+
+    assert llmmeter.flush(timeout=5)
+    assert [r.response_id for r in delivered] == ["second"]
+
+
 def test_a_callback_that_calls_flush_does_not_wait_for_itself(providers: Providers) -> None:
     results: list[bool] = []
     llmmeter.configure(store=None, on_record=lambda record: results.append(llmmeter.flush(timeout=5)))

@@ -254,6 +254,9 @@ class Pipeline:
                 self.deliver(work)
             except Exception as exc:  # strict mode only: guard re-raises there
                 self._errors.append(exc)
+            except BaseException:  # a callback calling sys.exit(): this thread must live on
+                internal_error("the pipeline thread (a sink raised SystemExit or similar)")
+                self.count_dropped(1, "a sink raised SystemExit or similar")
 
     def deliver(self, work: _Work) -> None:
         """Span end and metric points, then every sink, for one record."""
