@@ -487,3 +487,12 @@ def test_a_4xx_that_is_not_about_stream_options_reaches_the_caller_unchanged(
     assert len(server.requests) == requests_before + 1  # not sent again
     (record,) = telemetry.records
     assert record.outcome is Outcome.ERROR and record.error_type == "openai.NotFoundError"
+
+
+def test_the_old_stream_usage_hosts_option_is_accepted_and_ignored_with_a_warning(
+    client: openai.OpenAI, server: LocalOpenAIServer, telemetry: Telemetry, caplog: pytest.LogCaptureFixture
+) -> None:
+    telemetry.reconfigure(stream_usage_hosts=["127.0.0.1"])
+    list(_stream(client))
+    assert server.last_request().body["stream_options"] == {"include_usage": True}
+    assert "stream_usage_hosts=...) is no longer needed" in caplog.text

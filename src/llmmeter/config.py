@@ -13,7 +13,7 @@ from __future__ import annotations
 import os
 import threading
 from collections.abc import Iterable, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, Final
 
 from opentelemetry import metrics, trace
@@ -51,9 +51,7 @@ class Settings:
     """Every ``on_record`` callback, in the order given (inline ones included)."""
     capture_content: bool = False
     stream_usage: bool = True
-    """May llmmeter add ``stream_options.include_usage`` for endpoints known to accept it?"""
-    stream_usage_hosts: frozenset[str] = field(default_factory=frozenset)
-    """Extra hosts (``host`` or ``host:port``) known to accept ``stream_options``."""
+    """May llmmeter add ``stream_options.include_usage`` to chat and completions streams?"""
     enabled: bool = True
     exporters: TelemetrySetup | None = None
     """Providers llmmeter built for its own telemetry (``otlp_endpoint`` / ``prometheus_port``);
@@ -86,7 +84,7 @@ def configure(
     metric_attributes: Iterable[str] = DEFAULT_METRIC_ATTRIBUTES,
     capture_content: bool = False,
     stream_usage: bool = True,
-    stream_usage_hosts: Iterable[str] = (),
+    stream_usage_hosts: Iterable[str] | None = None,
     per_chunk_metrics: bool = False,
     tracer_provider: trace.TracerProvider | None = None,
     meter_provider: metrics.MeterProvider | None = None,
@@ -114,10 +112,11 @@ def configure(
         metric_attributes: attribution keys allowed on metrics (others go on spans and the store
             only, keeping metric cardinality bounded). Default ``("team", "feature")``.
         capture_content: record prompts and completions on spans (off by default).
-        stream_usage: let llmmeter ask endpoints known to support it (OpenAI, Azure OpenAI, vLLM)
-            for the usage chunk of a stream, and hide that extra chunk from the caller.
-        stream_usage_hosts: further hosts (``"host"`` or ``"host:port"``) that accept
-            ``stream_options`` (e.g. your own vLLM deployment's address).
+        stream_usage: let llmmeter ask every chat and completions stream for its usage chunk
+            (``stream_options.include_usage``), and hide that extra chunk from the caller; a
+            server that refuses the field gets the caller's request again, unchanged.
+        stream_usage_hosts: no longer needed (every stream is asked); accepted and ignored, with
+            a warning, so configurations written for earlier versions keep working.
         per_chunk_metrics: also record ``gen_ai.client.operation.time_per_output_chunk`` (one
             histogram point per streamed chunk; off by default for its hot-path cost).
         tracer_provider, meter_provider: use these instead of the global providers.
@@ -156,6 +155,12 @@ def configure(
     )
     from llmmeter.export.otel import OtelTelemetry
 
+    if stream_usage_hosts is not None:
+        log_once(
+            "config:stream_usage_hosts",
+            "llmmeter: configure(stream_usage_hosts=...) is no longer needed and is ignored: every "
+            "chat and completions stream is asked for its usage",
+        )
     store_object = _make_store(store)
     callbacks = _callbacks(on_record)
     all_sinks = _sinks(store_object, sinks, exporters, callbacks)
@@ -171,7 +176,6 @@ def configure(
         callbacks=callbacks,
         capture_content=capture_content,
         stream_usage=stream_usage,
-        stream_usage_hosts=frozenset(stream_usage_hosts),
         enabled=enabled,
         exporters=exporters,
         sinks=all_sinks,
