@@ -244,6 +244,36 @@ def test_token_counts_equal_vllms_prometheus_counters(
     assert (prompt_tokens, generated) == (after[0] - before[0], after[1] - before[1])
 
 
+def test_an_undeclared_vllm_server_gives_exact_stream_usage_equal_to_its_counters(
+    vllm_server: VllmServer, telemetry: Telemetry
+) -> None:
+    """No ``provider="vllm"``: llmmeter still asks every stream for its usage chunk, so the counts
+    are vLLM's own, not tiktoken estimates (once 14 vs 20 input and 2 vs 24 output tokens)."""
+    plain = openai.OpenAI(base_url=vllm_server.base_url, api_key="EMPTY", max_retries=0, timeout=120)
+    client = llmmeter.instrument(plain)
+
+    def counters() -> tuple[float, float]:
+        return (
+            vllm_server.counter("vllm:prompt_tokens_total"),
+            vllm_server.counter("vllm:generation_tokens_total"),
+        )
+
+    before = counters()
+    chunks = list(
+        client.chat.completions.create(model=SERVED_MODEL, messages=MESSAGES, max_tokens=24, stream=True)
+    )
+    assert all(chunk.choices for chunk in chunks)  # the usage chunk llmmeter asked for stays hidden
+    list(client.completions.create(model=SERVED_MODEL, prompt="class A:", max_tokens=4, stream=True))
+    after = _settled(counters, before)
+    records = telemetry.records
+    assert len(records) == 2
+    assert all(r.usage is not None and r.usage.source is UsageSource.PROVIDER for r in records)
+    prompt_tokens = sum(r.usage.input_tokens or 0 for r in records)  # type: ignore[union-attr]
+    generated = sum(r.usage.output_tokens or 0 for r in records)  # type: ignore[union-attr]
+    assert generated == 24 + 4
+    assert (prompt_tokens, generated) == (after[0] - before[0], after[1] - before[1])
+
+
 # --- the server's own timings ---------------------------------------------------------------------------
 def test_per_request_metrics_are_recorded_beside_client_timings(
     client: openai.OpenAI, telemetry: Telemetry
