@@ -82,3 +82,9 @@ def test_provider_chunk_overhead_prints_the_ollama_and_gemini_per_chunk_cost() -
     assert "## Per streamed chunk of the Ollama and Gemini adapters" in out
     for stream in ("ollama generate", "ollama chat", "gemini generate_content_stream"):
         assert f"| {stream} |" in out
+
+
+def test_import_sensitivity_prints_the_per_chunk_cost_of_the_same_loops_with_and_without_other_sdks() -> None:
+    for extra in ((), ("--import-sdks",)):
+        out = run_quick("import_sensitivity.py", *extra)
+        assert "| feed |" in out and "| observe + reader |" in out
