@@ -32,6 +32,7 @@ from typing import Any, Protocol, TypeVar
 
 import wrapt
 
+from llmmeter import semconv
 from llmmeter._log import guard, log_once
 from llmmeter.config import Settings, get_settings
 from llmmeter.instrument.scope import enter as _attach
@@ -112,7 +113,7 @@ def _plan(
         request_params=spec.params,
     )
     if settings.capture_content and spec.input_messages is not None:
-        record.content = {"gen_ai.input.messages": spec.input_messages}
+        record.content = {semconv.INPUT_MESSAGES: spec.input_messages}
     if spec.body is not None:
         args = (args[0], _with_body(options, spec.body), *args[2:])
     return _Plan(record, spec, args, base_url)

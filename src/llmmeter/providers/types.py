@@ -22,6 +22,7 @@ from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
+from llmmeter import semconv
 from llmmeter.providers.base import ResponseInfo
 from llmmeter.record import CallRecord, MediaUnits, Usage
 
@@ -123,7 +124,7 @@ def apply_observed(record: CallRecord, observed: Observed) -> None:
     if observed.media is not None:
         record.media = observed.media
     if record.content is not None and observed.output_text:
-        record.content["gen_ai.output.messages"] = output_messages(observed.output_text)
+        record.content[semconv.OUTPUT_MESSAGES] = output_messages(observed.output_text)
 
 
 def output_messages(text: str) -> list[dict[str, Any]]:
