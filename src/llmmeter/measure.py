@@ -19,7 +19,7 @@ import weakref
 from collections.abc import AsyncGenerator, AsyncIterator, Callable, Generator, Iterator
 from contextvars import ContextVar, Token
 from decimal import Decimal
-from typing import Any, NamedTuple, Protocol
+from typing import Any, NamedTuple
 
 from opentelemetry import context as otel_context
 from opentelemetry import trace
@@ -39,24 +39,12 @@ _current: ContextVar[Measurement | None] = ContextVar("llmmeter_measurement", de
 _perf_ns = time.perf_counter_ns
 
 
-class ChunkReader(Protocol):
-    """A provider adapter's view of a stream: told about every chunk, asked for results once."""
-
-    def feed(self, chunk: Any) -> bool:
-        """Take one chunk; return True when it carries generated output (text, tool args...)."""
-        ...
-
-    def finalize(self, record: CallRecord) -> None:
-        """Fill the record's usage and response info from what was seen (estimating if needed)."""
-        ...
-
-
 def _no_output(chunk: Any) -> bool:
     return False
 
 
 def _reader_failed() -> bool:
-    """Log a failing ``ChunkReader.feed`` (once) and carry on: the chunk still reaches the caller."""
+    """Log a failing ``StreamReader.feed`` (once) and carry on: the chunk still reaches the caller."""
     with guard("reading a stream chunk"):
         raise
     return False
@@ -161,9 +149,7 @@ class Measurement:
         "span",
     )
 
-    def __init__(
-        self, settings: Settings, record: CallRecord, reader: ChunkReader | StreamReader | None = None
-    ) -> None:
+    def __init__(self, settings: Settings, record: CallRecord, reader: StreamReader | None = None) -> None:
         self.settings = settings
         self.record = record
         self.reader = reader
@@ -475,12 +461,15 @@ class Measurement:
             reader = self.reader
             if reader is not None:
                 with guard("reading the stream"):
-                    if hasattr(reader, "result"):
-                        observed = reader.result()
-                    else:
-                        reader.finalize(record)  # type: ignore[union-attr]
+                    observed = reader.result()
             if observed is not None:
                 apply_observed(record, observed)
+            if record.rollup_calls:
+                # Calls measured inside (a @metered function around an instrumented client): a
+                # step over them, so that no token is counted twice.
+                record.kind, record.usage = CallKind.STEP, None
+            elif observed is not None and observed.usage is not None:
+                record.kind = CallKind.LLM
             if record.usage is None and self._responded(outcome, read is not None):
                 with guard("estimating tokens"):
                     record.usage = estimate_usage(

@@ -31,7 +31,7 @@ from llmmeter.providers.base import field
 from llmmeter.providers.gemini import GeminiStreamReader
 from llmmeter.providers.ollama import OllamaStreamReader
 from llmmeter.providers.openai_stream import ChatStreamReader
-from llmmeter.providers.types import StreamReader, apply_observed
+from llmmeter.providers.types import Observed, StreamReader
 from llmmeter.record import AttributeValue, CallKind, CallRecord, Outcome
 
 F = TypeVar("F", bound=Callable[..., Any])
@@ -208,19 +208,14 @@ class _YieldedItems:
             return usage is None  # an item of the user's own shape is output; a bare usage is not
         return any(_choice_has_output(choice) for choice in choices)
 
-    def finalize(self, record: CallRecord) -> None:
-        if record.rollup_calls:
-            record.kind = CallKind.STEP
-            record.usage = None
-            return
-        if self.reader is not None:
-            apply_observed(record, self.reader.result())
-        if record.usage is None and self.last_with_usage is not None:
-            record.usage = extract_usage(self.last_with_usage)
-            if record.usage is not None:
-                _apply_response_info(record, self.last_with_usage)
-        if record.usage is not None:
-            record.kind = CallKind.LLM
+    def result(self) -> Observed:
+        observed = self.reader.result() if self.reader is not None else Observed()
+        last = self.last_with_usage
+        if observed.usage is None and last is not None:
+            observed.usage = extract_usage(last)
+            if observed.usage is not None:
+                observed.info = extract_response_info(last)
+        return observed
 
 
 @overload
