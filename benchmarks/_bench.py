@@ -332,3 +332,42 @@ def fmt(x: float | None, digits: int = 1, signed: bool = False) -> str:
 def self_command(script: Path, *args: str) -> list[str]:
     """Command line re-running ``script`` with this interpreter."""
     return [sys.executable, str(script), *args]
+
+
+def per_chunk_slopes(
+    blocks: dict[int, tuple[Callable[[int], None], Callable[[int], None]]],
+    streams_per_block: dict[int, int],
+    pairs: int,
+    scale: float,
+    telemetry: Telemetry,
+) -> dict[str, float]:
+    """Median over interleaved A/B pairs of the per-chunk slope between the two stream sizes of
+    ``blocks`` (``{chunks: (run_a, run_b)}``, each running ``m`` streams): µs per chunk for A and
+    B, CPU and wall (``cpu_a``, ``wall_b``...), and the medians of the paired B - A
+    (``cpu_delta``, ``wall_delta``)."""
+    for run_a, run_b in blocks.values():
+        run_a(2)
+        run_b(2)
+    telemetry.drain()
+    slopes: dict[str, list[float]] = {"cpu_a": [], "cpu_b": [], "wall_a": [], "wall_b": []}
+    small, large = sorted(blocks)
+    for pair in range(pairs):
+        per_stream: dict[tuple[str, int], tuple[float, float]] = {}
+        order = ("a", "b") if pair % 2 == 0 else ("b", "a")
+        for n, (run_a, run_b) in blocks.items():
+            for side in order:
+                run = run_a if side == "a" else run_b
+                m = max(1, int(streams_per_block[n] * scale))
+                cpu0, wall0 = time.process_time(), time.perf_counter()
+                run(m)
+                telemetry.flush()
+                per_stream[side, n] = ((time.process_time() - cpu0) / m, (time.perf_counter() - wall0) / m)
+        for side in ("a", "b"):
+            for i, clock in enumerate(("cpu", "wall")):
+                slope = (per_stream[side, large][i] - per_stream[side, small][i]) / (large - small)
+                slopes[f"{clock}_{side}"].append(slope * 1e6)
+    result = {key: statistics.median(values) for key, values in slopes.items()}
+    for clock in ("cpu", "wall"):
+        paired = zip(slopes[f"{clock}_a"], slopes[f"{clock}_b"], strict=True)
+        result[f"{clock}_delta"] = statistics.median(b - a for a, b in paired)
+    return result

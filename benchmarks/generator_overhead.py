@@ -24,9 +24,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import statistics
 import sys
-import time
 from collections.abc import AsyncIterator, Callable, Iterator
 from pathlib import Path
 from typing import Any
@@ -111,32 +109,8 @@ def per_chunk_us(args: argparse.Namespace, telemetry: _bench.Telemetry) -> dict[
     results: dict[str, dict[str, float]] = {}
     for variant in args.variants:
         blocks = {n: runners(variant, n) for n in SIZES}
-        for run_a, run_b in blocks.values():
-            run_a(2)
-            run_b(2)
-        telemetry.drain()
-        slopes: dict[str, list[float]] = {"a": [], "b": []}
-        for pair in range(args.pairs):
-            per_stream: dict[tuple[str, int], float] = {}
-            order = ("a", "b") if pair % 2 == 0 else ("b", "a")
-            for n, (run_a, run_b) in blocks.items():
-                for side in order:
-                    run = run_a if side == "a" else run_b
-                    m = max(1, int(STREAMS_PER_BLOCK[n] * args.scale))
-                    cpu0 = time.process_time()
-                    run(m)
-                    telemetry.flush()
-                    per_stream[side, n] = (time.process_time() - cpu0) / m
-            small, large = SIZES
-            for side in ("a", "b"):
-                slope = (per_stream[side, large] - per_stream[side, small]) / (large - small)
-                slopes[side].append(slope * 1e6)
-        deltas = [b - a for a, b in zip(slopes["a"], slopes["b"], strict=True)]
-        results[variant] = {
-            "a": statistics.median(slopes["a"]),
-            "b": statistics.median(slopes["b"]),
-            "delta": statistics.median(deltas),
-        }
+        slopes = _bench.per_chunk_slopes(blocks, STREAMS_PER_BLOCK, args.pairs, args.scale, telemetry)
+        results[variant] = {"a": slopes["cpu_a"], "b": slopes["cpu_b"], "delta": slopes["cpu_delta"]}
     return results
 
 

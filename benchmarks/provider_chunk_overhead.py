@@ -23,9 +23,7 @@ from __future__ import annotations
 
 import argparse
 import json
-import statistics
 import sys
-import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
@@ -126,32 +124,7 @@ def runners(name: str, n: int) -> tuple[Callable[[int], None], Callable[[int], N
 def per_chunk_us(name: str, args: argparse.Namespace, telemetry: _bench.Telemetry) -> dict[str, float]:
     """Median over interleaved pairs of the per-chunk slope, A and B, CPU and wall."""
     blocks = {n: runners(name, n) for n in SIZES}
-    for run_a, run_b in blocks.values():
-        run_a(2)
-        run_b(2)
-    telemetry.drain()
-    slopes: dict[str, list[float]] = {"cpu_a": [], "cpu_b": [], "wall_a": [], "wall_b": []}
-    for pair in range(args.pairs):
-        per_stream: dict[tuple[str, int], tuple[float, float]] = {}
-        order = ("a", "b") if pair % 2 == 0 else ("b", "a")
-        for n, (run_a, run_b) in blocks.items():
-            for side in order:
-                run = run_a if side == "a" else run_b
-                m = max(1, int(STREAMS_PER_BLOCK[n] * args.scale))
-                cpu0, wall0 = time.process_time(), time.perf_counter()
-                run(m)
-                telemetry.flush()
-                per_stream[side, n] = ((time.process_time() - cpu0) / m, (time.perf_counter() - wall0) / m)
-        small, large = SIZES
-        for side in ("a", "b"):
-            for i, clock in enumerate(("cpu", "wall")):
-                slope = (per_stream[side, large][i] - per_stream[side, small][i]) / (large - small)
-                slopes[f"{clock}_{side}"].append(slope * 1e6)
-    result = {key: statistics.median(values) for key, values in slopes.items()}
-    for clock in ("cpu", "wall"):
-        pairs = zip(slopes[f"{clock}_a"], slopes[f"{clock}_b"], strict=True)
-        result[f"{clock}_delta"] = statistics.median(b - a for a, b in pairs)
-    return result
+    return _bench.per_chunk_slopes(blocks, STREAMS_PER_BLOCK, args.pairs, args.scale, telemetry)
 
 
 CALLGRIND_K = 2
