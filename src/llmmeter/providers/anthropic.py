@@ -17,7 +17,7 @@ from collections.abc import Mapping
 from typing import Any
 
 from llmmeter import semconv
-from llmmeter.providers.base import ResponseInfo, field, int_or_none, str_or_none, sum_known
+from llmmeter.providers.base import ResponseInfo, field, int_or_none, items_of, str_or_none, sum_known
 from llmmeter.providers.types import EstimateInput, Observed, RequestSpec
 from llmmeter.record import Usage
 
@@ -188,10 +188,8 @@ def read_anthropic_response(message: Any) -> Observed:
 
 
 def _message_text(message: Any) -> str | None:
-    parts = [
-        text for block in field(message, "content") or () if isinstance(text := field(block, "text"), str)
-    ]
-    return "".join(parts) or None
+    blocks = items_of(field(message, "content"))
+    return "".join(text for block in blocks if isinstance(text := field(block, "text"), str)) or None
 
 
 class AnthropicStreamReader:

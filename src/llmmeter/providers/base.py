@@ -14,7 +14,16 @@ from typing import Any
 
 from llmmeter.record import Cost, ServerTimings
 
-__all__ = ["ResponseInfo", "counts_from", "field", "fields_of", "int_or_none", "str_or_none", "sum_known"]
+__all__ = [
+    "ResponseInfo",
+    "counts_from",
+    "field",
+    "fields_of",
+    "int_or_none",
+    "items_of",
+    "str_or_none",
+    "sum_known",
+]
 
 _ABSENT: Any = object()
 _NO_FIELDS: dict[str, Any] = {}
@@ -99,6 +108,12 @@ def counts_from(table: CountTable, sources: Sequence[Mapping[str, Any]]) -> dict
     One comprehension instead of a function call per field: this runs once per measured call.
     """
     return {target: value for target, source, key in table if type(value := sources[source].get(key)) is int}
+
+
+def items_of(value: Any) -> Sequence[Any]:
+    """A list or tuple as is; anything else (a server's odd value: a bool, a dict, a string) as no
+    items, so that a reader never iterates what is not a sequence."""
+    return value if isinstance(value, list | tuple) else ()
 
 
 def int_or_none(value: Any) -> int | None:

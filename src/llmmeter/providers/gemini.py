@@ -31,7 +31,15 @@ from typing import Any
 from urllib.parse import urlsplit
 
 from llmmeter import semconv
-from llmmeter.providers.base import ResponseInfo, field, fields_of, int_or_none, str_or_none, sum_known
+from llmmeter.providers.base import (
+    ResponseInfo,
+    field,
+    fields_of,
+    int_or_none,
+    items_of,
+    str_or_none,
+    sum_known,
+)
 from llmmeter.providers.types import EstimateInput, Observed, RequestSpec
 from llmmeter.record import Usage
 
@@ -101,6 +109,7 @@ def usage_from_gemini(usage_metadata: Any) -> Usage:
 
 def _by_modality(details: Any) -> dict[str, int] | None:
     """``[{modality, token_count}, ...]`` -> ``{"TEXT": n, ...}``; ``None`` when not reported."""
+    details = items_of(details)
     if not details:
         return None
     counts: dict[str, int] = {}
@@ -127,7 +136,7 @@ def response_info_from_gemini(response: Any) -> ResponseInfo:
     ``service_tier`` carries Vertex's ``traffic_type`` (``ON_DEMAND``, ``ON_DEMAND_FLEX``,
     ``PROVISIONED_THROUGHPUT``...), the Gemini notion that changes what a call costs.
     """
-    candidates = _read(response, "candidates") or ()
+    candidates = items_of(_read(response, "candidates"))
     reasons = tuple(
         reason for candidate in candidates if (reason := str_or_none(_read(candidate, "finish_reason")))
     )
@@ -154,12 +163,12 @@ def _service_tier(usage_metadata: Any) -> str | None:
 
 def _output_text(response: Any) -> str | None:
     """The first candidate's generated text, thoughts left out (content capture and estimates)."""
-    candidates = _read(response, "candidates")
+    candidates = items_of(_read(response, "candidates"))
     if not candidates:
         return None
     texts = [
         text
-        for part in field(field(candidates[0], "content"), "parts") or ()
+        for part in items_of(field(field(candidates[0], "content"), "parts"))
         if isinstance(text := field(part, "text"), str) and not field(part, "thought")
     ]
     return "".join(texts) or None
@@ -185,7 +194,7 @@ def read_gemini_embedding(response: Any) -> Observed:
             return Observed(usage=Usage(input_tokens=prompt))
     counts = [
         int_or_none(_read(_read(embedding, "statistics"), "token_count"))
-        for embedding in _read(response, "embeddings") or ()
+        for embedding in items_of(_read(response, "embeddings"))
     ]
     if not counts or None in counts:
         return Observed()
@@ -235,7 +244,7 @@ class GeminiStreamReader:
                     self.earlier.append(self.usage_metadata)
                 self.response_id = response_id
             self.usage_metadata = metadata
-        candidates = values.get("candidates")
+        candidates = items_of(values.get("candidates"))
         if not candidates:
             return False
         output = False
@@ -251,10 +260,10 @@ class GeminiStreamReader:
         return output
 
     def _read_parts(self, parts: Any, output: bool) -> bool:
-        for part in parts or ():
+        for part in items_of(parts):
             values = getattr(part, "__dict__", None) or _values(part)
             text = values.get("text")
-            if text:
+            if text and type(text) is str:
                 output = True
                 if not values.get("thought"):
                     self.texts.append(text)

@@ -126,7 +126,7 @@ class OllamaStreamReader:
         else:
             text = values.get("response")
             output = bool(text) or bool(values.get("thinking"))
-        if text:
+        if text and type(text) is str:
             self.texts.append(text)
         if values.get("done"):
             self.final = chunk

@@ -20,7 +20,15 @@ from decimal import Decimal, InvalidOperation
 from typing import Any
 from urllib.parse import urlsplit
 
-from llmmeter.providers.base import CountTable, ResponseInfo, counts_from, field, fields_of, str_or_none
+from llmmeter.providers.base import (
+    CountTable,
+    ResponseInfo,
+    counts_from,
+    field,
+    fields_of,
+    items_of,
+    str_or_none,
+)
 from llmmeter.record import Cost, ServerTimings, Usage
 
 __all__ = [
@@ -168,7 +176,7 @@ def response_info_from_openai(response: Any) -> ResponseInfo:
 
 
 def _finish_reasons(top: Mapping[str, Any]) -> tuple[str, ...] | None:
-    choices = top.get("choices")
+    choices = items_of(top.get("choices"))
     if choices:
         reasons = tuple(
             reason for choice in choices if (reason := str_or_none(field(choice, "finish_reason")))

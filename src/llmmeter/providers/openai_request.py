@@ -16,7 +16,7 @@ from collections.abc import Mapping
 from typing import Any
 
 from llmmeter import semconv
-from llmmeter.providers.base import field, fields_of
+from llmmeter.providers.base import field, fields_of, items_of
 from llmmeter.providers.openai import provider_from_host, response_info_from_openai, usage_from_openai
 from llmmeter.providers.openai_media import MEDIA_ENDPOINTS, plan_media
 from llmmeter.providers.openai_stream import (
@@ -227,7 +227,7 @@ def _output_text(response: Any, top: Mapping[str, Any]) -> str | None:
         text = getattr(response, "output_text", None)
         return text if isinstance(text, str) and text else None
     parts: list[str] = []
-    for choice in top.get("choices") or ():
+    for choice in items_of(top.get("choices")):
         message = field(choice, "message")
         content = field(message, "content") if message is not None else field(choice, "text")
         if isinstance(content, str):

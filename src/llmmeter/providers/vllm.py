@@ -32,7 +32,7 @@ from collections.abc import Iterable, Mapping, Sequence
 from typing import Any
 
 from llmmeter import semconv
-from llmmeter.providers.base import ResponseInfo, field, int_or_none, str_or_none
+from llmmeter.providers.base import ResponseInfo, field, int_or_none, items_of, str_or_none
 from llmmeter.providers.types import Observed
 from llmmeter.record import ServerTimings, Usage
 
@@ -315,7 +315,7 @@ def is_vllm_object(obj: Any) -> bool:
     container = obj if isinstance(obj, Mapping) else getattr(obj, "__pydantic_extra__", None)
     if container and any(key in container for key in _VLLM_RESPONSE_EXTRAS):
         return True
-    for choice in field(obj, "choices") or ():
+    for choice in items_of(field(obj, "choices")):
         extra = choice if isinstance(choice, Mapping) else getattr(choice, "__pydantic_extra__", None)
         if extra and "stop_reason" in extra:
             return True
