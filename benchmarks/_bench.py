@@ -14,6 +14,7 @@
 
 from __future__ import annotations
 
+import argparse
 import gc
 import json
 import os
@@ -371,3 +372,23 @@ def per_chunk_slopes(
         paired = zip(slopes[f"{clock}_a"], slopes[f"{clock}_b"], strict=True)
         result[f"{clock}_delta"] = statistics.median(b - a for a, b in paired)
     return result
+
+
+def per_chunk_parser(doc: str | None) -> argparse.ArgumentParser:
+    """The options every per-chunk benchmark takes (``--pairs``, ``--scale``, ``--callgrind``,
+    ``--quick``); call :func:`per_chunk_args` to parse them."""
+    ap = argparse.ArgumentParser(description=(doc or "").split("\n")[0])
+    ap.add_argument("--pairs", type=int, default=15, help="interleaved A/B pairs")
+    ap.add_argument("--scale", type=float, default=1.0, help="multiply streams per block")
+    ap.add_argument("--callgrind", action="store_true", help="also count instructions (valgrind)")
+    ap.add_argument("--quick", action="store_true", help="smoke run (2 pairs, small blocks)")
+    ap.add_argument("--callgrind-child", action="store_true", help=argparse.SUPPRESS)
+    return ap
+
+
+def per_chunk_args(ap: argparse.ArgumentParser) -> argparse.Namespace:
+    """Parse, with ``--quick`` turned into its tiny settings (no valgrind)."""
+    args = ap.parse_args()
+    if args.quick:
+        args.pairs, args.scale, args.callgrind = 2, 0.2, False
+    return args

@@ -134,19 +134,12 @@ def instructions_per_chunk(counts: dict[str, int], variant: str, side: str) -> f
 
 
 def main() -> int:
-    ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    ap.add_argument("--pairs", type=int, default=15, help="interleaved A/B pairs")
-    ap.add_argument("--scale", type=float, default=1.0, help="multiply streams per block")
-    ap.add_argument("--callgrind", action="store_true", help="also count instructions (valgrind)")
-    ap.add_argument("--quick", action="store_true", help="smoke run (2 pairs, small blocks)")
+    ap = _bench.per_chunk_parser(__doc__)
     ap.add_argument("--variants", nargs="+", choices=VARIANTS, default=VARIANTS, help="run only these")
-    ap.add_argument("--callgrind-child", action="store_true", help=argparse.SUPPRESS)
-    args = ap.parse_args()
+    args = _bench.per_chunk_args(ap)
     if args.callgrind_child:
         callgrind_child(args.variants)
         return 0
-    if args.quick:
-        args.pairs, args.scale, args.callgrind = 2, 0.2, False
     telemetry = _bench.make_telemetry()
     pricing = _bench.configure_llmmeter(telemetry)
     result = per_chunk_us(args, telemetry)
