@@ -19,8 +19,10 @@ from collections.abc import Mapping
 from typing import TYPE_CHECKING, Any, TypeVar
 
 from llmmeter._version import __version__
+from llmmeter.budgets import Budget, BudgetEvent, BudgetExceeded
 from llmmeter.config import Settings, configure, flush, get_settings
 from llmmeter.context import attributes, current_attributes
+from llmmeter.feedback import Feedback, feedback
 from llmmeter.instrument.metered import metered
 from llmmeter.pipeline import PipelineStats, Sink, inline
 from llmmeter.record import (
@@ -35,6 +37,7 @@ from llmmeter.record import (
     Usage,
     UsageSource,
 )
+from llmmeter.routing import Route, escalate, route
 
 if TYPE_CHECKING:
     from llmmeter.pricing import (
@@ -47,10 +50,14 @@ if TYPE_CHECKING:
     )
 
 __all__ = [
+    "Budget",
+    "BudgetEvent",
+    "BudgetExceeded",
     "CallKind",
     "CallRecord",
     "Cost",
     "CostStatus",
+    "Feedback",
     "GpuHourPrice",
     "MediaUnits",
     "ModelPrice",
@@ -60,6 +67,7 @@ __all__ = [
     "PriceSource",
     "PricingRegistry",
     "ResolvedPrice",
+    "Route",
     "ServerTimings",
     "Settings",
     "Sink",
@@ -70,6 +78,8 @@ __all__ = [
     "attributes",
     "configure",
     "current_attributes",
+    "escalate",
+    "feedback",
     "flush",
     "get_settings",
     "inline",
@@ -79,6 +89,7 @@ __all__ = [
     "instrument_ollama",
     "instrument_openai",
     "metered",
+    "route",
     "uninstrument",
     "uninstrument_anthropic",
     "uninstrument_google_genai",

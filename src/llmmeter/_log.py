@@ -36,6 +36,11 @@ def internal_error(stage: str) -> None:
     )
 
 
+class RaisedOnPurpose(Exception):
+    """Base of the exceptions llmmeter raises into the application on purpose (a budget refusing a
+    call, :class:`llmmeter.BudgetExceeded`): :class:`guard` lets them through."""
+
+
 class guard:  # lower-case: used like a function, `with guard("stage"):`
     """Run a block of llmmeter's own work; an ``Exception`` in it is logged once and swallowed.
 
@@ -53,6 +58,8 @@ class guard:  # lower-case: used like a function, `with guard("stage"):`
 
     def __exit__(self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: object) -> bool:
         if exc_type is None or not issubclass(exc_type, Exception) or strict_mode():
+            return False
+        if issubclass(exc_type, RaisedOnPurpose):
             return False
         internal_error(self.stage)
         return True

@@ -24,6 +24,7 @@ from llmmeter.export.setup import DEFAULT_PROMETHEUS_HOST, ExportOptions, OtlpPr
 from llmmeter.pipeline import DurableSink, PipelineStats, RecordCallback, Sink, inline
 
 if TYPE_CHECKING:
+    from llmmeter.budgets import Budget, BudgetBook, BudgetHandler
     from llmmeter.export.otel import OtelTelemetry
     from llmmeter.pricing import PricingRegistry
     from llmmeter.store import SQLiteStore
@@ -65,6 +66,8 @@ class Settings:
     """The callbacks marked :func:`llmmeter.inline`: run on the caller's thread."""
     durable_sinks: tuple[DurableSink, ...] = ()
     """The sinks with a ``journal``: called on the caller's thread before a record is queued."""
+    budgets: BudgetBook | None = None
+    """The spend of ``configure(budgets=...)`` (:mod:`llmmeter.budgets`); ``None`` without budgets."""
 
     @property
     def pipeline_stats(self) -> PipelineStats:
@@ -96,12 +99,17 @@ def configure(
     service_name: str | None = None,
     sinks: Sequence[Sink] = (),
     exit_timeout: float | None = None,
+    budgets: Sequence[Budget] | None = None,
+    on_budget: BudgetHandler | None = None,
 ) -> Settings:
     """Configure llmmeter. Every argument is optional; ``configure()`` alone gives the defaults.
 
     Args:
-        store: path of the local SQLite store; default ``$LLMMETER_STORE`` or
-            ``~/.local/share/llmmeter/records.sqlite3``; ``None`` disables the store.
+        store: path of the local SQLite store, or a ``postgresql://user:password@host/db`` URL
+            for a fleet store shared by many processes and hosts (needs ``llmmeter[postgresql]``;
+            records wait in a local spool while the database is away); default
+            ``$LLMMETER_STORE`` or ``~/.local/share/llmmeter/records.sqlite3``; ``None`` disables
+            the store.
         pricing: a :class:`~llmmeter.PricingRegistry`; default: bundled prices;
             ``None`` disables pricing (cost status ``disabled``).
         on_record: callable(s) handed every finished :class:`~llmmeter.CallRecord`. They run on
@@ -137,6 +145,11 @@ def configure(
         exit_timeout: at most this many seconds of interpreter exit are spent delivering records
             and closing exporters (default ``$LLMMETER_EXIT_TIMEOUT``, else 2 s); a dead OTLP
             endpoint never holds the exit longer.
+        budgets: :class:`~llmmeter.Budget` limits acting before the bill: a ``raise`` budget
+            refuses calls (:class:`~llmmeter.BudgetExceeded`) once its period's spend reached the
+            limit (see :mod:`llmmeter.budgets` for when spend is counted and the overshoot).
+        on_budget: called with a :class:`~llmmeter.BudgetEvent` once per budget, key and period
+            at 80 % and at 100 % of the limit (default: a logged warning).
 
     llmmeter never replaces the application's providers: with a global SDK provider installed
     (or one passed here) for a signal, llmmeter uses it and logs that the endpoint options are
@@ -163,6 +176,9 @@ def configure(
         )
     store_object = _make_store(store)
     callbacks = _callbacks(on_record)
+    from llmmeter.budgets import budget_book
+
+    book = budget_book(budgets, on_budget, store_object)
     all_sinks = _sinks(store_object, sinks, exporters, callbacks)
     new = Settings(
         telemetry=OtelTelemetry(
@@ -180,8 +196,10 @@ def configure(
         exporters=exporters,
         sinks=all_sinks,
         exit_timeout=pipeline.exit_timeout_from_env() if exit_timeout is None else max(0.0, exit_timeout),
-        inline_callbacks=tuple(callback for callback in callbacks if isinstance(callback, inline)),
+        inline_callbacks=tuple(callback for callback in callbacks if isinstance(callback, inline))
+        + ((book,) if book is not None else ()),
         durable_sinks=tuple(sink for sink in all_sinks if callable(getattr(sink, "journal", None))),  # type: ignore[misc]
+        budgets=book,
     )
     with _lock:
         old, _settings = _settings, new
@@ -248,8 +266,12 @@ def _exporters(options: ExportOptions, providers_given: tuple[bool, bool]) -> Te
 def _make_store(store: str | os.PathLike[str] | None) -> SQLiteStore | None:
     if store is None:
         return None
-    from llmmeter.store import SQLiteStore, resolve_store_path
+    from llmmeter.store import STORE_ENV_VAR, SQLiteStore, resolve_store_path
+    from llmmeter.store.postgres import is_postgres_url
 
+    chosen = os.environ.get(STORE_ENV_VAR) if store is DEFAULT else store
+    if is_postgres_url(chosen):
+        return _make_fleet_store(str(chosen))
     path = resolve_store_path(None if store is DEFAULT else store)
     try:
         return SQLiteStore(path)
@@ -259,6 +281,21 @@ def _make_store(store: str | os.PathLike[str] | None) -> SQLiteStore | None:
             "llmmeter: cannot open the local store at %s; records will not be stored locally",
             path,
             exc_info=True,
+        )
+        return None
+
+
+def _make_fleet_store(url: str) -> SQLiteStore | None:
+    from llmmeter.store.postgres import PostgresStore, redacted
+
+    try:
+        return PostgresStore(url)
+    except Exception as exc:
+        log_once(
+            f"store:{redacted(url)}",
+            "llmmeter: cannot use the fleet store %s (%s); records will not be stored",
+            redacted(url),
+            exc,
         )
         return None
 

@@ -38,6 +38,10 @@ _current: ContextVar[Measurement | None] = ContextVar("llmmeter_measurement", de
 
 _perf_ns = time.perf_counter_ns
 
+call_start_hook: Callable[[Measurement], None] | None = None
+"""Set by :mod:`llmmeter.routing` once a route or a budget is in use: runs as each call starts (it
+may refuse the call by raising :class:`llmmeter.BudgetExceeded`). ``None`` costs calls nothing."""
+
 
 def _no_output(chunk: Any) -> bool:
     return False
@@ -167,6 +171,8 @@ class Measurement:
         attrs = current_attributes()
         if attrs:
             record.attributes.update(attrs)
+        if call_start_hook is not None:  # routes and budgets (llmmeter.routing)
+            call_start_hook(self)
         with guard("starting the span"):
             self.span = span = settings.telemetry.start_span(record)
             span_context = span.get_span_context()

@@ -293,3 +293,54 @@ RECORDS_DROPPED_METRIC: Final = MetricSpec(
     "{record}",
     "Finished records llmmeter could not deliver to every sink (a sink failed, or exit came first).",
 )
+
+# --- routes, budgets, feedback (llmmeter.routing, llmmeter.budgets, llmmeter.feedback) -----------
+# On every LLM call made inside ``llmmeter.route(name)``:
+ROUTE_NAME: Final = "llmmeter.route.name"
+ROUTE_ATTEMPT: Final = "llmmeter.route.attempt"
+"""1 for the route's first LLM call, 2 for the next one started..."""
+ROUTE_ESCALATION_REASON: Final = "llmmeter.route.escalation_reason"
+"""On calls made after ``escalate(reason)``: the latest reason (and on the route's record)."""
+ROUTE_FALLBACK_REASON: Final = "llmmeter.route.fallback_reason"
+"""On a call started right after the route's previous call failed: that call's error type (and on
+the route's record, when such a call succeeded)."""
+# On the route's own record (a step whose operation is ROUTE_OPERATION):
+ROUTE_OPERATION: Final = "route"
+ROUTE_ATTEMPTS: Final = "llmmeter.route.attempts"
+ROUTE_ESCALATED: Final = "llmmeter.route.escalated"
+ROUTE_ESCALATIONS: Final = "llmmeter.route.escalations"
+ROUTE_FALLBACK: Final = "llmmeter.route.fallback"
+ROUTE_FALLBACKS: Final = "llmmeter.route.fallbacks"
+ROUTE_FINAL_MODEL: Final = "llmmeter.route.final_model"
+ROUTE_FINAL_PROVIDER: Final = "llmmeter.route.final_provider"
+
+FEEDBACK_SCORE: Final = "llmmeter.feedback.score"
+FEEDBACK_LABEL: Final = "llmmeter.feedback.label"
+FEEDBACK_COMMENT: Final = "llmmeter.feedback.comment"
+FEEDBACK_EVENT: Final = "llmmeter.feedback"
+"""The span event (on a ``feedback`` span in the judged call's trace) carrying score and label."""
+FEEDBACK_FOUND: Final = "llmmeter.feedback.call_found"
+
+BUDGET_NAME: Final = "llmmeter.budget.name"
+BUDGET_ACTION: Final = "llmmeter.budget.action"
+
+# Counters of their own, outside METRICS (which lists what every measured call may emit):
+ROUTE_REQUESTS_METRIC: Final = MetricSpec(
+    "llmmeter.route.requests",
+    "counter",
+    "{request}",
+    "Finished llmmeter.route() blocks by route name, escalated, fallback and final model: the "
+    'escalation rate is escalated="true" over all.',
+)
+FEEDBACK_METRIC: Final = MetricSpec(
+    "llmmeter.feedback",
+    "counter",
+    "{feedback}",
+    "llmmeter.feedback() judgements by label, judged model and route name.",
+)
+BUDGET_REFUSALS_METRIC: Final = MetricSpec(
+    "llmmeter.budget.refusals",
+    "counter",
+    "{request}",
+    'Calls a budget with action="raise" refused before they were sent, by budget name.',
+)

@@ -54,6 +54,8 @@ class OtelTelemetry:
         version = _version()
         self.tracer = trace.get_tracer(_INSTRUMENTATION_NAME, version, tracer_provider=tracer_provider)
         meter = metrics.get_meter(_INSTRUMENTATION_NAME, version, meter_provider=meter_provider)
+        # For counters outside METRICS (routes, feedback, budgets: llmmeter.routing and friends).
+        self.meter, self.meter_provider = meter, meter_provider or metrics.get_meter_provider()
         self.metric_attribute_keys = frozenset(metric_attribute_keys)
         self.per_chunk_metrics = per_chunk_metrics
         self._histograms: dict[str, metrics.Histogram] = {}

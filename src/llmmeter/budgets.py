@@ -1,0 +1,439 @@
+"""Budgets that act before the bill: ``configure(budgets=[llmmeter.Budget(...)], on_budget=alert)``.
+
+When spend is counted
+    A call's cost is added to every budget it matches when the call finishes, on the caller's
+    thread, right after it was priced and before the instrumented call returns (a stream: when it
+    ends). Only priced calls in USD count; an unpriced call adds nothing (its ``cost_status`` says
+    so). A call belongs to the budget period (hour, day, month, UTC) in which it *started*.
+
+When a ``raise`` budget refuses
+    As a call starts, before its request is built or sent: once the period's spend for the call's
+    key has reached the limit (``spent >= limit``), the instrumented client raises
+    :class:`BudgetExceeded` and nothing goes out. No record is made of a refused call; the
+    ``llmmeter.budget.refusals`` counter counts it.
+
+How far a budget can overshoot
+    Calls in flight are not counted until they finish: ``N`` calls started concurrently while the
+    spend is just under the limit all go out, so the overshoot is at most the cost of the calls in
+    flight when the limit is reached (one call, for sequential code). Spend of *other* processes
+    sharing the store is read from the store every :data:`REFRESH_S` seconds (``$LLMMETER_BUDGET_REFRESH_S``),
+    by the first matching call after that interval; add what they spend in that interval, plus
+    what their store writers have not written yet (normally well under a second).
+
+``on_budget(event)``
+    Called once per budget, key and period when the spend reaches 80 % and again at 100 % of the
+    limit (both ``warn`` and ``raise`` budgets), on the thread whose call crossed the threshold:
+    keep it quick (hand slow work, like a webhook, to a thread of your own). Its exceptions are
+    logged, never raised into the call. Without ``on_budget``, a warning is logged instead.
+"""
+
+from __future__ import annotations
+
+import calendar
+import math
+import os
+import sqlite3
+import threading
+import time
+from collections.abc import Callable, Iterable, Mapping, Sequence
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from decimal import Decimal, InvalidOperation
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, Final
+
+from llmmeter import record as record_module
+from llmmeter import semconv as sc
+from llmmeter._log import RaisedOnPurpose, guard, log_once
+from llmmeter.record import AttributeValue, CallKind, CallRecord
+
+if TYPE_CHECKING:
+    from llmmeter.export.otel import OtelTelemetry
+    from llmmeter.store import SQLiteStore
+
+__all__ = ["Budget", "BudgetEvent", "BudgetExceeded", "BudgetHandler"]
+
+PERIODS: Final = ("hour", "day", "month")
+ACTIONS: Final = ("raise", "warn")
+ANY: Final = "*"
+"""A match value meaning "any value, each value its own budget" (``{"user_id": "*"}``: per user)."""
+THRESHOLDS: Final = (Decimal("0.8"), Decimal(1))
+REFRESH_ENV_VAR: Final = "LLMMETER_BUDGET_REFRESH_S"
+REFRESH_S: Final = 10.0
+"""Default seconds between two reads of other processes' spend from a shared store."""
+
+
+# --- the user's declarations -------------------------------------------------------------------------
+@dataclass(frozen=True, slots=True, eq=False)
+class Budget:
+    """A spending limit in USD per hour, day or month (UTC), over the calls whose attribution
+    matches ``match``.
+
+    ``match={"team": "search"}`` covers the calls made with ``team="search"``;
+    ``match={"user_id": "*"}`` gives every user a budget of their own; ``match={}`` (the default)
+    covers every call. Keys are attribution keys (``llmmeter.attributes``), and
+    ``"llmmeter.route.name"`` for the calls of a route. ``action="raise"`` refuses calls once the
+    period's spend reached the limit (:class:`BudgetExceeded`); ``"warn"`` only calls ``on_budget``
+    at 80 % and 100 %. Give ``limit_usd`` as a ``str`` or ``Decimal`` for an exact amount.
+    """
+
+    limit_usd: Decimal
+    per: str = "day"
+    match: Mapping[str, AttributeValue] = field(default_factory=dict)
+    action: str = "warn"
+    name: str | None = None
+    """For events, errors and the refusals counter; default e.g. ``"50 USD/day team=search"``."""
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "limit_usd", _amount(self.limit_usd))
+        if self.per not in PERIODS:
+            raise ValueError(f"llmmeter.Budget: per must be one of {', '.join(PERIODS)}, got {self.per!r}")
+        if self.action not in ACTIONS:
+            raise ValueError(f"llmmeter.Budget: action must be 'raise' or 'warn', got {self.action!r}")
+        object.__setattr__(self, "match", dict(_checked_match(self.match)))
+        if self.name is None:
+            object.__setattr__(self, "name", _default_name(self))
+        elif not isinstance(self.name, str) or not self.name:
+            raise TypeError(f"llmmeter.Budget: name must be a non-empty str, got {self.name!r}")
+
+    def key_of(
+        self, attributes: Mapping[str, AttributeValue]
+    ) -> tuple[tuple[str, AttributeValue], ...] | None:
+        """The budget key of a call with these attributes (the matched values), ``None`` if the
+        budget does not cover it."""
+        key = []
+        for name, wanted in self.match.items():
+            value = attributes.get(name)
+            if value is None or (wanted != ANY and value != wanted):
+                return None
+            key.append((name, value))
+        return tuple(key)
+
+    def period_of(self, unix_ns: int) -> tuple[int, int]:
+        """(start, end) in unix seconds of the period containing ``unix_ns``."""
+        seconds = unix_ns // 1_000_000_000
+        if self.per == "hour":
+            start = seconds - seconds % 3600
+            return start, start + 3600
+        if self.per == "day":
+            start = seconds - seconds % 86400
+            return start, start + 86400
+        day = datetime.fromtimestamp(seconds, UTC)
+        start = calendar.timegm((day.year, day.month, 1, 0, 0, 0))
+        year, month = (day.year + 1, 1) if day.month == 12 else (day.year, day.month + 1)
+        return start, calendar.timegm((year, month, 1, 0, 0, 0))
+
+
+def _amount(value: object) -> Decimal:
+    if isinstance(value, bool) or not isinstance(value, str | int | float | Decimal):
+        raise TypeError(f"llmmeter.Budget: limit_usd must be a str, int or Decimal, got {value!r}")
+    try:
+        amount = Decimal(str(value)) if isinstance(value, float) else Decimal(value)
+    except InvalidOperation:
+        raise ValueError(f"llmmeter.Budget: limit_usd {value!r} is not a number") from None
+    if not amount.is_finite() or amount <= 0:
+        raise ValueError(f"llmmeter.Budget: limit_usd must be a positive amount, got {value!r}")
+    return amount
+
+
+def _checked_match(match: object) -> Iterable[tuple[str, AttributeValue]]:
+    if not isinstance(match, Mapping):
+        raise TypeError(f"llmmeter.Budget: match must be a dict of attribute values, got {match!r}")
+    for key, value in match.items():
+        if not isinstance(key, str) or not key:
+            raise TypeError(f"llmmeter.Budget: match keys must be attribute names (str), got {key!r}")
+        if not isinstance(value, str | bool | int | float) or (
+            isinstance(value, float) and math.isnan(value)
+        ):
+            raise TypeError(
+                f"llmmeter.Budget: match[{key!r}] must be a str, bool, int or float, got {value!r}"
+            )
+        yield key, value
+
+
+def _default_name(budget: Budget) -> str:
+    scope = " ".join(f"{key}={value}" for key, value in budget.match.items()) or "all calls"
+    return f"{budget.limit_usd} USD/{budget.per} {scope}"
+
+
+@dataclass(frozen=True, slots=True)
+class BudgetEvent:
+    """What ``on_budget`` is handed: a budget's spend reached ``threshold`` of its limit."""
+
+    budget: Budget
+    key: Mapping[str, AttributeValue]
+    """The matched attribute values, e.g. ``{"user_id": "u-17"}``."""
+    spent: Decimal
+    """Spend of this key in this period so far (this process plus what the store said of others)."""
+    threshold: Decimal
+    """``Decimal("0.8")`` or ``Decimal("1")``."""
+    period_start: datetime
+    period_end: datetime
+
+    @property
+    def limit(self) -> Decimal:
+        """The budget's limit in USD."""
+        return self.budget.limit_usd
+
+
+BudgetHandler = Callable[[BudgetEvent], None]
+
+
+class BudgetExceeded(RaisedOnPurpose):
+    """Raised by an instrumented client, before the request is sent, when a ``raise`` budget
+    covering the call has been spent for the current period."""
+
+    def __init__(
+        self,
+        budget: Budget,
+        key: Mapping[str, AttributeValue],
+        spent: Decimal,
+        period_start: datetime,
+        period_end: datetime,
+    ) -> None:
+        self.budget = budget
+        self.key = dict(key)
+        self.spent = spent
+        self.limit = budget.limit_usd
+        self.period_start = period_start
+        self.period_end = period_end
+        scope = " ".join(f"{k}={v}" for k, v in self.key.items()) or "all calls"
+        super().__init__(
+            f"llmmeter: budget {budget.name!r} spent for {scope}: {spent} of {budget.limit_usd} USD "
+            f"since {period_start:%Y-%m-%dT%H:%MZ}; the call was not sent (the budget resets at "
+            f"{period_end:%Y-%m-%dT%H:%MZ})"
+        )
+
+
+# --- the running book ----------------------------------------------------------------------------------
+_Slot = tuple[int, tuple[tuple[str, AttributeValue], ...], int]
+"""(budget index, key, period start): one budget's spend for one key in one period."""
+
+_MAX_SLOTS = 100_000
+
+
+class BudgetBook:
+    """The spend of every configured budget; made by ``configure(budgets=...)``.
+
+    ``check`` runs as a call starts (the call-start hook of :mod:`llmmeter.routing`); calling the
+    book with a finished record (it is an inline ``on_record`` callback) counts the record's cost.
+    """
+
+    def __init__(
+        self, budgets: Sequence[Budget], on_budget: BudgetHandler | None, store_path: Path | None
+    ) -> None:
+        self.budgets = tuple(budgets)
+        self.on_budget = on_budget
+        self._raising = tuple((i, b) for i, b in enumerate(self.budgets) if b.action == "raise")
+        self._local: dict[_Slot, Decimal] = {}
+        self._others: dict[_Slot, Decimal] = {}
+        self._notified: set[tuple[_Slot, Decimal]] = set()
+        self._lock = threading.Lock()
+        self._store = _OtherProcesses(store_path, self) if store_path is not None else None
+
+    def spent(
+        self, budget: Budget, key: Mapping[str, AttributeValue], at_unix_ns: int | None = None
+    ) -> Decimal:
+        """What ``budget`` has spent for ``key`` in the period containing ``at_unix_ns`` (now)."""
+        index = self.budgets.index(budget)
+        period, _ = budget.period_of(time.time_ns() if at_unix_ns is None else at_unix_ns)
+        return self._total((index, tuple(key.items()), period))
+
+    def _total(self, slot: _Slot) -> Decimal:
+        return self._local.get(slot, Decimal(0)) + self._others.get(slot, Decimal(0))
+
+    # --- before a call ---
+    def check(self, attributes: Mapping[str, AttributeValue], telemetry: OtelTelemetry) -> None:
+        """Raise :class:`BudgetExceeded` if a ``raise`` budget covering these attributes is spent."""
+        if not self._raising:
+            return
+        now = None
+        for index, budget in self._raising:
+            key = budget.key_of(attributes)
+            if key is None:
+                continue
+            if now is None:
+                now = time.time_ns()
+                if self._store is not None:
+                    self._store.refresh_if_due()
+            start, end = budget.period_of(now)
+            spent = self._total((index, key, start))
+            if spent >= budget.limit_usd:
+                _count_refusal(telemetry, budget)
+                raise BudgetExceeded(budget, dict(key), spent, _utc(start), _utc(end))
+
+    # --- after a call ---
+    def __call__(self, record: CallRecord) -> None:
+        """Count a finished, priced call's cost into every budget it matches."""
+        cost = record.cost
+        if cost is None or record.kind is not CallKind.LLM:
+            return
+        if cost.currency != "USD":
+            log_once(
+                f"budget:currency:{cost.currency}",
+                "llmmeter: budgets count USD only; a %s cost is not counted",
+                cost.currency,
+            )
+            return
+        for index, budget in enumerate(self.budgets):
+            key = budget.key_of(record.attributes)
+            if key is not None:
+                self.add((index, key, budget.period_of(record.timings.start_time_unix_ns)[0]), cost.amount)
+
+    def add(self, slot: _Slot, amount: Decimal, *, local: bool = True) -> None:
+        """Add ``amount`` to one slot (this process's spend, or another process's read from the
+        store), then tell ``on_budget`` about every threshold it reached."""
+        book = self._local if local else self._others
+        with self._lock:
+            if len(book) >= _MAX_SLOTS:
+                self._forget_old_periods()
+            book[slot] = book.get(slot, Decimal(0)) + amount
+            total = self._total(slot)
+        self._notify(slot, total)
+
+    def _forget_old_periods(self) -> None:
+        now = time.time_ns()
+        for book in (self._local, self._others):
+            for slot in [s for s in book if s[2] < self.budgets[s[0]].period_of(now)[0]]:
+                del book[slot]
+
+    def _notify(self, slot: _Slot, total: Decimal) -> None:
+        index, key, start = slot
+        budget = self.budgets[index]
+        for threshold in THRESHOLDS:
+            if total < threshold * budget.limit_usd:
+                break
+            with self._lock:
+                if (slot, threshold) in self._notified:
+                    continue
+                self._notified.add((slot, threshold))
+            _, end = budget.period_of(start * 1_000_000_000)
+            self._tell(BudgetEvent(budget, dict(key), total, threshold, _utc(start), _utc(end)))
+
+    def _tell(self, event: BudgetEvent) -> None:
+        if self.on_budget is None:
+            log_once(
+                f"budget:{event.budget.name}:{sorted(event.key.items())}:{event.period_start}:{event.threshold}",
+                "llmmeter: budget %r reached %s %% for %s: %s of %s USD this %s",
+                event.budget.name,
+                event.threshold * 100,
+                event.key or "all calls",
+                event.spent,
+                event.limit,
+                event.budget.per,
+            )
+            return
+        with guard(f"on_budget callback {getattr(self.on_budget, '__qualname__', 'on_budget')!r}"):
+            self.on_budget(event)
+
+
+def _utc(unix_s: int) -> datetime:
+    return datetime.fromtimestamp(unix_s, UTC)
+
+
+# --- other processes' spend, from a shared store ----------------------------------------------------------
+_SPEND_QUERY = (
+    "SELECT id, start_time_unix_ns, attributes, cost_amount FROM records WHERE id > ? AND kind = 'llm' "
+    "AND cost_amount IS NOT NULL AND (cost_currency IS NULL OR cost_currency = 'USD') "
+    "AND start_time_unix_ns >= ? AND (record_id IS NULL OR substr(record_id, 1, ?) != ?) ORDER BY id"
+)
+
+
+class _OtherProcesses:
+    """Reads, every refresh interval, the priced records other processes wrote to the store since
+    the last read (this process's own records are told apart by their record-id prefix)."""
+
+    def __init__(self, path: Path, book: BudgetBook) -> None:
+        self.path = path
+        self.book = book
+        self.interval = _refresh_interval()
+        self.last_id = 0
+        self.due_at = 0.0
+        self._reading = threading.Lock()
+
+    def refresh_if_due(self) -> None:
+        """Read what is new when the interval passed; never waits for another thread's read."""
+        if time.monotonic() < self.due_at or not self._reading.acquire(blocking=False):
+            return
+        try:
+            self.due_at = time.monotonic() + self.interval
+            with guard("reading other processes' spend from the store"):
+                self._read()
+        finally:
+            self._reading.release()
+
+    def _read(self) -> None:
+        if not self.path.exists():
+            return
+        since = min(budget.period_of(time.time_ns())[0] for budget in self.book.budgets) * 1_000_000_000
+        own = f"{record_module._id_prefix}."
+        conn = sqlite3.connect(f"{self.path.resolve().as_uri()}?mode=ro", uri=True, timeout=0.1)
+        try:
+            rows = conn.execute(_SPEND_QUERY, (self.last_id, since, len(own), own)).fetchall()
+        except sqlite3.OperationalError as exc:
+            if "no such table" in str(exc):
+                return
+            raise
+        finally:
+            conn.close()
+        for row_id, start_ns, attributes, amount in rows:
+            self.last_id = max(self.last_id, row_id)
+            self._count(start_ns, _attributes(attributes), Decimal(amount))
+
+    def _count(self, start_ns: int, attributes: Mapping[str, Any], amount: Decimal) -> None:
+        for index, budget in enumerate(self.book.budgets):
+            key = budget.key_of(attributes)
+            if key is not None:
+                self.book.add((index, key, budget.period_of(start_ns)[0]), amount, local=False)
+
+
+def _attributes(text: str | None) -> Mapping[str, Any]:
+    import json
+
+    if not text:
+        return {}
+    value = json.loads(text)
+    return value if isinstance(value, dict) else {}
+
+
+def _refresh_interval() -> float:
+    text = os.environ.get(REFRESH_ENV_VAR)
+    if not text:
+        return REFRESH_S
+    try:
+        seconds = float(text)
+        if math.isfinite(seconds) and seconds >= 0:
+            return seconds
+    except ValueError:
+        pass
+    log_once("budget:refresh-env", "llmmeter: ignoring %s=%r (seconds >= 0 expected)", REFRESH_ENV_VAR, text)
+    return REFRESH_S
+
+
+# --- refusals counter and configuration ------------------------------------------------------------------
+def _count_refusal(telemetry: OtelTelemetry, budget: Budget) -> None:
+    from llmmeter.routing import own_counter
+
+    with guard("counting a budget refusal"):
+        own_counter(telemetry, sc.BUDGET_REFUSALS_METRIC).add(
+            1, {sc.BUDGET_NAME: budget.name or "", sc.BUDGET_ACTION: budget.action}
+        )
+
+
+def budget_book(
+    budgets: Sequence[Budget] | None, on_budget: BudgetHandler | None, store: SQLiteStore | None
+) -> BudgetBook | None:
+    """The book for ``configure(budgets=..., on_budget=...)``; ``None`` without budgets."""
+    if not budgets:
+        return None
+    if isinstance(budgets, Budget):
+        budgets = [budgets]
+    for budget in budgets:
+        if not isinstance(budget, Budget):
+            raise TypeError(f"llmmeter.configure: budgets must be llmmeter.Budget objects, got {budget!r}")
+    if on_budget is not None and not callable(on_budget):
+        raise TypeError(f"llmmeter.configure: on_budget {on_budget!r} is not callable")
+    from llmmeter.routing import install_call_start_hook
+
+    install_call_start_hook()
+    return BudgetBook(budgets, on_budget, store.path if store is not None else None)
