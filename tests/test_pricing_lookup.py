@@ -62,7 +62,7 @@ def test_missing_rates_fall_back_as_providers_bill_them() -> None:
             "fine-tune",
         ),
         (
-            "ft:gpt-3.5-turbo-0125:acme::abc",
+            "ft:gpt-3.5-turbo-0901:acme::abc",  # a snapshot without a fine-tune entry of its own
             "openai",
             "bundled:openai/ft:gpt-3.5-turbo",
             "fine-tune+snapshot",
@@ -260,7 +260,7 @@ def test_gpu_hour_source_prices_self_hosted_models_by_pattern() -> None:
     registry.add_source(GpuHourSource({"meta-llama/*": h100}, provider="vllm"))
     resolved = registry.lookup("meta-llama/Llama-3.2-1B-Instruct", provider="vllm")
     assert resolved is not None and resolved.price == h100
-    assert registry.lookup("meta-llama/Llama-3.2-1B-Instruct", provider="together") is None
+    assert registry.lookup("meta-llama/Llama-3.2-1B-Instruct", provider="groq") is None
 
 
 def test_lookups_are_cached_until_the_registry_changes() -> None:

@@ -101,6 +101,7 @@ _VIA = {
     "router-variant": "an OpenRouter suffix billed at the base price (:thinking, :beta, :extended) dropped",
     "router-name": "OpenRouter's dotted Claude version (claude-3.5-haiku) is Anthropic's claude-3-5-haiku",
     "bedrock-id": "a Bedrock id (region., anthropic., -vN:M) is Anthropic's model name",
+    "bedrock-region": "a Bedrock geographic profile (us., eu., apac....) bills the in-region id's price",
     "vertex-version": "a Vertex AI @version (claude-3-5-sonnet-v2@20241022) is Anthropic's dated name",
     "snapshot": "a dated snapshot was priced as its family",
     "latest": "a -latest name is its family",

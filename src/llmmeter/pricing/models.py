@@ -25,11 +25,13 @@ from pydantic import (
 )
 
 __all__ = [
+    "MODEL_KINDS",
     "RATE_NAMES",
     "GpuHourPrice",
     "ModelPrice",
     "PromptTier",
     "ServiceTierPrice",
+    "kind_of",
 ]
 
 
@@ -68,6 +70,10 @@ ImageQuality = Annotated[str, AfterValidator(_image_quality)]
 """A quality as the images API spells it: ``standard``, ``hd``, ``low``, ``medium``, ``high``."""
 
 _ImageTable = dict[str, dict[str, Decimal]]
+
+ModelKind = Literal["chat", "embedding", "image", "speech", "transcription", "moderation", "realtime"]
+"""What a model does, as ``llmmeter prices list`` shows it and the table's pattern test checks it."""
+MODEL_KINDS: tuple[str, ...] = get_args(ModelKind)
 _MEDIA_RATES = ("per_image", "per_image_by_quality_size", "per_audio_minute", "per_million_characters")
 _AUTO = "auto"  # the images API's default size and quality, whatever the model's default is
 
@@ -214,6 +220,9 @@ class ModelPrice(_PriceBase):
     """Fee per minute of audio transcribed or translated (``whisper-1``): rate x seconds / 60."""
     per_million_characters: Rate | None = None
     """Fee per million characters of text read aloud (``tts-1``)."""
+    kind: ModelKind | None = None
+    """What the model does (``chat``, ``embedding``, ``image``, ``speech``, ``transcription``...);
+    ``None``: not given (see :func:`~llmmeter.pricing.models.kind_of`)."""
     tiers: tuple[PromptTier, ...] = ()
     """Long-context prices; the tier with the highest threshold below the prompt size applies."""
     service_tiers: dict[str, ServiceTierPrice] = Field(default_factory=dict)
@@ -406,3 +415,35 @@ def _chosen(requested: str | None, default: str | None) -> str | None:
         return default
     requested = requested.strip().lower()
     return default if requested in ("", _AUTO) else requested
+
+
+_KIND_WORDS: tuple[tuple[str, str], ...] = (
+    ("moderation", "moderation"),
+    ("embed", "embedding"),
+    ("transcribe", "transcription"),
+    ("whisper", "transcription"),
+    ("tts", "speech"),
+    ("realtime", "realtime"),
+    ("dall-e", "image"),
+    ("image", "image"),
+    ("imagen", "image"),
+)
+
+
+def kind_of(model: str, price: ModelPrice | GpuHourPrice) -> str:
+    """What a priced model does: its ``kind`` when given, else read from its fees and its name.
+
+    >>> kind_of("tts-1", ModelPrice(per_million_characters="15"))
+    'speech'
+    """
+    if isinstance(price, ModelPrice):
+        if price.kind is not None:
+            return price.kind
+        if price.bills_images:
+            return "image"
+        if price.per_million_characters is not None:
+            return "speech"
+        if price.per_audio_minute is not None:
+            return "transcription"
+    lowered = model.lower()
+    return next((kind for word, kind in _KIND_WORDS if word in lowered), "chat")

@@ -7,7 +7,8 @@ next layer is asked at all):
 2. user price files (:meth:`PricingRegistry.load`), the most recently loaded first;
 3. plugged :class:`~llmmeter.pricing.sources.PriceSource` objects
    (:meth:`PricingRegistry.add_source`), the most recently added first;
-4. the bundled table (:meth:`PricingRegistry.default`).
+4. the bundled table (:meth:`PricingRegistry.default`);
+5. fallback sources (``add_source(source, fallback=True)``, e.g. ``genai-prices``).
 
 Nothing here touches the network. :meth:`PricingRegistry.price` never raises.
 """
@@ -132,6 +133,10 @@ _RESOURCE_NAME = re.compile(
 """``arn:aws:bedrock:us-east-1::foundation-model/anthropic.claude-...`` (and system inference
 profiles) -> the Bedrock id; ``projects/p/locations/l/publishers/anthropic/models/claude-...@...``
 -> ``anthropic/claude-...@...``. Application inference profiles are opaque ids: unpriced."""
+_BEDROCK_GEO = re.compile(r"(?:us|eu|apac|jp|au|ca|us-gov)\.(?=[a-z0-9-]+\.)")
+"""The geographic cross-region prefix of a Bedrock id (``us.meta.llama3-2-90b-instruct-v1:0``):
+other makers' profiles bill the in-region price; Claude's have entries of their own."""
+_VERTEX_ALIAS_VERSION = re.compile(r"@(?:default|latest)$")
 _DOTTED_VERSION = re.compile(r"(?<=\d)\.(?=\d)")
 _VERTEX_VERSION = re.compile(r"(?:-v\d+)?@")
 _MAX_NAME = 512
@@ -142,6 +147,7 @@ _SNAPSHOT_SUFFIXES = (
     re.compile(r"-\d{8}$"),  # claude-sonnet-4-20250514
     re.compile(r"@[\w.-]+$"),  # claude-sonnet-4@20250514 (Vertex AI)
     re.compile(r"-(?:0[1-9]|1[0-2])\d{2}$"),  # gpt-4-0613, gpt-3.5-turbo-0125 (MMDD)
+    re.compile(r"-exp(?:-(?:0[1-9]|1[0-2])\d{2})?$"),  # gemini-2.0-flash-exp: an experimental release
 )
 _STANDARD_TIERS = frozenset({"default", "standard", "auto", "on_demand"})
 
@@ -193,6 +199,7 @@ class PricingRegistry:
         self._user = TableSource((), label="user")
         self._files: list[FileSource] = []
         self._plugged: list[PriceSource] = []
+        self._fallbacks: list[PriceSource] = []
         self._bundled: BundledSource | None = None
         self._user_aliases: dict[str, str] = {}
         self._aliases: dict[str, str] = {}
@@ -248,12 +255,14 @@ class PricingRegistry:
             self._user_aliases[name] = target
             self._rebuild()
 
-    def add_source(self, source: PriceSource) -> None:
-        """Plug in a price source; it sits below user files and above the bundled table."""
+    def add_source(self, source: PriceSource, *, fallback: bool = False) -> None:
+        """Plug in a price source; it sits below user files and above the bundled table, or with
+        ``fallback=True`` below the bundled table (asked only for what no other layer prices,
+        e.g. :class:`~llmmeter.pricing.genai_prices.GenaiPricesSource`)."""
         if not callable(getattr(source, "lookup", None)):
             raise TypeError("a price source must have a lookup(model, provider, at) method")
         with self._lock:
-            self._plugged.insert(0, source)
+            (self._fallbacks if fallback else self._plugged).insert(0, source)
             self._rebuild()
 
     def clear_cache(self) -> None:
@@ -272,6 +281,7 @@ class PricingRegistry:
         if self._bundled is not None:
             layers.append(self._bundled)
             aliases.update(self._bundled.aliases)
+        layers.extend(self._fallbacks)
         for file_source in reversed(self._files):
             aliases.update(file_source.aliases)
         aliases.update(self._user_aliases)
@@ -611,6 +621,10 @@ def _maker_names(name: str, provider: str | None, via: str) -> Iterator[tuple[st
             yield name, "bedrock", via
         name, provider = bedrock["model"] + (bedrock["vertex"] or ""), "anthropic"
         yield name, provider, via
+    elif "." in name and _may_be("bedrock", provider):
+        geo = _BEDROCK_GEO.match(name)
+        if geo is not None:
+            yield name[geo.end() :], "bedrock", _then(via, "bedrock-region")
     if name.startswith("claude-") and _DOTTED_VERSION.search(name):  # OpenRouter: claude-3.5-haiku
         yield _DOTTED_VERSION.sub("-", name), provider, _then(via, "router-name")
 
@@ -635,6 +649,9 @@ def _family_names(name: str) -> Iterator[tuple[str, str, str | None]]:
         name = dotted
     if name.endswith("-latest"):
         yield name.removesuffix("-latest"), "latest", None
+        return
+    if _VERTEX_ALIAS_VERSION.search(name):  # claude-opus-4-7@default: the model's current version
+        yield _VERTEX_ALIAS_VERSION.sub("", name), "vertex-version", None
         return
     via = "snapshot"
     if "@" in name:  # Vertex AI: claude-3-5-sonnet-v2@20241022 is Anthropic's claude-3-5-sonnet-20241022

@@ -16,6 +16,7 @@ from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from functools import cache
 from importlib import resources
+from importlib.resources.abc import Traversable
 from pathlib import Path
 from typing import Protocol, runtime_checkable
 
@@ -254,27 +255,53 @@ class GpuHourSource(TableSource):
         )
 
 
+GENERATED_PREFIX = "reference-"
+"""Bundled files named ``reference-*.json`` are written by ``python -m llmmeter.pricing.regen``
+from the reference tables; the ``*.yaml`` files beside them are curated by hand."""
+
+
 @cache
-def _bundled_document() -> tuple[tuple[PriceEntry, ...], tuple[tuple[str, str], ...]]:
-    """Parse the price files shipped in ``llmmeter/pricing/data`` once per process."""
+def _bundled_document(
+    include_generated: bool = True,
+) -> tuple[tuple[PriceEntry, ...], tuple[tuple[str, str], ...]]:
+    """Parse the price files shipped in ``llmmeter/pricing/data`` once per process.
+
+    Curated files come first, so a curated entry is found before a generated one of the same name.
+    """
     from llmmeter.pricing.files import parse_price_text
 
     entries: list[PriceEntry] = []
     aliases: list[tuple[str, str]] = []
-    data_dir = resources.files("llmmeter.pricing") / "data"
-    for item in sorted(data_dir.iterdir(), key=lambda path: path.name):
-        if not item.name.endswith((".yaml", ".yml", ".json")):
-            continue
-        document = parse_price_text(item.read_text(encoding="utf-8"), origin=f"bundled/{item.name}")
+    for item in _bundled_files(include_generated):
+        document = parse_price_text(
+            item.read_text(encoding="utf-8"),
+            origin=f"bundled/{item.name}",
+            json_format=item.name.endswith(".json"),
+        )
         entries.extend(document.entries)
         aliases.extend(document.aliases.items())
     return tuple(entries), tuple(aliases)
 
 
-class BundledSource(TableSource):
-    """The price table shipped with llmmeter (parsed once per process, no network)."""
+def _bundled_files(include_generated: bool) -> list[Traversable]:
+    data_dir = resources.files("llmmeter.pricing") / "data"
+    files = [item for item in data_dir.iterdir() if item.name.endswith((".yaml", ".yml", ".json"))]
+    curated = sorted((item for item in files if not item.name.startswith(GENERATED_PREFIX)), key=_name)
+    generated = sorted((item for item in files if item.name.startswith(GENERATED_PREFIX)), key=_name)
+    return curated + generated if include_generated else curated
 
-    def __init__(self) -> None:
-        entries, aliases = _bundled_document()
+
+def _name(item: Traversable) -> str:
+    return item.name
+
+
+class BundledSource(TableSource):
+    """The price table shipped with llmmeter (parsed once per process, no network).
+
+    ``include_generated=False``: the curated files only (what the table generator starts from).
+    """
+
+    def __init__(self, *, include_generated: bool = True) -> None:
+        entries, aliases = _bundled_document(include_generated)
         self.aliases = dict(aliases)
         super().__init__(entries, label="bundled")
