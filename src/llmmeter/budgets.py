@@ -36,11 +36,11 @@ import sqlite3
 import threading
 import time
 from collections.abc import Callable, Iterable, Mapping, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from datetime import UTC, datetime
 from decimal import Decimal, InvalidOperation
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Final
+from typing import TYPE_CHECKING, Any, Final, Literal
 
 from llmmeter import record as record_module
 from llmmeter import semconv as sc
@@ -64,7 +64,11 @@ REFRESH_S: Final = 10.0
 
 
 # --- the user's declarations -------------------------------------------------------------------------
-@dataclass(frozen=True, slots=True, eq=False)
+Period = Literal["hour", "day", "month"]
+Action = Literal["raise", "warn"]
+
+
+@dataclass(frozen=True, slots=True, eq=False, init=False)
 class Budget:
     """A spending limit in USD per hour, day or month (UTC), over the calls whose attribution
     matches ``match``.
@@ -73,28 +77,38 @@ class Budget:
     ``match={"user_id": "*"}`` gives every user a budget of their own; ``match={}`` (the default)
     covers every call. Keys are attribution keys (``llmmeter.attributes``), and
     ``"llmmeter.route.name"`` for the calls of a route. ``action="raise"`` refuses calls once the
-    period's spend reached the limit (:class:`BudgetExceeded`); ``"warn"`` only calls ``on_budget``
-    at 80 % and 100 %. Give ``limit_usd`` as a ``str`` or ``Decimal`` for an exact amount.
+    period's spend reached the limit (:class:`BudgetExceeded`); ``"warn"`` (the default) only
+    calls ``on_budget`` at 80 % and 100 %. Give ``limit_usd`` as a ``str`` or ``Decimal`` for an
+    exact amount. ``name`` names it in events, errors and the refusals counter (default e.g.
+    ``"50 USD/day team=search"``).
     """
 
     limit_usd: Decimal
-    per: str = "day"
-    match: Mapping[str, AttributeValue] = field(default_factory=dict)
-    action: str = "warn"
-    name: str | None = None
-    """For events, errors and the refusals counter; default e.g. ``"50 USD/day team=search"``."""
+    per: Period
+    match: Mapping[str, AttributeValue]
+    action: Action
+    name: str
 
-    def __post_init__(self) -> None:
-        object.__setattr__(self, "limit_usd", _amount(self.limit_usd))
-        if self.per not in PERIODS:
-            raise ValueError(f"llmmeter.Budget: per must be one of {', '.join(PERIODS)}, got {self.per!r}")
-        if self.action not in ACTIONS:
-            raise ValueError(f"llmmeter.Budget: action must be 'raise' or 'warn', got {self.action!r}")
-        object.__setattr__(self, "match", dict(_checked_match(self.match)))
-        if self.name is None:
-            object.__setattr__(self, "name", _default_name(self))
-        elif not isinstance(self.name, str) or not self.name:
-            raise TypeError(f"llmmeter.Budget: name must be a non-empty str, got {self.name!r}")
+    def __init__(
+        self,
+        limit_usd: Decimal | str | int | float,
+        per: Period = "day",
+        match: Mapping[str, AttributeValue] | None = None,
+        action: Action = "warn",
+        name: str | None = None,
+    ) -> None:
+        if per not in PERIODS:
+            raise ValueError(f"llmmeter.Budget: per must be one of {', '.join(PERIODS)}, got {per!r}")
+        if action not in ACTIONS:
+            raise ValueError(f"llmmeter.Budget: action must be 'raise' or 'warn', got {action!r}")
+        if name is not None and (not isinstance(name, str) or not name):
+            raise TypeError(f"llmmeter.Budget: name must be a non-empty str, got {name!r}")
+        set_field = object.__setattr__
+        set_field(self, "limit_usd", _amount(limit_usd))
+        set_field(self, "per", per)
+        set_field(self, "match", dict(_checked_match({} if match is None else match)))
+        set_field(self, "action", action)
+        set_field(self, "name", name or _default_name(self))
 
     def key_of(
         self, attributes: Mapping[str, AttributeValue]
@@ -137,6 +151,7 @@ def _amount(value: object) -> Decimal:
 
 
 def _checked_match(match: object) -> Iterable[tuple[str, AttributeValue]]:
+    """The match's pairs, each checked: a non-empty str key, a str, bool, int or float value."""
     if not isinstance(match, Mapping):
         raise TypeError(f"llmmeter.Budget: match must be a dict of attribute values, got {match!r}")
     for key, value in match.items():
@@ -416,7 +431,7 @@ def _count_refusal(telemetry: OtelTelemetry, budget: Budget) -> None:
 
     with guard("counting a budget refusal"):
         own_counter(telemetry, sc.BUDGET_REFUSALS_METRIC).add(
-            1, {sc.BUDGET_NAME: budget.name or "", sc.BUDGET_ACTION: budget.action}
+            1, {sc.BUDGET_NAME: budget.name, sc.BUDGET_ACTION: budget.action}
         )
 
 
