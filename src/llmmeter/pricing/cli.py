@@ -1,4 +1,4 @@
-"""``llmmeter prices show MODEL`` and ``llmmeter prices check FILE``.
+"""``llmmeter prices show MODEL``, ``prices list``, ``prices diff FILE`` and ``prices check FILE``.
 
 :func:`add_subcommand` adds the ``prices`` command to the main CLI's argparse subparsers; each
 subcommand sets ``func`` (``args.func(args) -> int``, the exit status).
@@ -8,22 +8,45 @@ from __future__ import annotations
 
 import argparse
 import datetime as dt
+import fnmatch
+import json
 import sys
+from collections.abc import Callable
 from decimal import Decimal
 from typing import Any, TextIO
 
-from llmmeter.pricing.files import PriceFileError, check_price_file
-from llmmeter.pricing.models import GpuHourPrice, ModelPrice
-from llmmeter.pricing.registry import _MAX_NAME, PricingRegistry, is_self_hosted
-from llmmeter.pricing.sources import ResolvedPrice
+from llmmeter.pricing.files import PriceFileError, check_price_file, parse_price_file
+from llmmeter.pricing.models import GpuHourPrice, ModelPrice, kind_of
+from llmmeter.pricing.registry import _MAX_NAME, PricingRegistry, is_self_hosted, normalize_provider
+from llmmeter.pricing.sources import (
+    AnyPrice,
+    BundledSource,
+    PriceEntry,
+    ResolvedPrice,
+    bundled_table_date,
+    is_pattern,
+)
 
-__all__ = ["add_subcommand", "check_command", "describe", "show_command", "why_unpriced"]
+__all__ = [
+    "STALE_AFTER_DAYS",
+    "add_subcommand",
+    "check_command",
+    "describe",
+    "diff_command",
+    "list_command",
+    "show_command",
+    "staleness_warning",
+    "why_unpriced",
+]
+
+STALE_AFTER_DAYS = 90
+"""``prices show`` warns when the bundled table was last checked longer ago than this."""
 
 
 def add_subcommand(subparsers: Any) -> None:
     """Add ``prices show`` and ``prices check`` to an ``argparse`` subparsers object."""
-    prices = subparsers.add_parser("prices", help="show the price of a model, check a price file")
-    commands = prices.add_subparsers(dest="prices_command", metavar="{show,check}", required=True)
+    prices = subparsers.add_parser("prices", help="show, list and diff prices, check a price file")
+    commands = prices.add_subparsers(dest="prices_command", metavar="{show,list,diff,check}", required=True)
 
     show = commands.add_parser("show", help="print the rates in force for a model and where they come from")
     show.add_argument(
@@ -39,6 +62,19 @@ def add_subcommand(subparsers: Any) -> None:
         "--file", action="append", default=[], metavar="FILE", help="also load this price file (repeatable)"
     )
     show.set_defaults(func=show_command)
+
+    listing = commands.add_parser("list", help="list the priced models (bundled table and --file)")
+    listing.add_argument("--provider", help="only this provider (openai, azure.ai.openai, aws.bedrock...)")
+    listing.add_argument("--match", metavar="GLOB", help="only models matching this glob (gpt-5*)")
+    listing.add_argument("--format", choices=("table", "json"), default="table")
+    listing.add_argument(
+        "--file", action="append", default=[], metavar="FILE", help="also list this price file (repeatable)"
+    )
+    listing.set_defaults(func=list_command)
+
+    diff = commands.add_parser("diff", help="what loading a price file would change")
+    diff.add_argument("file", metavar="FILE")
+    diff.set_defaults(func=diff_command)
 
     check = commands.add_parser("check", help="validate price files; print each problem with its location")
     check.add_argument("files", nargs="+", metavar="FILE")
@@ -63,6 +99,9 @@ def show_command(args: argparse.Namespace, out: TextIO | None = None) -> int:
 
 
 def _show(args: argparse.Namespace, out: TextIO) -> int:
+    warning = staleness_warning(dt.datetime.now(dt.UTC).date())
+    if warning:
+        print(warning, file=out)
     registry = PricingRegistry.default()
     for path in args.file:
         registry.load(path)
@@ -75,6 +114,184 @@ def _show(args: argparse.Namespace, out: TextIO) -> int:
     for line in describe(resolved, provider=provider):
         print(line, file=out)
     return 0
+
+
+def staleness_warning(today: dt.date, checked: dt.date | None = None) -> str | None:
+    """A one-line warning when the bundled table was last checked more than 90 days before ``today``."""
+    checked = checked or bundled_table_date()
+    if checked is None or (today - checked).days <= STALE_AFTER_DAYS:
+        return None
+    return (
+        f"warning: the bundled price table was last checked on {checked} ({(today - checked).days} days "
+        "ago): prices may have changed; upgrade llmmeter or load a price file with your current rates"
+    )
+
+
+def _answering(command: Callable[[argparse.Namespace, TextIO], int]) -> Callable[..., int]:
+    """Run a subcommand so that any failure is one ``error:`` line (status 2), never a traceback."""
+
+    def run(args: argparse.Namespace, out: TextIO | None = None) -> int:
+        out = out or sys.stdout
+        try:
+            return command(args, out)
+        except PriceFileError as exc:
+            for problem in exc.problems:
+                print(f"error: {_shown(str(problem), 400)}", file=out)
+            return 2
+        except Exception as exc:
+            print(f"error: {type(exc).__name__}: {_shown(str(exc), 400)}", file=out)
+            return 2
+
+    run.__doc__ = command.__doc__
+    return run
+
+
+def _list(args: argparse.Namespace, out: TextIO) -> int:
+    """Print the priced models, one per line (or a JSON list); status 1 when none matches."""
+    entries = _listed_entries(args.file)
+    provider = normalize_provider(args.provider) if args.provider else None
+    pattern = args.match.lower() if args.match else None
+    rows = sorted(
+        (
+            entry
+            for entry in entries
+            if (provider is None or entry.provider == provider)
+            and (pattern is None or fnmatch.fnmatchcase(entry.model.lower(), pattern))
+        ),
+        key=lambda entry: (entry.provider or "", entry.model),
+    )
+    if not rows:
+        print("no priced model matches", file=out)
+        return 1
+    if args.format == "json":
+        print(json.dumps([_entry_json(entry) for entry in rows], indent=1), file=out)
+    else:
+        _print_table([_entry_row(entry) for entry in rows], out)
+    return 0
+
+
+list_command = _answering(_list)
+
+
+def _listed_entries(files: list[str]) -> list[PriceEntry]:
+    entries: list[PriceEntry] = []
+    for path in files:
+        entries.extend(parse_price_file(path).entries)
+    return entries + BundledSource().entries
+
+
+_LIST_COLUMNS = ("provider", "model", "kind", "input", "cached", "output", "checked", "from")
+
+
+def _entry_row(entry: PriceEntry) -> tuple[str, ...]:
+    price = entry.price
+    if isinstance(price, GpuHourPrice):
+        rates = (f"{_money(price.hourly)}/h", "", "")
+    else:
+        cached = price.cached_input_per_mtok
+        rates = (
+            _money(price.input_per_mtok),
+            "" if cached is None else _money(cached),
+            _money(price.output_per_mtok),
+        )
+        if price.bills_media and not price.bills_tokens():
+            rates = (_fee_summary(price), "", "")
+    return (
+        entry.provider or "any",
+        _shown(entry.model, 70),
+        kind_of(entry.model, price),
+        *rates,
+        str(price.checked_on or ""),
+        (entry.origin or "").removeprefix("bundled/"),
+    )
+
+
+def _fee_summary(price: ModelPrice) -> str:
+    if price.per_million_characters is not None:
+        return f"{_money(price.per_million_characters)}/1M chars"
+    if price.per_audio_minute is not None:
+        return f"{_money(price.per_audio_minute)}/min"
+    fee = price.per_image
+    if fee is None and price.per_image_by_quality_size:
+        fee = min(rate for sizes in price.per_image_by_quality_size.values() for rate in sizes.values())
+    return "" if fee is None else f"{_money(fee)}/image"
+
+
+def _print_table(rows: list[tuple[str, ...]], out: TextIO) -> None:
+    widths = [max(len(column), *(len(row[i]) for row in rows)) for i, column in enumerate(_LIST_COLUMNS)]
+    for row in [_LIST_COLUMNS, *rows]:
+        print(
+            "  ".join(cell.ljust(width) for cell, width in zip(row, widths, strict=True)).rstrip(), file=out
+        )
+    print(f"{len(rows)} entries (rates in USD per million tokens unless a fee is shown)", file=out)
+
+
+def _entry_json(entry: PriceEntry) -> dict[str, Any]:
+    return {
+        "model": entry.model,
+        "provider": entry.provider,
+        "kind": kind_of(entry.model, entry.price),
+        "from": entry.origin,
+        **entry.price.model_dump(mode="json", exclude_none=True, exclude_defaults=True),
+    }
+
+
+def _diff(args: argparse.Namespace, out: TextIO) -> int:
+    """Print what loading ``args.file`` would change; status 0 when it changes nothing, 1 otherwise."""
+    document = parse_price_file(args.file)
+    before = PricingRegistry.default()
+    changes = 0
+    for entry in document.entries:
+        line = _entry_change(before, entry)
+        if line is not None:
+            changes += 1
+            print(line, file=out)
+    for name, target in document.aliases.items():
+        old = before.lookup(name)
+        was = "unpriced" if old is None else f"priced as {old.ref}"
+        print(f"alias    {_shown(name)} -> {_shown(target)} (was {was})", file=out)
+        changes += 1
+    print(f"{args.file}: {changes} change(s), {len(document.entries)} entries", file=out)
+    return 1 if changes else 0
+
+
+diff_command = _answering(_diff)
+
+
+def _entry_change(before: PricingRegistry, entry: PriceEntry) -> str | None:
+    """One line for an entry that adds or changes a price (``None``: the same price as now)."""
+    name = f"{entry.provider}/{entry.model}" if entry.provider else entry.model
+    if is_pattern(entry.model):
+        return f"pattern  {_shown(name)}: prices every model it matches that has no entry of its own"
+    old = before.lookup(entry.model, provider=entry.provider)
+    if old is None:
+        return f"added    {_shown(name)}"
+    changed = _changed_rates(old.price, entry.price)
+    if not changed:
+        return None
+    return f"changed  {_shown(name)} (was {old.ref}): " + ", ".join(changed)
+
+
+def _changed_rates(old: AnyPrice, new: AnyPrice) -> list[str]:
+    if type(old) is not type(new):
+        return [f"{type(old).__name__} -> {type(new).__name__}"]
+    before = old.model_dump(exclude={"source_url", "checked_on", "notes", "kind"})
+    after = new.model_dump(exclude={"source_url", "checked_on", "notes", "kind"})
+    return [
+        f"{field} {_value(before[field])} -> {_value(after[field])}"
+        for field in after
+        if before.get(field) != after[field]
+    ]
+
+
+def _value(value: Any) -> str:
+    if isinstance(value, Decimal):
+        return _money(value)
+    if isinstance(value, dict):  # service tiers, an image table: their names
+        return "{" + ", ".join(map(str, value)) + "}" if value else "none"
+    if isinstance(value, tuple | list):  # prompt-size tiers
+        return f"{len(value)} tier(s)" if value else "none"
+    return "none" if value is None else _shown(str(value), 60)
 
 
 def check_command(args: argparse.Namespace, out: TextIO | None = None) -> int:

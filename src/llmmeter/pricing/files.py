@@ -116,16 +116,19 @@ def check_price_file(path: str | os.PathLike[str]) -> list[Problem]:
 
 def parse_price_text(text: str, *, origin: str, json_format: bool = False) -> PriceDocument:
     """Validate the text of a price file; ``origin`` names it in error messages."""
-    if json_format:
-        try:
-            data = json.loads(text)
-        except json.JSONDecodeError as exc:
-            raise PriceFileError(
-                [Problem(file=origin, line=exc.lineno, message=f"invalid JSON: {exc.msg}")]
-            ) from exc
-        return parse_price_document(data, origin=origin)
-    data, lines = _load_yaml(text, origin)
-    return parse_price_document(data, origin=origin, lines=lines)
+    try:
+        if json_format:
+            try:
+                data = json.loads(text)
+            except json.JSONDecodeError as exc:
+                raise PriceFileError(
+                    [Problem(file=origin, line=exc.lineno, message=f"invalid JSON: {exc.msg}")]
+                ) from exc
+            return parse_price_document(data, origin=origin)
+        data, lines = _load_yaml(text, origin)
+        return parse_price_document(data, origin=origin, lines=lines)
+    except RecursionError as exc:  # [[[[...]]]] a few thousand deep: no price file is nested so
+        raise PriceFileError([Problem(file=origin, message="the document is nested too deeply")]) from exc
 
 
 def _load_yaml(text: str, origin: str) -> tuple[Any, _Lines]:
@@ -265,7 +268,7 @@ def _parse_entry(
             field_name = ".".join(str(part) for part in error["loc"]) or None
             problem(error["msg"], model=model, field_name=field_name)
         return None
-    return PriceEntry(model=model, price=price, provider=provider)
+    return PriceEntry(model=model, price=price, provider=provider, origin=origin)
 
 
 def _parse_aliases(raw: Any, origin: str, lines: _Lines, problems: list[Problem]) -> dict[str, str]:

@@ -266,6 +266,8 @@ class Outcome:
     checked_entries: set[tuple[str, str | None]] = dataclasses.field(default_factory=set)
     """(model, provider) of every bundled entry some reference key resolved to."""
     unused_acceptances: list[str] = dataclasses.field(default_factory=list)
+    aliases: dict[str, tuple[str, str]] = dataclasses.field(default_factory=dict)
+    """Snapshot -> (provider, curated family) where the reference's snapshot rates are a known error."""
 
 
 # -- reading the references ---------------------------------------------------------------------
@@ -536,7 +538,7 @@ class _GrowingTable(TableSource):
     """The entries generated so far, asked below the curated table (exact names only)."""
 
     def __init__(self) -> None:
-        super().__init__((), label="bundled")
+        super().__init__((), label="generated")
 
     def add(self, entry: PriceEntry) -> None:
         """Add an entry (exact name)."""
@@ -584,7 +586,15 @@ def compare_with_references(
     for price in prices:
         resolved = registry.lookup(price.model, provider=price.call_provider, at=_AT)
         differences = [] if resolved is None else _differences(price, resolved, tolerance)
-        if resolved is None or resolved.snapshot_inferred or _own_price_id(price, resolved, differences):
+        own_id = resolved is not None and _own_price_id(price, resolved, differences)
+        curated_family = resolved is not None and resolved.snapshot_inferred and resolved.source == "bundled"
+        if curated_family and differences and not own_id and _judge(differences, accepted, outcome, used):
+            # The curated family's rates stand for this snapshot too: an alias, not an entry.
+            assert resolved is not None
+            outcome.aliases[price.model] = (price.provider, resolved.model)
+            registry.alias(price.model, resolved.model)
+            continue
+        if resolved is None or resolved.snapshot_inferred or own_id:
             if _own_entry(price, generated):
                 outcome.generated.append(price)
                 registry.clear_cache()
@@ -592,15 +602,25 @@ def compare_with_references(
         outcome.checked_entries.add((resolved.model, resolved.provider))
         if not differences:
             outcome.agreed.append((price.label, resolved.price_ref))
-        for difference in differences:
-            acceptance = next((item for item in accepted if item.covers(difference)), None)
-            if acceptance is None:
-                outcome.disagreements.append(difference)
-            else:
-                used.add(acceptance.key)
-                outcome.accepted.append((difference, acceptance.why))
+        _judge(differences, accepted, outcome, used)
     outcome.unused_acceptances = [item.key for item in accepted if item.key not in used]
     return outcome
+
+
+def _judge(
+    differences: list[Disagreement], accepted: list[Acceptance], outcome: Outcome, used: set[str]
+) -> bool:
+    """File each difference as accepted or not; whether all of them were accepted."""
+    all_accepted = True
+    for difference in differences:
+        acceptance = next((item for item in accepted if item.covers(difference)), None)
+        if acceptance is None:
+            outcome.disagreements.append(difference)
+            all_accepted = False
+        else:
+            used.add(acceptance.key)
+            outcome.accepted.append((difference, acceptance.why))
+    return all_accepted
 
 
 def _own_price_id(price: ReferencePrice, resolved: ResolvedPrice, differences: list[Disagreement]) -> bool:
@@ -640,6 +660,87 @@ def _differences(price: ReferencePrice, resolved: ResolvedPrice, tolerance: Deci
     return found
 
 
+# -- evaluating genai-prices ----------------------------------------------------------------------
+
+
+@dataclasses.dataclass(frozen=True, slots=True)
+class SourceEvaluation:
+    """How a fallback source compares with the bundled table, over the references' models."""
+
+    reference_models: int
+    """Distinct (provider, model) the references list for the providers llmmeter prices."""
+    bundled_priced: int
+    source_priced: int
+    only_source: int
+    """Priced by the source and not by the bundled table."""
+    both: int
+    agree: int
+    """Of ``both``: every rate both give within the tolerance."""
+    examples: tuple[str, ...]
+    """A few disagreements, ``model: field bundled -> source``."""
+    source_models: int = 0
+    """Models the source lists for the providers llmmeter prices (its own ids)."""
+    source_models_unbundled: int = 0
+    """Of those, the ones the bundled table does not price."""
+
+
+def evaluate_source(
+    reference_dir: Path, source: Any, *, tolerance: Decimal = DEFAULT_TOLERANCE
+) -> SourceEvaluation:
+    """Coverage and agreement of ``source`` (asked alone) against the bundled table (alone)."""
+    prices, _ = reference_prices(reference_dir)
+    models = {(price.call_provider, price.model): price for price in prices}
+    bundled = PricingRegistry.default()
+    alone = PricingRegistry()
+    alone.add_source(source)
+    counts = {"bundled": 0, "source": 0, "only": 0, "both": 0, "agree": 0}
+    examples: list[str] = []
+    for (call_provider, model), price in models.items():
+        ours = bundled.lookup(model, provider=call_provider, at=_AT)
+        theirs = alone.lookup(model, provider=call_provider, at=_AT)
+        counts["bundled"] += ours is not None
+        counts["source"] += theirs is not None
+        counts["only"] += theirs is not None and ours is None
+        if ours is None or theirs is None:
+            continue
+        counts["both"] += 1
+        as_reference = dataclasses.replace(price, fields=theirs.price.model_dump(exclude_none=True))
+        differences = _differences(as_reference, ours, tolerance)
+        counts["agree"] += not differences
+        examples += [f"{model}: {d.field} {d.bundled_value} -> {d.reference_value}" for d in differences[:1]]
+    own = list(getattr(source, "models", list)())
+    unbundled = sum(bundled.lookup(model, provider=provider, at=_AT) is None for provider, model in own)
+    return SourceEvaluation(
+        source_models=len(own),
+        source_models_unbundled=unbundled,
+        reference_models=len(models),
+        bundled_priced=counts["bundled"],
+        source_priced=counts["source"],
+        only_source=counts["only"],
+        both=counts["both"],
+        agree=counts["agree"],
+        examples=tuple(examples[:12]),
+    )
+
+
+def _print_evaluation(evaluation: SourceEvaluation) -> None:
+    total = evaluation.reference_models
+    share = f"{evaluation.bundled_priced / total:.1%}"
+    print(f"reference models (provider, id): {total}")
+    print(f"priced by the bundled table:   {evaluation.bundled_priced} ({share})")
+    print(
+        f"priced by genai-prices alone:  {evaluation.source_priced} ({evaluation.source_priced / total:.1%})"
+    )
+    print(f"priced by genai-prices only:   {evaluation.only_source}")
+    print(f"priced by both: {evaluation.both}, agreeing within tolerance: {evaluation.agree}")
+    print(
+        f"genai-prices' own models for these providers: {evaluation.source_models}, "
+        f"not priced by the bundled table: {evaluation.source_models_unbundled}"
+    )
+    for example in evaluation.examples:
+        print(f"  differs: {example}")
+
+
 # -- writing -------------------------------------------------------------------------------------
 
 
@@ -648,14 +749,21 @@ def generated_documents(outcome: Outcome) -> dict[str, dict[str, Any]]:
     by_provider: dict[str, list[ReferencePrice]] = {}
     for price in outcome.generated:
         by_provider.setdefault(price.provider, []).append(price)
+    aliases: dict[str, dict[str, str]] = {}
+    for name, (provider, target) in outcome.aliases.items():
+        aliases.setdefault(provider, {})[name] = target
+        by_provider.setdefault(provider, [])
     documents = {}
     for provider, prices in sorted(by_provider.items()):
-        documents[f"{GENERATED_PREFIX}{provider}.json"] = {
+        document: dict[str, Any] = {
             "version": 1,
             "provider": provider,
             "defaults": {"checked_on": REFERENCE_DATE.isoformat()},
-            "models": [_entry(price) for price in sorted(prices, key=lambda item: item.model)],
         }
+        if provider in aliases:
+            document["aliases"] = dict(sorted(aliases[provider].items()))
+        document["models"] = [_entry(price) for price in sorted(prices, key=lambda item: item.model)]
+        documents[f"{GENERATED_PREFIX}{provider}.json"] = document
     return documents
 
 
@@ -718,7 +826,17 @@ def main(argv: Iterable[str] | None = None) -> int:
     parser.add_argument("--tolerance", type=Decimal, default=DEFAULT_TOLERANCE, help="relative, default 0.01")
     parser.add_argument("--check", action="store_true", help="write nothing; exit 1 if files are stale")
     parser.add_argument("--skipped", action="store_true", help="list the keys skipped and why")
+    parser.add_argument(
+        "--evaluate-genai-prices",
+        action="store_true",
+        help="compare genai-prices' coverage and rates with the bundled table's; write nothing",
+    )
     args = parser.parse_args(list(argv) if argv is not None else None)
+    if args.evaluate_genai_prices:
+        from llmmeter.pricing.genai_prices import GenaiPricesSource
+
+        _print_evaluation(evaluate_source(args.reference, GenaiPricesSource(), tolerance=args.tolerance))
+        return 0
     try:
         outcome = compare_with_references(args.reference, tolerance=args.tolerance)
     except (OSError, ValueError) as exc:

@@ -33,6 +33,7 @@ __all__ = [
     "PriceSource",
     "ResolvedPrice",
     "TableSource",
+    "bundled_table_date",
     "is_inferred_price",
     "is_pattern",
 ]
@@ -128,6 +129,8 @@ class PriceEntry:
     model: str
     price: AnyPrice
     provider: str | None = None
+    origin: str | None = None
+    """The file the entry was read from (``bundled/openai.yaml``), if any."""
 
 
 def is_pattern(name: str) -> bool:
@@ -293,6 +296,12 @@ def _bundled_files(include_generated: bool) -> list[Traversable]:
 
 def _name(item: Traversable) -> str:
     return item.name
+
+
+def bundled_table_date() -> dt.date | None:
+    """The newest ``checked_on`` of the bundled table: when its prices were last checked."""
+    entries, _ = _bundled_document()
+    return max((entry.price.checked_on for entry in entries if entry.price.checked_on), default=None)
 
 
 class BundledSource(TableSource):
