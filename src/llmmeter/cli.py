@@ -32,6 +32,7 @@ from llmmeter.report_prometheus import (
     render_prometheus_report,
 )
 from llmmeter.store import STORE_ENV_VAR, StoreError, read_records, resolve_store_path
+from llmmeter.store import cli as store_cli
 
 __all__ = ["main", "parse_time"]
 
@@ -190,6 +191,7 @@ def _parser() -> argparse.ArgumentParser:
         pass
     else:
         add_subcommand(subparsers)
+    store_cli.add_subcommand(subparsers)
     return parser
 
 
