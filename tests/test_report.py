@@ -338,7 +338,7 @@ def test_json_output_parses_back_with_exact_costs_and_seconds() -> None:
     assert "linear" in document["percentile_method"]
     first, second = document["groups"]
     assert first["key"] == {"model": "gpt-4o", "team": "search"}
-    assert first["cost"] == {"USD": "0.030"}
+    assert first["cost"] == {"USD": "0.03"}  # exact, without trailing zeros
     assert Decimal(first["cost"]["USD"]) == Decimal("0.03")
     assert first["tokens"] == {"input_tokens": 200, "output_tokens": 40}
     assert first["latency_s"]["ttft"] == {
@@ -347,7 +347,7 @@ def test_json_output_parses_back_with_exact_costs_and_seconds() -> None:
         "p95": pytest.approx(0.39),
         "p99": pytest.approx(0.398),
     }
-    assert second["cost"] == {} and second["unpriced_calls"] == 1
+    assert second["cost"] == {"USD": None} and second["unpriced_calls"] == 1
     assert second["latency_s"]["ttft"] == {"count": 0, "p50": None, "p95": None, "p99": None}
     assert document["total"]["calls"] == 3
 
@@ -384,7 +384,7 @@ def test_table_is_aligned_with_units_and_marks_unobserved_values() -> None:
     assert "300 ms" in text and "2.00 s" in text and "20.0 ms" in text  # TTFT p50, duration p50, TPOT p50
     llama_ttft = next(line for line in lines if line.startswith("llama-local") and "TTFT" in line)
     assert llama_ttft.split()[-3:] == ["–", "–", "–"]
-    assert "never added as 0" in text
+    assert "never added as 0" in " ".join(text.split())  # notes wrap at the table width
 
 
 def test_an_empty_window_says_so() -> None:

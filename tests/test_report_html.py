@@ -129,7 +129,7 @@ def test_tokens_chart_shows_every_reported_kind_and_modality() -> None:
     token_chart = svgs(render(sample_records()))[6]
 
     labels = [t.text for t in token_chart.iter("text") if t.get("class") == "label"]
-    assert labels == ["input (all)", "output (all)", "audio in"]
+    assert labels == ["input", "output", "audio input"]  # the one label table (labels.py)
     notes = [t.text for t in token_chart.iter("text") if t.get("class") == "note"]
     assert notes == ["36,000 tokens", "7,200 tokens", "480 tokens"]
 

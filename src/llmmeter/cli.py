@@ -7,32 +7,43 @@ missing / unreadable store (one line on stderr, never a traceback).
 from __future__ import annotations
 
 import argparse
+import contextlib
+import importlib
+import os
 import re
 import sys
-from collections.abc import Callable, Sequence
+import threading
+import time
+from collections.abc import Callable, Iterator, Sequence
 from datetime import datetime, timedelta
 from pathlib import Path
-from typing import cast
+from typing import NoReturn, cast
 
 from llmmeter.record import CallKind, CallRecord
-from llmmeter.report import (
+from llmmeter.report.build import (
     GROUP_KEYS,
+    LATENCY_OUTCOMES,
+    SORT_ORDERS,
+    LatencyOutcome,
     Report,
     ReportKind,
+    SortOrder,
+    attribute_name,
     build_report,
-    render_csv,
-    render_json,
-    render_table,
+    parse_group_keys,
 )
-from llmmeter.report_html import render_html
-from llmmeter.report_prometheus import (
+from llmmeter.report.html import render_html
+from llmmeter.report.prometheus import (
     DEFAULT_MATCHERS,
     PrometheusQueryError,
     prometheus_report,
     render_prometheus_report,
 )
+from llmmeter.report.sql import SQLITE, Dialect, Run, query_report, unknown_group_keys
+from llmmeter.report.text import printable, render_csv, render_json, render_table
 from llmmeter.store import STORE_ENV_VAR, StoreError, read_records, resolve_store_path
 from llmmeter.store import cli as store_cli
+from llmmeter.store.read import reading_store
 
 __all__ = ["main", "parse_time"]
 
@@ -41,26 +52,35 @@ _UNIT_SECONDS = {"s": 1, "m": 60, "h": 3600, "d": 86_400, "w": 604_800}
 
 Renderer = Callable[[Report], str]
 _FORMATS = ("table", "json", "csv", "html")
+_PROGRESS_AFTER_S = 1.0
+_POSTGRES_SCHEMES = ("postgresql://", "postgres://")
 
 
 def parse_time(text: str, now: datetime | None = None) -> datetime:
     """``24h`` / ``30m`` / ``7d`` / ``2w`` / ``90s`` ago, or an ISO date or datetime.
 
     A relative time counts back from ``now`` (default: the current local time). An ISO value
-    without a timezone is local time; a bare date means its midnight.
+    without a timezone is local time; a bare date means its midnight. A time before the year 1
+    or after 9999 (``99999999999w``) is a ``ValueError``, like any text that is not a time.
     """
     reference = now if now is not None else datetime.now().astimezone()
     relative = _RELATIVE.match(text)
     if relative:
         amount, unit = float(relative.group(1)), relative.group(2)
-        return reference - timedelta(seconds=amount * _UNIT_SECONDS[unit])
+        try:
+            return reference - timedelta(seconds=amount * _UNIT_SECONDS[unit])
+        except OverflowError:
+            raise ValueError(f"{text.strip()!r} reaches back before the year 1") from None
     try:
         moment = datetime.fromisoformat(text.strip())
     except ValueError:
         raise ValueError(
             f"not a time: {text!r} (use e.g. 24h, 7d, 30m, 2026-11-27 or 2026-11-27T09:30)"
         ) from None
-    return moment if moment.tzinfo is not None else moment.astimezone()
+    try:
+        return moment if moment.tzinfo is not None else moment.astimezone()
+    except (OverflowError, OSError):
+        raise ValueError(f"{text.strip()!r} is out of the range of times this system handles") from None
 
 
 def _time_argument(text: str) -> datetime:
@@ -70,11 +90,21 @@ def _time_argument(text: str) -> datetime:
         raise argparse.ArgumentTypeError(str(exc)) from None
 
 
-def _render(output_format: str, report: Report, records: Sequence[CallRecord]) -> str:
-    if output_format == "html":
-        return render_html(report, records)
-    renderers: dict[str, Renderer] = {"table": render_table, "json": render_json, "csv": render_csv}
-    return renderers[output_format](report)
+def _positive_int(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"not a whole number: {text!r}") from None
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"must be 1 or more, got {value}")
+    return value
+
+
+class _OneLineParser(argparse.ArgumentParser):
+    """Usage errors as one line on stderr (``llmmeter report: ...``), exit code 2."""
+
+    def error(self, message: str) -> NoReturn:
+        self.exit(2, f"{self.prog}: {printable(message)} (see {self.prog} --help)\n")
 
 
 def _add_report_command(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
@@ -83,7 +113,8 @@ def _add_report_command(subparsers: argparse._SubParsersAction[argparse.Argument
         "report",
         help="calls, tokens, cost and latency percentiles from the local store (or Prometheus)",
         description="Summarize the local store: calls, errors, tokens by kind, cost, and "
-        "p50/p95/p99 of TTFT, TPOT and duration, grouped and over a time window.",
+        "p50/p95/p99 of TTFT, TPOT and duration, grouped and over a time window. "
+        "The store computes the report in SQL: millions of records take seconds.",
     )
     parser.add_argument(
         "--store",
@@ -94,7 +125,8 @@ def _add_report_command(subparsers: argparse._SubParsersAction[argparse.Argument
         "--by",
         metavar="KEYS",
         default="",
-        help=f"comma-separated group keys: {builtin_keys}, or any attribute key (attr:KEY forces one)",
+        help=f"comma-separated group keys: {builtin_keys}, or an attribute key some record has "
+        "(attr:KEY reaches one named like a built-in key)",
     )
     parser.add_argument("--since", type=_time_argument, metavar="TIME", help="24h, 7d, 30m... or ISO time")
     parser.add_argument("--until", type=_time_argument, metavar="TIME", help="24h, 7d, 30m... or ISO time")
@@ -107,11 +139,31 @@ def _add_report_command(subparsers: argparse._SubParsersAction[argparse.Argument
         default="llm",
         help="llm calls (default), steps (with their rolled-up numbers), or all (double counts)",
     )
+    parser.add_argument(
+        "--top",
+        type=_positive_int,
+        metavar="N",
+        help="show the first N groups (in --sort order) and add the rest up into one 'other' row",
+    )
+    parser.add_argument(
+        "--sort",
+        choices=SORT_ORDERS,
+        default="cost",
+        help="group order: cost (default), calls, tokens, errors (largest first) or key",
+    )
+    parser.add_argument(
+        "--outcome",
+        choices=LATENCY_OUTCOMES,
+        default=None,
+        help="the calls latency percentiles are taken over: ok (default: failed and aborted calls "
+        "and their retries would pull them), error, aborted, or all",
+    )
     parser.add_argument("-o", "--output", metavar="FILE", help="write the report here instead of stdout")
     fleet = parser.add_argument_group(
         "fleet-wide, from Prometheus",
         "Compute the report from the llmmeter metrics Prometheus scraped from every process "
-        "(LLM calls; --since defaults to 24h; percentiles are bucket-interpolated estimates).",
+        "(LLM calls; --since defaults to 24h; percentiles are bucket-interpolated estimates "
+        "over calls of every outcome).",
     )
     fleet.add_argument("--prometheus", metavar="URL", help="Prometheus server, e.g. http://127.0.0.1:9090")
     fleet.add_argument(
@@ -123,25 +175,163 @@ def _add_report_command(subparsers: argparse._SubParsersAction[argparse.Argument
     parser.set_defaults(func=_run_report)
 
 
+class _Failure(Exception):
+    """A one-line error for the user; the command exits with code 2."""
+
+
 def _run_report(args: argparse.Namespace) -> int:
+    try:
+        _check_arguments(args)
+        if args.prometheus:
+            return _run_prometheus_report(args)
+        report_text = _local_report(args)
+    except (_Failure, StoreError) as exc:
+        return _fail(str(exc))
+    return _emit(report_text, args.output)
+
+
+def _check_arguments(args: argparse.Namespace) -> None:
     since: datetime | None = args.since
     until: datetime | None = args.until
     if since is not None and until is not None and since >= until:
-        return _fail("--since must be before --until")
-    if args.prometheus:
-        return _run_prometheus_report(args)
+        raise _Failure("--since must be before --until")
+    for key in parse_group_keys(args.by):
+        name = key.removeprefix("attr:")
+        if not name or printable(name) != name or '"' in name or "\\" in name:
+            raise _Failure(
+                f"--by: {printable(key)!r} is not a valid key (no quotes, backslashes or control characters)"
+            )
+
+
+def _local_report(args: argparse.Namespace) -> str:
     kind = cast(ReportKind, args.kind)
-    path = resolve_store_path(args.store)
+    outcome = cast(LatencyOutcome, args.outcome or "ok")
+    sort = cast(SortOrder, args.sort)
+    if args.format == "html":
+        path = resolve_store_path(args.store)
+        records = read_records(path, since=args.since, until=args.until, kind=_record_kind(kind))
+        _check_keys_in_memory(args.by, records)
+        report = build_report(
+            records,
+            by=args.by,
+            kind=kind,
+            since=args.since,
+            until=args.until,
+            latency_outcome=outcome,
+            top=args.top,
+            sort=sort,
+        )
+        return render_html(report, records)
+    with _sql_source(args.store) as (run, dialect), _progress_line() as progress:
+        _check_keys(run, dialect, args)
+        report = query_report(
+            run,
+            dialect=dialect,
+            by=args.by,
+            kind=kind,
+            since=args.since,
+            until=args.until,
+            latency_outcome=outcome,
+            top=args.top,
+            sort=sort,
+            progress=progress,
+        )
+    renderers: dict[str, Renderer] = {"table": render_table, "json": render_json, "csv": render_csv}
+    return renderers[args.format](report)
+
+
+def _record_kind(kind: ReportKind) -> CallKind | None:
+    return None if kind == "all" else CallKind(kind)
+
+
+@contextlib.contextmanager
+def _sql_source(store: str | None) -> Iterator[tuple[Run, Dialect]]:
+    """The backend that computes the report: the local SQLite store, or a fleet database."""
+    target = store if store is not None else os.environ.get(STORE_ENV_VAR)
+    if target and target.strip().lower().startswith(_POSTGRES_SCHEMES):
+        try:
+            backend = importlib.import_module("llmmeter.store.postgres_report")
+        except ImportError:
+            raise _Failure(
+                "this llmmeter cannot report from a PostgreSQL store yet (no SQL dialect for it)"
+            ) from None
+        reading_fleet_store = backend.reading_fleet_store
+        with reading_fleet_store(target) as run:
+            yield run, backend.POSTGRESQL_DIALECT
+        return
+    with reading_store(resolve_store_path(store)) as run:
+        yield run, SQLITE
+
+
+def _check_keys(run: Run, dialect: Dialect, args: argparse.Namespace) -> None:
+    unknown = unknown_group_keys(
+        run, args.by, dialect=dialect, since=args.since, until=args.until, kind=cast(ReportKind, args.kind)
+    )
+    if unknown and any(True for _ in run("SELECT 1 FROM records LIMIT 1", [])):
+        raise _Failure(_unknown_keys_message(unknown, _attribute_keys(run, dialect)))
+
+
+def _check_keys_in_memory(by: str, records: Sequence[CallRecord]) -> None:
+    unknown = [
+        key
+        for key in parse_group_keys(by)
+        if key in (attribute_name(key),) and not any(key in record.attributes for record in records)
+    ]
+    if unknown and records:
+        attributes = sorted({name for record in records[-10_000:] for name in record.attributes})[:50]
+        raise _Failure(_unknown_keys_message(unknown, attributes))
+
+
+def _attribute_keys(run: Run, dialect: Dialect) -> list[str]:
     try:
-        records = read_records(path, since=since, until=until, kind=None if kind == "all" else CallKind(kind))
-    except StoreError as exc:
-        return _fail(str(exc))
-    report = build_report(records, by=args.by, kind=kind, since=since, until=until)
-    text = _render(args.format, report, records)
-    if args.format != "table":
-        for key in report.unmatched_keys:
-            print(f"llmmeter: no record has a value for '{key}'", file=sys.stderr)
-    return _emit(text, args.output)
+        return [str(row[0]) for row in run(dialect.attribute_keys(50), [])]
+    except Exception:  # the list only decorates an error message
+        return []
+
+
+def _unknown_keys_message(unknown: Sequence[str], attributes: Sequence[str]) -> str:
+    names = ", ".join(repr(printable(key)) for key in unknown)
+    seen = f"; attributes in the store: {', '.join(printable(a) for a in attributes)}" if attributes else ""
+    return f"--by: no record has {names}: valid keys are {', '.join(GROUP_KEYS)}{seen}"
+
+
+@contextlib.contextmanager
+def _progress_line() -> Iterator[Callable[[str], None]]:
+    """A ``step`` callback; on a terminal, once the report has run a second, a line on stderr
+    says which step it is at and for how long, until the report is done."""
+    if not _stderr_is_a_terminal():
+        yield lambda _: None
+        return
+    started = time.monotonic()
+    state = {"step": "starting"}
+    done = threading.Event()
+    shown = threading.Event()
+
+    def show() -> None:
+        if done.wait(_PROGRESS_AFTER_S):
+            return
+        while not done.wait(0.25):
+            shown.set()
+            sys.stderr.write(f"\rllmmeter report: {state['step']}… {time.monotonic() - started:.0f} s\x1b[K")
+            sys.stderr.flush()
+
+    thread = threading.Thread(target=show, name="llmmeter-report-progress", daemon=True)
+    thread.start()
+    try:
+        yield lambda step: state.__setitem__("step", step)
+    finally:
+        done.set()
+        thread.join()
+        if shown.is_set():
+            sys.stderr.write("\r\x1b[K")
+            sys.stderr.flush()
+
+
+def _stderr_is_a_terminal() -> bool:
+    try:
+        return sys.stderr.isatty()
+    except (AttributeError, ValueError):
+        return False
 
 
 def _run_prometheus_report(args: argparse.Namespace) -> int:
@@ -149,6 +339,8 @@ def _run_prometheus_report(args: argparse.Namespace) -> int:
         return _fail("--format html charts per-call records: use the local store (or table/json/csv)")
     if args.kind != "llm" or args.store:
         return _fail("--prometheus reports LLM calls from metrics: --kind and --store do not apply")
+    if args.top is not None or args.outcome is not None:
+        return _fail("--prometheus: --top and --outcome need per-call data: use the local store")
     try:
         report = prometheus_report(
             args.prometheus, by=args.by, since=args.since, until=args.until, matchers=args.match
@@ -157,7 +349,7 @@ def _run_prometheus_report(args: argparse.Namespace) -> int:
         return _fail(str(exc))
     if args.format != "table":
         for key in report.unmatched_keys:
-            print(f"llmmeter: no series has a value for '{key}'", file=sys.stderr)
+            print(f"llmmeter: no series has a value for '{printable(key)}'", file=sys.stderr)
     return _emit(render_prometheus_report(report, args.format, args.prometheus), args.output)
 
 
@@ -180,7 +372,7 @@ def _fail(message: str) -> int:
 
 
 def _parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(
+    parser: argparse.ArgumentParser = _OneLineParser(
         prog="llmmeter", description="Per-request LLM cost and latency telemetry."
     )
     subparsers = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)

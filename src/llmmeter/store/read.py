@@ -2,10 +2,11 @@
 
 from __future__ import annotations
 
+import contextlib
 import os
 import sqlite3
 import time
-from collections.abc import Mapping
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
@@ -26,7 +27,7 @@ _EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
 _REPLAY_TIMEOUT_S = 5.0
 
 
-def _unix_ns(moment: datetime) -> int:
+def unix_ns(moment: datetime) -> int:
     """Nanoseconds since the epoch; a naive datetime is taken as local time."""
     aware = moment if moment.tzinfo is not None else moment.astimezone()
     return (aware - _EPOCH) // timedelta(microseconds=1) * 1000
@@ -59,6 +60,55 @@ def read_records(
         raise StoreError(f"cannot read the llmmeter store {path}: {exc}") from exc
     finally:
         conn.close()
+
+
+_READ_CACHE_KIB = 32 * 1024
+"""SQLite's page cache while a report runs: big enough for the sorts, small enough for RSS."""
+
+
+@contextlib.contextmanager
+def reading_store(
+    path: str | os.PathLike[str],
+) -> Iterator[Callable[[str, Sequence[object]], Iterable[Sequence[Any]]]]:
+    """A read-only query runner over the store at ``path``, for the report's SQL.
+
+    First writes the journals of dead processes into the store (:func:`replay_journals`). Any
+    database error while the runner is used is raised as a one-line :class:`StoreError`. Text
+    that is not valid UTF-8 (a lone surrogate from a JSON attribute) comes back as the Python
+    string it was, never as an exception.
+    """
+    store_path = Path(path).expanduser()
+    replay_journals(store_path)
+    conn = _open_for_reading(store_path)
+    conn.text_factory = _decode_text
+    try:
+        conn.execute(f"PRAGMA cache_size = -{_READ_CACHE_KIB}")
+        conn.execute("PRAGMA threads = 2")  # SQLite's sorter may use a helper thread
+
+        def run(sql: str, params: Sequence[object]) -> Iterable[Sequence[Any]]:
+            return conn.execute(sql, params)
+
+        yield run
+    except sqlite3.DatabaseError as exc:
+        raise StoreError(f"cannot read the llmmeter store {path}: {exc}") from exc
+    finally:
+        conn.close()
+
+
+def _decode_text(data: bytes) -> str:
+    try:
+        return data.decode("utf-8")
+    except UnicodeDecodeError:
+        # SQLite's JSON functions turn an escaped lone surrogate into its 3-byte (CESU) form.
+        return data.decode("utf-8", "surrogatepass" if _is_cesu(data) else "backslashreplace")
+
+
+def _is_cesu(data: bytes) -> bool:
+    try:
+        data.decode("utf-8", "surrogatepass")
+    except UnicodeDecodeError:
+        return False
+    return True
 
 
 def replay_journals(path: str | os.PathLike[str], timeout: float = _REPLAY_TIMEOUT_S) -> int:
@@ -145,10 +195,10 @@ def _window_clause(
     params: list[object] = []
     if since is not None:
         conditions.append("start_time_unix_ns >= ?")
-        params.append(_unix_ns(since))
+        params.append(unix_ns(since))
     if until is not None:
         conditions.append("start_time_unix_ns < ?")
-        params.append(_unix_ns(until))
+        params.append(unix_ns(until))
     if kind is not None:
         conditions.append("kind = ?")
         params.append(kind.value)

@@ -1,0 +1,483 @@
+"""A :class:`~llmmeter.report.build.Report` as a terminal table, JSON or CSV.
+
+Every value that came from a record (a model name, an attribute) is treated as hostile here:
+
+* the table escapes control characters, terminal escape sequences, NUL and lone surrogates
+  (``\\x1b``, ``\\x00``, ``\\ud800``), and cuts a value longer than its column with ``…``; the
+  default table fits :data:`TABLE_WIDTH` columns (kinds that do not fit are named in a note,
+  and are all in JSON and CSV);
+* JSON keeps every value whole; a lone surrogate is written as its ``\\uXXXX`` escape, which
+  reads back as the same string;
+* CSV keeps every value whole, but a text cell starting with ``=``, ``+``, ``-``, ``@``, tab or
+  carriage return gets a leading ``'`` (the OWASP rule against spreadsheet formula injection),
+  and a lone surrogate is written as its visible escape.
+
+JSON and CSV have the same keys in every group: a token kind any record of the report reported
+is present in every group (``null`` / an empty cell where that group's records did not report
+it); a currency any cost was in likewise.
+"""
+
+from __future__ import annotations
+
+import csv
+import io
+import json
+import re
+import textwrap
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from decimal import Decimal
+from typing import Any, Final
+
+from llmmeter.record import USAGE_COUNT_FIELDS
+from llmmeter.report.build import (
+    LATENCY_METRICS,
+    PERCENTILES,
+    GroupStats,
+    Report,
+)
+from llmmeter.report.labels import LATENCY_LABELS, token_label
+
+__all__ = [
+    "LATENCY_TITLE",
+    "TABLE_WIDTH",
+    "TableCells",
+    "csv_text_cell",
+    "decimal_text",
+    "format_money",
+    "format_seconds",
+    "json_text",
+    "latency_table_cells",
+    "printable",
+    "render_csv",
+    "render_json",
+    "render_table",
+    "report_notes",
+    "usage_table_cells",
+    "window_label",
+]
+
+TABLE_WIDTH: Final = 100
+"""Columns the default table fits in (when the numbers allow: a count is never cut)."""
+_KEY_WIDTH: Final = 36
+"""Columns the group-key cells share before other columns are dropped."""
+_MIN_KEY_WIDTH: Final = 10
+_ALWAYS_SHOWN_TOKENS: Final = ("input_tokens", "output_tokens")
+_NONE_LABEL: Final = "(none)"
+_MISSING: Final = "–"
+_ELLIPSIS: Final = "…"
+LATENCY_TITLE = "Latency (over the calls where observed; TTFT and TPOT need streaming)"
+
+# ---------------------------------------------------------------------------------------------
+# Hostile values
+
+# C0 and C1 controls, DEL, lone surrogates, and the bidirectional overrides that can make a
+# terminal show text in another order than it is ("Trojan Source").
+_UNPRINTABLE: Final = re.compile("[\x00-\x1f\x7f-\x9f\ud800-\udfff\u202a-\u202e\u2066-\u2069]")
+_SURROGATE: Final = re.compile("[\ud800-\udfff]")
+_NAMED_ESCAPES: Final = {"\n": "\\n", "\r": "\\r", "\t": "\\t"}
+_CSV_FORMULA_STARTS: Final = ("=", "+", "-", "@", "\t", "\r")
+
+
+def _escape(match: re.Match[str]) -> str:
+    char = match.group()
+    named = _NAMED_ESCAPES.get(char)
+    if named is not None:
+        return named
+    code = ord(char)
+    return f"\\x{code:02x}" if code <= 0xFF else f"\\u{code:04x}"
+
+
+def printable(text: str) -> str:
+    """``text`` with every character a terminal would act on, or could not encode, escaped."""
+    return _UNPRINTABLE.sub(_escape, text)
+
+
+def _clip(text: str, width: int) -> str:
+    return text if len(text) <= width else text[: max(width - 1, 0)] + _ELLIPSIS
+
+
+def json_text(text: str) -> str:
+    """JSON text (from ``json.dumps(..., ensure_ascii=False)``) with lone surrogates as ``\\uXXXX``
+    escapes: still the same strings once parsed, and encodable as UTF-8."""
+    return _SURROGATE.sub(lambda m: f"\\u{ord(m.group()):04x}", text)
+
+
+def csv_text_cell(text: str) -> str:
+    """A text cell that a spreadsheet shows as text: never a formula, never unencodable."""
+    safe = _SURROGATE.sub(_escape, text)
+    return "'" + safe if safe.startswith(_CSV_FORMULA_STARTS) else safe
+
+
+# ---------------------------------------------------------------------------------------------
+# Shared formatting
+
+
+def _key_label(value: str | None) -> str:
+    return _NONE_LABEL if value is None else value
+
+
+def window_label(report: Report) -> str:
+    """The report's time window, e.g. ``2026-11-26T10:00:00+00:00 → now``."""
+    since = report.since.isoformat(timespec="seconds") if report.since else "the beginning"
+    until = report.until.isoformat(timespec="seconds") if report.until else "now"
+    return f"{since} → {until}"
+
+
+def _format_count(value: int | None) -> str:
+    return _MISSING if value is None else f"{value:,}"
+
+
+def format_money(amount: Decimal) -> str:
+    """An amount for display: 6 decimals, thousands separators (exact values are in JSON/CSV)."""
+    rounded = amount.quantize(Decimal("0.000001"))
+    if rounded == 0 and amount != 0:
+        return "<0.000001"
+    return f"{rounded:,.6f}"
+
+
+def _format_cost(cost: dict[str, Decimal], currencies: Sequence[str]) -> str:
+    if not cost:
+        return _MISSING
+    if len(currencies) == 1:
+        return format_money(cost[currencies[0]])
+    return " + ".join(f"{format_money(cost[c])} {c}" for c in currencies if c in cost)
+
+
+def format_seconds(value: float | None) -> str:
+    """A duration for display with its unit: ``412 ms``, ``12.3 ms``, ``1.25 s``; ``–`` if unknown."""
+    if value is None:
+        return _MISSING
+    if value >= 0.9995:  # would round to "1000 ms"
+        return f"{value:,.2f} s"
+    millis = value * 1000
+    if millis >= 100:
+        return f"{millis:.0f} ms"
+    if millis >= 10:
+        return f"{millis:.1f} ms"
+    return f"{millis:.2f} ms"
+
+
+# ---------------------------------------------------------------------------------------------
+# Table
+
+TableCells = tuple[list[str], list[list[str]], int]
+"""Headers, rows and how many leading columns are labels (left-aligned); the rest are numbers."""
+
+
+@dataclass(frozen=True, slots=True)
+class _Column:
+    header: str
+    cell: Callable[[GroupStats], str]
+    optional: bool = False
+    """Left out of the terminal table when it does not fit (it is in JSON and CSV)."""
+
+
+def _usage_columns(report: Report) -> list[_Column]:
+    currencies = report.currencies
+    totals = report.total
+    cost_header = f"cost ({currencies[0]})" if len(currencies) == 1 else "cost"
+    columns = [_Column("calls", lambda s: _format_count(s.calls))]
+    if report.kind != "llm":
+        columns.append(_Column("LLM calls", lambda s: _format_count(s.llm_calls)))
+    columns.append(_Column("errors", lambda s: _format_count(s.errors)))
+    for kind in USAGE_COUNT_FIELDS:
+        if kind in _ALWAYS_SHOWN_TOKENS or totals.tokens.get(kind):
+            columns.append(
+                _Column(
+                    f"{token_label(kind)} tok",
+                    lambda s, kind=kind: _format_count(s.token(kind)),  # type: ignore[misc]
+                    optional=kind not in _ALWAYS_SHOWN_TOKENS,
+                )
+            )
+    if totals.usage_missing_calls:
+        columns.append(_Column("no usage", lambda s: _format_count(s.usage_missing_calls)))
+    if totals.usage_estimated_calls:
+        columns.append(_Column("estimated", lambda s: _format_count(s.usage_estimated_calls), optional=True))
+    columns.append(_Column(cost_header, lambda s: _format_cost(s.cost, currencies)))
+    columns.append(_Column("unpriced", lambda s: _format_count(s.unpriced_calls)))
+    return columns
+
+
+def _labeled_rows(report: Report, *, with_total: bool) -> list[tuple[list[str], GroupStats]]:
+    """The rows of a table: each group's key values, the ``other`` row, then the total."""
+    key_columns = max(len(report.group_by), 1)
+    padding = [""] * (key_columns - 1)
+    rows = [([printable(_key_label(v)) for v in g.key] or ["all"], g) for g in report.groups]
+    if report.other is not None:
+        rows.append(([f"(other: {report.other.folded_groups:,} groups)", *padding], report.other))
+    if with_total and report.group_by and len(rows) > 1:
+        rows.append((["TOTAL", *padding], report.total))
+    return rows
+
+
+def _clip_labels(labels: list[str], key_columns: int, width: int | None) -> list[str]:
+    if width is None:
+        return labels
+    return [_clip(label, width) if i < key_columns else label for i, label in enumerate(labels)]
+
+
+def _table_width(headers: Sequence[str], rows: Sequence[Sequence[str]]) -> int:
+    widths = [max(len(cell) for cell in column) for column in zip(headers, *rows, strict=True)]
+    return sum(widths) + 2 * (len(widths) - 1)
+
+
+def _usage_cells(report: Report, columns: Sequence[_Column], key_width: int | None) -> TableCells:
+    key_columns = max(len(report.group_by), 1)
+    headers = [*(report.group_by or ["group"]), *(c.header for c in columns)]
+    rows = [
+        [*_clip_labels(label, key_columns, key_width), *(c.cell(stats) for c in columns)]
+        for label, stats in _labeled_rows(report, with_total=True)
+    ]
+    return _clip_labels(headers, key_columns, key_width), rows, key_columns
+
+
+def usage_table_cells(report: Report) -> TableCells:
+    """The tokens-and-cost table as formatted cells, every column (the HTML report's table)."""
+    return _usage_cells(report, _usage_columns(report), None)
+
+
+def _fitted_usage_cells(report: Report, width: int) -> tuple[TableCells, list[str]]:
+    """The usage table within ``width`` columns, and the headers of the columns left out."""
+    columns = _usage_columns(report)
+    key_width = max(_MIN_KEY_WIDTH, _KEY_WIDTH // max(len(report.group_by), 1))
+    dropped: list[str] = []
+    cells = _usage_cells(report, columns, key_width)
+    while _table_width(cells[0], cells[1]) > width:
+        optional = [c for c in columns if c.optional]
+        if optional:
+            columns.remove(optional[-1])
+            dropped.insert(0, optional[-1].header)
+        elif key_width > _MIN_KEY_WIDTH:
+            key_width -= 1
+        else:
+            break
+        cells = _usage_cells(report, columns, key_width)
+    return cells, dropped
+
+
+def _latency_cells(report: Report, key_width: int | None) -> TableCells:
+    key_columns = max(len(report.group_by), 1)
+    headers = [*(report.group_by or ["group"]), "latency", "n", *(f"p{p}" for p in PERCENTILES)]
+    rows: list[list[str]] = []
+    for label, stats in _labeled_rows(report, with_total=False):
+        for i, metric in enumerate(LATENCY_METRICS):
+            summary = stats.latency[metric]
+            rows.append(
+                [
+                    *(_clip_labels(label, key_columns, key_width) if i == 0 else [""] * key_columns),
+                    LATENCY_LABELS[metric],
+                    _format_count(summary.count),
+                    *(format_seconds(summary.percentiles[p]) for p in PERCENTILES),
+                ]
+            )
+    return _clip_labels(headers, key_columns, key_width), rows, key_columns + 1
+
+
+def latency_table_cells(report: Report) -> TableCells:
+    """The latency table (a row per group and metric) as formatted cells."""
+    return _latency_cells(report, None)
+
+
+def _grid(headers: Sequence[str], rows: Sequence[Sequence[str]], left_columns: int) -> list[str]:
+    """Aligned text columns: the first ``left_columns`` left-aligned, the rest right-aligned."""
+    widths = [max(len(cell) for cell in column) for column in zip(headers, *rows, strict=True)]
+
+    def line(cells: Sequence[str]) -> str:
+        parts = [
+            cell.ljust(width) if i < left_columns else cell.rjust(width)
+            for i, (cell, width) in enumerate(zip(cells, widths, strict=True))
+        ]
+        return "  ".join(parts).rstrip()
+
+    rule = "  ".join("-" * width for width in widths)
+    return [line(headers), rule, *(line(row) for row in rows)]
+
+
+_WHAT: Final = {"llm": "LLM calls", "step": "steps", "all": "records (LLM calls and steps)"}
+
+
+def render_table(report: Report, width: int = TABLE_WIDTH) -> str:
+    """The report as aligned text tables for a terminal, within ``width`` columns: usage and
+    cost, then latency, then the notes a reader needs."""
+    by = f", by {', '.join(printable(key) for key in report.group_by)}" if report.group_by else ""
+    title = f"llmmeter report: {report.total.calls:,} {_WHAT[report.kind]}, {window_label(report)}{by}"
+    lines = [title, ""]
+    if not report.groups:
+        lines.append("No records in this window.")
+        return "\n".join(lines) + "\n"
+    usage, dropped = _fitted_usage_cells(report, width)
+    key_width = max(_MIN_KEY_WIDTH, _KEY_WIDTH // max(len(report.group_by), 1))
+    lines += ["Tokens and cost", *_grid(*usage), ""]
+    lines += [LATENCY_TITLE, *_grid(*_latency_cells(report, key_width)), ""]
+    notes = report_notes(report)
+    if dropped:
+        notes.append(f"Not shown to fit {width} columns: {', '.join(dropped)} (see --format json or csv).")
+    lines.append("Notes:")
+    for note in notes:
+        lines += textwrap.wrap(note, width, initial_indent="  ", subsequent_indent="    ")
+    return "\n".join(lines) + "\n"
+
+
+_LATENCY_POPULATION: Final = {
+    "ok": "successful calls only (failed and aborted calls are left out; see --outcome)",
+    "error": "failed calls only",
+    "aborted": "aborted and abandoned calls only",
+    "all": "every call, whatever its outcome",
+}
+
+
+def report_notes(report: Report) -> list[str]:
+    """What a reader must know to read the numbers right (cost coverage, method, caveats)."""
+    notes = [
+        "Cost sums priced calls only; 'unpriced' counts calls with token counts but no price "
+        "(never added as 0).",
+        f"Percentiles: {report.percentile_method}, over {_LATENCY_POPULATION[report.latency_outcome]}.",
+    ]
+    if report.total.usage_missing_calls:
+        notes.append(
+            "'no usage': calls that reported no token counts (most failed calls); token sums leave them out."
+        )
+    if report.total.usage_estimated_calls:
+        notes.append("'estimated': calls whose token counts are local (tiktoken) estimates.")
+    if report.kind == "all":
+        notes.append("Steps repeat the tokens and cost of the LLM calls inside them: group --by kind.")
+    if report.other is not None:
+        shown = len(report.groups)
+        notes.append(
+            f"The top {shown:,} of {shown + report.other.folded_groups:,} groups by {report.sort}; "
+            "'other' adds up the rest."
+        )
+    for key in report.unmatched_keys:
+        notes.append(f"No record has a value for '{printable(key)}'.")
+    return notes
+
+
+# ---------------------------------------------------------------------------------------------
+# JSON and CSV
+
+
+def _group_json(stats: GroupStats, group_by: Sequence[str], report: Report) -> dict[str, Any]:
+    return {
+        "key": dict(zip(group_by, stats.key, strict=True)),
+        "calls": stats.calls,
+        "llm_calls": stats.llm_calls,
+        "errors": stats.errors,
+        "aborted": stats.aborted,
+        "tokens": {kind: stats.tokens.get(kind) for kind in report.token_kinds},
+        "usage_missing_calls": stats.usage_missing_calls,
+        "usage_estimated_calls": stats.usage_estimated_calls,
+        "cost": {c: None if c not in stats.cost else decimal_text(stats.cost[c]) for c in report.currencies},
+        "priced_calls": stats.priced_calls,
+        "unpriced_calls": stats.unpriced_calls,
+        "cost_status": dict(sorted(stats.cost_status.items())),
+        "latency_s": {
+            metric: {"count": summary.count, **{f"p{p}": v for p, v in summary.percentiles.items()}}
+            for metric, summary in stats.latency.items()
+        },
+    }
+
+
+def _other_json(report: Report) -> dict[str, Any] | None:
+    if report.other is None:
+        return None
+    document = _group_json(report.other, (), report)
+    del document["key"]
+    return {"groups": report.other.folded_groups, **document}
+
+
+def render_json(report: Report) -> str:
+    """The report as JSON. Costs are decimal strings (exact); latencies are seconds; every group
+    has the same token and currency keys (``null`` where unobserved)."""
+    document = {
+        "kind": report.kind,
+        "since": report.since.isoformat() if report.since else None,
+        "until": report.until.isoformat() if report.until else None,
+        "group_by": list(report.group_by),
+        "sort": report.sort,
+        "percentile_method": report.percentile_method,
+        "latency_outcome": report.latency_outcome,
+        "groups": [_group_json(g, report.group_by, report) for g in report.groups],
+        "other": _other_json(report),
+        "total": _group_json(report.total, (), report),
+    }
+    return json_text(json.dumps(document, indent=2, ensure_ascii=False)) + "\n"
+
+
+_LATENCY_CSV_PARTS: Final = ("count", *(f"p{p}_s" for p in PERCENTILES))
+
+
+def _csv_columns(report: Report) -> list[str]:
+    currencies = report.currencies or ("USD",)
+    return [
+        *(csv_text_cell(key) for key in report.group_by),
+        "calls",
+        "llm_calls",
+        "errors",
+        "aborted",
+        *USAGE_COUNT_FIELDS,
+        "usage_missing_calls",
+        "usage_estimated_calls",
+        *(f"cost_{currency}" for currency in currencies),
+        "priced_calls",
+        "unpriced_calls",
+        *(f"{metric}_{part}" for metric in LATENCY_METRICS for part in _LATENCY_CSV_PARTS),
+    ]
+
+
+def _csv_row(stats: GroupStats, key_cells: Sequence[object], report: Report) -> list[object]:
+    currencies = report.currencies or ("USD",)
+    latency: list[object] = []
+    for metric in LATENCY_METRICS:
+        summary = stats.latency[metric]
+        latency += [summary.count, *(_blank(summary.percentiles[p]) for p in PERCENTILES)]
+    return [
+        *key_cells,
+        stats.calls,
+        stats.llm_calls,
+        stats.errors,
+        stats.aborted,
+        *(_blank(stats.token(kind)) for kind in USAGE_COUNT_FIELDS),
+        stats.usage_missing_calls,
+        stats.usage_estimated_calls,
+        *(_blank(stats.cost.get(currency)) for currency in currencies),
+        stats.priced_calls,
+        stats.unpriced_calls,
+        *latency,
+    ]
+
+
+def _blank(value: object) -> object:
+    """CSV cell: an unobserved value is an empty cell, never 0."""
+    if value is None:
+        return ""
+    if isinstance(value, float):
+        return repr(value)
+    if isinstance(value, Decimal):
+        return decimal_text(value)
+    return value
+
+
+def decimal_text(amount: Decimal) -> str:
+    """An exact amount as plain decimal text without trailing zeros: ``0.03``, ``12``, ``0.00000015``
+    (never ``1.5E-7``), the same whichever source summed it."""
+    normalized = amount.normalize()
+    return f"{normalized:f}" if normalized else "0"
+
+
+def render_csv(report: Report) -> str:
+    """The report as CSV, one row per group (then ``other`` with ``--top``; no total row).
+    Empty cell = not observed; text cells are neutralised against formula injection."""
+    buffer = io.StringIO()
+    writer = csv.writer(buffer, lineterminator="\n")
+    writer.writerow(_csv_columns(report))
+    for stats in report.groups:
+        writer.writerow(_csv_row(stats, [_blank(_csv_key(v)) for v in stats.key], report))
+    if report.other is not None:
+        label = f"(other: {report.other.folded_groups} groups)"
+        writer.writerow(_csv_row(report.other, [label] * len(report.group_by), report))
+    return buffer.getvalue()
+
+
+def _csv_key(value: str | None) -> str | None:
+    return None if value is None else csv_text_cell(value)
