@@ -66,3 +66,28 @@ def test_demo_report_as_json_agrees_with_the_store(tmp_path: Path) -> None:
     )
     groups = {g["key"]["team"]: g for g in json.loads(report.stdout)["groups"]}
     assert groups["search"]["calls"] == 3 and groups["research"]["calls"] == 4
+
+
+def test_routing_example_escalates_falls_back_refuses_over_budget_and_prints_the_route_report(
+    tmp_path: Path,
+) -> None:
+    from llmmeter import semconv as sc
+    from llmmeter.feedback import read_feedback
+
+    store = tmp_path / "routing.sqlite3"
+    result = _run("routing.py", "--store", str(store))
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.count("refused before sending: llmmeter: budget") == 1
+    assert "80% reached" in result.stdout and "100% reached" in result.stdout
+    assert "route support-router: 6 requests" in result.stdout
+    assert "escalations 2 (rate 33%), fallbacks 1 (rate 17%)" in result.stdout
+    assert "feedback: 5 judgements, mean score 0.80" in result.stdout
+
+    records = read_records(store)
+    routes = [r for r in records if r.operation == sc.ROUTE_OPERATION]
+    assert len(routes) == 6
+    assert sum(bool(r.attributes[sc.ROUTE_ESCALATED]) for r in routes) == 2
+    assert sum(bool(r.attributes[sc.ROUTE_FALLBACK]) for r in routes) == 1
+    (refused,) = [r for r in routes if r.outcome == "error"]
+    assert refused.error_type == "llmmeter.BudgetExceeded" and refused.attributes[sc.ROUTE_ATTEMPTS] == 0
+    assert len(read_feedback(store)) == 5

@@ -220,6 +220,9 @@ class BudgetExceeded(RaisedOnPurpose):
         )
 
 
+BudgetExceeded.__module__ = "llmmeter"  # its public name, in tracebacks and records' error.type
+
+
 # --- the running book ----------------------------------------------------------------------------------
 _Slot = tuple[int, tuple[tuple[str, AttributeValue], ...], int]
 """(budget index, key, period start): one budget's spend for one key in one period."""
