@@ -23,9 +23,10 @@ spool, in the kernel's page cache), unless the machine itself crashes.
 
 **Layout** (PostgreSQL schema ``llmmeter``): ``records`` has the columns of the local store
 (:data:`~llmmeter.store.schema.COLUMNS`; integers ``BIGINT``, costs ``NUMERIC`` so that sums are
-exact in SQL, JSON as text), primary key ``(start_time_unix_ns, record_id)``, range-partitioned
-by start time into one partition per calendar month (UTC), ``records_YYYY_MM``, created on
-demand; a start time outside 1970–2199 goes to the default partition ``records_other``.
+exact in SQL, ``streaming`` ``BOOLEAN``, JSON as text), primary key
+``(start_time_unix_ns, record_id)``, range-partitioned by start time into one partition per
+calendar month (UTC), ``records_YYYY_MM``, created on demand; a start time outside 1970–2199 goes
+to the default partition ``records_other``.
 ``schema_version`` holds one row per migration applied; migrations run under an advisory lock,
 are idempotent, and a process that finds the current version does no DDL at all (so a role
 without ``CREATE`` privilege can write once the schema exists).
@@ -84,6 +85,7 @@ _FIRST_BACKOFF_S = 0.05
 _MAX_BACKOFF_S = 2.0
 _FIRST_YEAR, _END_YEAR = 1970, 2200
 _COST_COLUMNS = frozenset({"cost_amount", "rollup_cost"})
+_SPECIAL_TYPES = {"cost_amount": "NUMERIC", "rollup_cost": "NUMERIC", "streaming": "BOOLEAN"}
 _PG_TYPES = {"INTEGER": "BIGINT", "REAL": "DOUBLE PRECISION", "TEXT": "TEXT"}
 _URL_SCHEMES = ("postgresql://", "postgres://")
 _COLUMN_LIST = ", ".join(COLUMN_NAMES)
@@ -165,7 +167,7 @@ def connect(url: str, connect_timeout_s: float = 5.0) -> psycopg.Connection[tupl
 
 # --- schema and migrations ------------------------------------------------------------------------
 def _pg_type(name: str, sqlite_type: str) -> str:
-    base = "NUMERIC" if name in _COST_COLUMNS else _PG_TYPES[sqlite_type.replace(" NOT NULL", "")]
+    base = _SPECIAL_TYPES.get(name) or _PG_TYPES[sqlite_type.replace(" NOT NULL", "")]
     return f"{base} NOT NULL" if "NOT NULL" in sqlite_type or name == "record_id" else base
 
 
@@ -338,7 +340,13 @@ def _merge_staged(conn: psycopg.Connection[Any]) -> int:
     return max(0, cursor.rowcount)
 
 
-_INSERT_STAGED = f"INSERT INTO {_STAGING} ({_COLUMN_LIST}) VALUES ({', '.join('%s' for _ in COLUMN_NAMES)})"
+_INSERT_STAGED = (
+    f"INSERT INTO {_STAGING} ({_COLUMN_LIST}) VALUES ("
+    + ", ".join(f"%s::text::{_COLUMN_TYPES[name].replace(' NOT NULL', '')}" for name in COLUMN_NAMES)
+    + ")"
+)
+"""Every value goes as text, converted by the server: a value of an unexpected type is a
+``DataError`` (quarantined), never a type mismatch in the statement."""
 
 
 def _stage_one(conn: psycopg.Connection[Any], row: Sequence[Any]) -> int:
