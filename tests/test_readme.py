@@ -55,7 +55,7 @@ def _snippet(marker: str) -> str:
 
 
 def test_every_python_snippet_is_run_by_a_test() -> None:
-    assert len(SNIPPETS) == 3  # the Use snippet, the other clients, the pricing snippet
+    assert len(SNIPPETS) == 4  # the Use snippet, the other clients, the pricing snippet, routing
 
 
 def test_the_use_snippets_run_and_leave_a_priced_attributed_record_in_the_store(
@@ -85,4 +85,32 @@ def test_the_use_snippets_run_and_leave_a_priced_attributed_record_in_the_store(
     assert isinstance(namespace["claude"], anthropic.Anthropic)
     assert isinstance(namespace["gemini"], genai.Client)
     assert isinstance(namespace["local"], ollama.Client)
+    llmmeter.configure(store=None, pricing=None)
+
+
+def test_the_routing_snippet_runs_and_leaves_a_route_and_linked_feedback_in_the_store(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    import llmmeter
+    from llmmeter import semconv as sc
+    from llmmeter.feedback import read_feedback
+    from llmmeter.store import read_records, resolve_store_path
+    from llmmeter.testing import LocalOpenAIServer
+
+    with LocalOpenAIServer() as server:
+        monkeypatch.setenv("OPENAI_BASE_URL", server.base_url)
+        namespace: dict[str, object] = {}
+        exec(
+            compile(_snippet('llmmeter.route("support-router")'), "README.md", "exec"), namespace
+        )  # our README
+        assert llmmeter.flush(timeout=10)
+    settings = llmmeter.get_settings()
+    assert settings.budgets is not None and len(settings.budgets.budgets) == 2
+    records = read_records(resolve_store_path())
+    (route,) = [r for r in records if r.operation == sc.ROUTE_OPERATION]
+    (call,) = [r for r in records if r.kind == "llm"]
+    assert route.attributes[sc.ROUTE_FINAL_MODEL] == call.response_model
+    assert call.attributes[sc.ROUTE_ATTEMPT] == 1 and call.attributes["team"] == "search"
+    (judgement,) = read_feedback(resolve_store_path())
+    assert judgement.record_id == call.record_id and judgement.label == "correct"
     llmmeter.configure(store=None, pricing=None)
