@@ -3,8 +3,11 @@ plan (every call after the first of a (model, provider, UTC day)), and microseco
 
 Cases: a snapshot on OpenAI's own endpoint, ``gpt-4o-mini`` behind a gateway (priced as its maker,
 ``inferred-provider``), an OpenRouter name, a Bedrock id, an unknown dated snapshot
-(``inferred-snapshot``) and an unpriced name. Instructions come from callgrind (segments ``K``
-and ``2K`` calls, constant costs cancel); the miss times from the process clock (best of 30).
+(``inferred-snapshot``), an unpriced name, an entry generated from the reference tables, another
+maker's Bedrock geographic profile, and a model only ``genai-prices`` prices (the registry with
+``GenaiPricesSource`` as its fallback; skipped when genai-prices is not installed). Instructions
+come from callgrind (segments ``K`` and ``2K`` calls, constant costs cancel); the miss times from
+the process clock (best of 30).
 
     python benchmarks/pricing_lookup.py            # callgrind counts when valgrind is installed
     python benchmarks/pricing_lookup.py --no-callgrind
@@ -30,7 +33,33 @@ CASES: dict[str, tuple[str, str]] = {
     "bedrock id": ("us.anthropic.claude-3-5-sonnet-20241022-v2:0", "aws.bedrock"),
     "unknown snapshot": ("gpt-4o-2099-01-01", "openai"),
     "unpriced": ("no-such-model", "openai_compatible"),
+    "generated entry": ("gpt-5.5", "openai"),
+    "bedrock profile, other maker": ("us.meta.llama3-2-90b-instruct-v1:0", "aws.bedrock"),
+    "genai-prices fallback": ("grok-3-fast", "x_ai"),
 }
+FALLBACK_CASES = frozenset({"genai-prices fallback"})
+
+
+def registry_for(label: str) -> PricingRegistry:
+    """The bundled registry; for a fallback case, with genai-prices plugged in below it."""
+    registry = PricingRegistry.default()
+    if label in FALLBACK_CASES:
+        from llmmeter.pricing.genai_prices import GenaiPricesSource
+
+        registry.add_source(GenaiPricesSource(), fallback=True)
+    return registry
+
+
+def available(label: str) -> bool:
+    if label not in FALLBACK_CASES:
+        return True
+    try:
+        import genai_prices  # noqa: F401
+    except ImportError:
+        return False
+    return True
+
+
 START_NS = int(dt.datetime(2026, 12, 1, 12, tzinfo=dt.UTC).timestamp() * 1_000_000_000)
 
 
@@ -49,9 +78,11 @@ def records(model: str, provider: str, n: int) -> list[CallRecord]:
 
 
 def child() -> None:
-    registry = PricingRegistry.default()
     segments = _bench.Segments(enabled=True)
     for label, (model, provider) in CASES.items():
+        if not available(label):
+            continue
+        registry = registry_for(label)
         registry.price(records(model, provider, 1)[0])  # the plan is prepared once
         for m in (K, 2 * K):
             batch = records(model, provider, m)
@@ -60,8 +91,8 @@ def child() -> None:
                     registry.price(record)
 
 
-def miss_microseconds(model: str, provider: str) -> float:
-    registry = PricingRegistry.default()
+def miss_microseconds(label: str, model: str, provider: str) -> float:
+    registry = registry_for(label)
     at = dt.datetime(2026, 12, 1, 12, tzinfo=dt.UTC)
     best = float("inf")
     for _ in range(30):
@@ -86,16 +117,18 @@ def main() -> None:
         )
     rows = []
     for label, (model, provider) in CASES.items():
+        if not available(label):
+            continue
         per_call = _bench.per_call(counts, label, K) if counts else None
         probe = records(model, provider, 1)[0]
-        PricingRegistry.default().price(probe)
+        registry_for(label).price(probe)
         ref = probe.cost.price_ref if probe.cost is not None else str(probe.cost_status)
         rows.append(
             [
                 label,
                 f"`{model}` on `{provider}`",
                 _bench.fmt(per_call, 0),
-                _bench.fmt(miss_microseconds(model, provider)),
+                _bench.fmt(miss_microseconds(label, model, provider)),
                 ref,
             ]
         )

@@ -582,3 +582,90 @@ def test_price_ref_names_the_price_and_the_tiers_applied(registry: PricingRegist
     cost = registry.cost(usage(300_000, 10), model="gpt-5.4-2026-03-05", service_tier="batch")
     assert cost is not None
     assert cost.price_ref == "bundled:openai/gpt-5.4-2026-03-05;input_tokens>272000;service_tier=batch"
+
+
+# -- models added from the reference copies (issue 15) ------------------------------------------------
+# Rates are the list prices the bundled entry cites (`llmmeter prices show MODEL` prints its source),
+# USD per million tokens; each amount below is worked out by hand from them.
+
+# (case id, model, provider, usage, service tier, expected USD, price ref)
+NEW_MODELS = [
+    # gpt-5.5: 5.00 in, 0.50 cached, 30.00 out.
+    # (10000 - 4000) x 5 + 4000 x 0.50 + 2000 x 30 = 30000 + 2000 + 60000 = 92000 -> 0.092
+    ("gpt-5.5 cached", "gpt-5.5", "openai", usage(10_000, 2000, cache_read_input_tokens=4000), None, "0.092",
+     "bundled:openai/gpt-5.5"),
+    # gpt-5.5 above 272k input tokens: the whole request at 10.00 in, 45.00 out.
+    # 300000 x 10 + 1000 x 45 = 3000000 + 45000 = 3045000 -> 3.045
+    ("gpt-5.5 long context", "gpt-5.5", "openai", usage(300_000, 1000), None, "3.045",
+     "bundled:openai/gpt-5.5;input_tokens>272000"),
+    # gpt-5.4-nano: 0.20 in, 1.25 out. 1000 x 0.20 + 1000 x 1.25 = 200 + 1250 = 1450 -> 0.00145
+    ("gpt-5.4-nano", "gpt-5.4-nano", "openai", usage(1000, 1000), None, "0.00145",
+     "bundled:openai/gpt-5.4-nano"),
+    # gpt-5.4-pro: 30.00 in, 180.00 out. 1000 x 30 + 500 x 180 = 30000 + 90000 = 120000 -> 0.12
+    ("gpt-5.4-pro", "gpt-5.4-pro", "openai", usage(1000, 500), None, "0.12", "bundled:openai/gpt-5.4-pro"),
+    # gpt-5.3-codex: 1.75 in, 14.00 out. 2000 x 1.75 + 1000 x 14 = 3500 + 14000 = 17500 -> 0.0175
+    ("gpt-5.3-codex", "gpt-5.3-codex", "openai", usage(2000, 1000), None, "0.0175",
+     "bundled:openai/gpt-5.3-codex"),
+    # claude-opus-4-7: 5.00 in, 0.50 cache read, 6.25 5-minute write, 10.00 1-hour write, 25.00 out.
+    # input 10000 = 5000 plain + 2000 read + 3000 written (1000 of them for an hour):
+    # 5000 x 5 + 2000 x 0.50 + 2000 x 6.25 + 1000 x 10 + 1000 x 25 = 25000 + 1000 + 12500 + 10000 + 25000
+    #   = 73500 -> 0.0735
+    ("claude-opus-4-7 caching", "claude-opus-4-7", "anthropic",
+     usage(10_000, 1000, cache_read_input_tokens=2000, cache_write_input_tokens=3000,
+           cache_write_1h_input_tokens=1000),
+     None, "0.0735", "bundled:anthropic/claude-opus-4-7"),
+    # claude-opus-4-7 through the Batch API: 50% of every rate. (1000 x 5 + 1000 x 25) x 0.5 = 15000 -> 0.015
+    ("claude-opus-4-7 batch", "claude-opus-4-7", "anthropic", usage(1000, 1000), "batch", "0.015",
+     "bundled:anthropic/claude-opus-4-7;service_tier=batch"),
+    # claude-sonnet-4-7: 3.00 in, 15.00 out. 1000 x 3 + 1000 x 15 = 18000 -> 0.018
+    ("claude-sonnet-4-7", "claude-sonnet-4-7", "anthropic", usage(1000, 1000), None, "0.018",
+     "bundled:anthropic/claude-sonnet-4-7"),
+    # gemini-3-flash: 0.50 in, 3.00 out. 1000 x 0.50 + 1000 x 3 = 3500 -> 0.0035
+    ("gemini-3-flash", "gemini-3-flash", "gcp.gemini", usage(1000, 1000), None, "0.0035",
+     "bundled:google/gemini-3-flash"),
+    # gemini-3.1-flash-lite: 0.25 in, 0.50 audio in, 1.50 out.
+    # (4000 - 1000 audio) x 0.25 + 1000 x 0.50 + 1000 x 1.50 = 750 + 500 + 1500 = 2750 -> 0.00275
+    ("gemini-3.1-flash-lite audio", "gemini-3.1-flash-lite", "gcp.gemini",
+     usage(4000, 1000, audio_input_tokens=1000), None, "0.00275", "bundled:google/gemini-3.1-flash-lite"),
+    # gemini-3.5-flash: 1.50 in, 9.00 out and thinking. 1000 x 1.50 + (600 + 400 thinking) x 9 = 1500 + 9000
+    #   = 10500 -> 0.0105
+    ("gemini-3.5-flash thinking", "gemini-3.5-flash", "gcp.gemini",
+     usage(1000, 1000, reasoning_output_tokens=400), None, "0.0105", "bundled:google/gemini-3.5-flash"),
+    # grok-4.3: 1.25 in, 2.50 out; batch 20% off.
+    # (1000 x 1.25 + 1000 x 2.50) x 0.8 = 3750 x 0.8 = 3000 -> 0.003
+    ("grok-4.3 batch", "grok-4.3", "x_ai", usage(1000, 1000), "batch", "0.003",
+     "bundled:xai/grok-4.3;service_tier=batch"),
+    # Llama 3.2 90B on Bedrock through the US profile: 0.72 in and out. 1000 x 0.72 + 1000 x 0.72 = 1440
+    #   -> 0.00144
+    ("bedrock us.meta llama", "us.meta.llama3-2-90b-instruct-v1:0", "aws.bedrock", usage(1000, 1000), None,
+     "0.00144", "bundled:bedrock/meta.llama3-2-90b-instruct-v1:0;via=bedrock-region"),
+    # gpt-4o-transcribe-diarize: 2.50 text in, 6.00 audio in, 10.00 out.
+    # 100 x 2.50 + 1000 x 6 + 200 x 10 = 250 + 6000 + 2000 = 8250 -> 0.00825
+    ("gpt-4o-transcribe-diarize", "gpt-4o-transcribe-diarize", "openai",
+     usage(1100, 200, audio_input_tokens=1000), None, "0.00825", "bundled:openai/gpt-4o-transcribe-diarize"),
+]  # fmt: skip
+
+
+@pytest.mark.parametrize(
+    ("model", "provider", "call_usage", "service_tier", "expected", "price_ref"),
+    [case[1:] for case in NEW_MODELS],
+    ids=[case[0] for case in NEW_MODELS],
+)
+def test_new_models_cost_what_their_list_prices_give(
+    registry: PricingRegistry,
+    model: str,
+    provider: str,
+    call_usage: Usage,
+    service_tier: str | None,
+    expected: str,
+    price_ref: str,
+) -> None:
+    cost = registry.cost(call_usage, model=model, provider=provider, service_tier=service_tier)
+    assert cost is not None
+    assert cost.amount == Decimal(expected)
+    assert cost.price_ref == price_ref
+    assert sum(cost.components.values(), Decimal(0)) == cost.amount
+
+
+def test_a_dozen_new_models_have_golden_costs() -> None:
+    assert len({case[1] for case in NEW_MODELS}) >= 12

@@ -142,7 +142,9 @@ def _load_yaml(text: str, origin: str) -> tuple[Any, _Lines]:
             [Problem(file=origin, line=line, message=f"invalid YAML: {exc.problem}")]
         ) from exc
     except yaml.YAMLError as exc:
-        raise PriceFileError([Problem(file=origin, message=f"invalid YAML: {exc}")]) from exc
+        raise PriceFileError(
+            [Problem(file=origin, message=f"invalid YAML: {' '.join(str(exc).split())}")]
+        ) from exc
     finally:
         loader.dispose()
     return data, _yaml_lines(node)

@@ -78,6 +78,7 @@ _AT = dt.datetime.combine(REFERENCE_DATE, dt.time(12), tzinfo=dt.UTC)
 # litellm_provider -> (table provider, gen_ai.provider.name of a call, key prefixes to drop)
 _LITELLM_PROVIDERS: Mapping[str, tuple[str, str, tuple[str, ...]]] = {
     "openai": ("openai", "openai", ("openai/",)),
+    "text-completion-openai": ("openai", "openai", ("text-completion-openai/",)),
     "anthropic": ("anthropic", "anthropic", ("anthropic/",)),
     "gemini": ("google", "gcp.gemini", ("gemini/",)),
     "mistral": ("mistral", "mistral_ai", ("mistral/",)),
@@ -90,6 +91,7 @@ _LITELLM_PROVIDERS: Mapping[str, tuple[str, str, tuple[str, ...]]] = {
     "openrouter": ("openrouter", "openrouter", ("openrouter/",)),
     # Clouds after the makers: their ids are resolved against the makers' entries first.
     "azure": ("openai", "azure.ai.openai", ("azure/",)),
+    "azure_text": ("openai", "azure.ai.openai", ("azure_text/",)),
     "vertex_ai-language-models": ("google", "gcp.vertex_ai", ("vertex_ai/",)),
     "vertex_ai": ("google", "gcp.vertex_ai", ("vertex_ai/",)),
     "vertex_ai-anthropic_models": ("anthropic", "gcp.vertex_ai", ("vertex_ai/",)),
@@ -347,14 +349,14 @@ _OPENAI_MODEL = re.compile(
 
 def _unmodelled_key(model: str, provider: str, call_provider: str) -> str | None:
     """Why a key prices something no model name of a call can say, if it does."""
-    if call_provider == "azure.ai.openai" and not _OPENAI_MODEL.match(model):
-        return "another maker's model hosted on Azure (not Azure OpenAI): not bundled"
     if re.search(r"(?:^|/)\d+-x-\d+/", model):
         return "a price per image size and quality (curated per model where it is billed)"
     if model.startswith(("together-ai-", "fireworks-ai-")):
         return "a price band by model size, not a model id"
     if "/" in model and call_provider == "azure.ai.openai":
         return "an Azure deployment type or region (data zone, regional, US Gov): not in the model name"
+    if call_provider == "azure.ai.openai" and not _OPENAI_MODEL.match(model):
+        return "another maker's model hosted on Azure (not Azure OpenAI): not bundled"
     if "/" in model and provider == "bedrock":
         return "a region-specific Bedrock price: the model id does not say the region"
     return None
