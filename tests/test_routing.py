@@ -277,6 +277,14 @@ def test_escalate_applies_to_the_innermost_route(client: openai.OpenAI, telemetr
     assert by_name["outer"].rollup_calls == 2  # the inner route's call rolls up through it
 
 
+def test_a_generator_cannot_be_decorated_as_a_route() -> None:
+    def chunks() -> Iterator[str]:
+        yield "a"
+
+    with pytest.raises(TypeError, match="cannot decorate the generator"):
+        llmmeter.route("streaming-router")(chunks)
+
+
 def test_a_route_needs_a_name_and_is_entered_once() -> None:
     with pytest.raises(TypeError, match="non-empty str"):
         llmmeter.route("")

@@ -87,6 +87,11 @@ class Route:
 
     def __call__(self, fn: F) -> F:
         """Decorate a function (sync or async): each of its calls runs in a new route of this name."""
+        if inspect.isgeneratorfunction(fn) or inspect.isasyncgenfunction(fn):
+            raise TypeError(
+                f"@llmmeter.route({self.name!r}) cannot decorate the generator {fn.__qualname__}: "
+                "use `with llmmeter.route(...)` inside it, around the calls of one run"
+            )
         name = self.name
         if inspect.iscoroutinefunction(fn):
 
@@ -306,7 +311,8 @@ def _on_call_start(measurement: Measurement) -> None:
         attributes = record.attributes
         if current is not None:
             attributes = {**attributes, sc.ROUTE_NAME: current.name}
-        budgets.check(attributes, measurement.settings.telemetry)
+        with guard("checking the budgets"):  # lets BudgetExceeded (RaisedOnPurpose) through
+            budgets.check(attributes, measurement.settings.telemetry)
     if current is not None:
         with guard("numbering a route's attempt"):
             current.call_started(record)
