@@ -97,6 +97,21 @@ async def test_an_async_client_is_refused_the_same_way(
     assert refused.value.key == {} and refused.value.spent == CALL_COST
 
 
+def test_any_measured_llm_call_is_refused_before_its_code_runs(telemetry: Telemetry) -> None:
+    ran: list[str] = []
+
+    @llmmeter.metered(model=MODEL, provider="acme")
+    def my_llm_call(prompt: str) -> dict[str, Any]:
+        ran.append(prompt)
+        return {"id": prompt, "model": MODEL, "usage": {"prompt_tokens": 7, "completion_tokens": 1}}
+
+    telemetry.reconfigure(pricing=registry(), budgets=[llmmeter.Budget(limit_usd="7", action="raise")])
+    my_llm_call("first")
+    with pytest.raises(llmmeter.BudgetExceeded):
+        my_llm_call("second")
+    assert ran == ["first"]
+
+
 def test_a_streamed_call_counts_when_its_stream_ends(
     client: openai.OpenAI, server: LocalOpenAIServer, telemetry: Telemetry
 ) -> None:
