@@ -144,6 +144,12 @@ def test_show_warns_when_the_bundled_table_is_older_than_ninety_days() -> None:
     assert "\n" not in warning
 
 
-def test_show_of_todays_table_prints_no_warning() -> None:
+@pytest.mark.parametrize(("age_days", "warned"), [(10, False), (91, True)])
+def test_show_says_when_the_bundled_table_is_stale(
+    monkeypatch: pytest.MonkeyPatch, age_days: int, warned: bool
+) -> None:
+    checked = dt.datetime.now(dt.UTC).date() - dt.timedelta(days=age_days)
+    monkeypatch.setattr("llmmeter.pricing.cli.bundled_table_date", lambda: checked)
     status, output = run_cli("prices", "show", "gpt-5.5")
-    assert status == 0 and "warning" not in output
+    assert status == 0 and "priced as:  bundled:openai/gpt-5.5" in output
+    assert output.startswith("warning: the bundled price table was last checked") is warned

@@ -578,51 +578,67 @@ def compare_with_references(
 ) -> Outcome:
     """Resolve every reference price against the curated table; see the module docstring."""
     prices, skipped = reference_prices(reference_dir)
-    accepted = acceptances() if accepted is None else accepted
-    outcome = Outcome(skipped=skipped)
-    generated = _GrowingTable()
-    registry = PricingRegistry()
-    registry._bundled = BundledSource(include_generated=False)
-    registry.add_source(generated, fallback=True)
-    used: set[str] = set()
+    comparison = _Comparison(acceptances() if accepted is None else accepted, tolerance)
+    comparison.outcome.skipped = skipped
     for price in prices:
-        resolved = registry.lookup(price.model, provider=price.call_provider, at=_AT)
-        differences = [] if resolved is None else _differences(price, resolved, tolerance)
-        own_id = resolved is not None and _own_price_id(price, resolved, differences)
-        curated_family = resolved is not None and resolved.snapshot_inferred and resolved.source == "bundled"
-        if curated_family and differences and not own_id and _judge(differences, accepted, outcome, used):
+        comparison.file(price)
+    comparison.outcome.unused_acceptances = [
+        item.key for item in comparison.accepted if item.key not in comparison.used
+    ]
+    return comparison.outcome
+
+
+class _Comparison:
+    """The curated table, the entries generated so far, and what comparing found."""
+
+    def __init__(self, accepted: list[Acceptance], tolerance: Decimal) -> None:
+        self.accepted = accepted
+        self.tolerance = tolerance
+        self.outcome = Outcome()
+        self.used: set[str] = set()
+        self.generated = _GrowingTable()
+        self.registry = PricingRegistry()
+        self.registry._bundled = BundledSource(include_generated=False)
+        self.registry.add_source(self.generated, fallback=True)
+
+    def file(self, price: ReferencePrice) -> None:
+        """Resolve one reference price as a call would; generate, alias or compare it."""
+        resolved = self.registry.lookup(price.model, provider=price.call_provider, at=_AT)
+        if resolved is None:
+            self._generate(price)
+            return
+        differences = _differences(price, resolved, self.tolerance)
+        own_id = _own_price_id(price, resolved, differences)
+        curated_family = resolved.snapshot_inferred and resolved.source == "bundled"
+        if curated_family and differences and not own_id and self._judge(differences):
             # The curated family's rates stand for this snapshot too: an alias, not an entry.
-            assert resolved is not None
-            outcome.aliases[price.model] = (price.provider, resolved.model)
-            registry.alias(price.model, resolved.model)
-            continue
-        if resolved is None or resolved.snapshot_inferred or own_id:
-            if _own_entry(price, generated):
-                outcome.generated.append(price)
-                registry.clear_cache()
-            continue
-        outcome.checked_entries.add((resolved.model, resolved.provider))
-        if not differences:
-            outcome.agreed.append((price.label, resolved.price_ref))
-        _judge(differences, accepted, outcome, used)
-    outcome.unused_acceptances = [item.key for item in accepted if item.key not in used]
-    return outcome
-
-
-def _judge(
-    differences: list[Disagreement], accepted: list[Acceptance], outcome: Outcome, used: set[str]
-) -> bool:
-    """File each difference as accepted or not; whether all of them were accepted."""
-    all_accepted = True
-    for difference in differences:
-        acceptance = next((item for item in accepted if item.covers(difference)), None)
-        if acceptance is None:
-            outcome.disagreements.append(difference)
-            all_accepted = False
+            self.outcome.aliases[price.model] = (price.provider, resolved.model)
+            self.registry.alias(price.model, resolved.model)
+        elif resolved.snapshot_inferred or own_id:
+            self._generate(price)
         else:
-            used.add(acceptance.key)
-            outcome.accepted.append((difference, acceptance.why))
-    return all_accepted
+            self.outcome.checked_entries.add((resolved.model, resolved.provider))
+            if not differences:
+                self.outcome.agreed.append((price.label, resolved.price_ref))
+            self._judge(differences)
+
+    def _generate(self, price: ReferencePrice) -> None:
+        if _own_entry(price, self.generated):
+            self.outcome.generated.append(price)
+            self.registry.clear_cache()
+
+    def _judge(self, differences: list[Disagreement]) -> bool:
+        """File each difference as accepted or not; whether all of them were accepted."""
+        all_accepted = True
+        for difference in differences:
+            acceptance = next((item for item in self.accepted if item.covers(difference)), None)
+            if acceptance is None:
+                self.outcome.disagreements.append(difference)
+                all_accepted = False
+            else:
+                self.used.add(acceptance.key)
+                self.outcome.accepted.append((difference, acceptance.why))
+        return all_accepted
 
 
 def _own_price_id(price: ReferencePrice, resolved: ResolvedPrice, differences: list[Disagreement]) -> bool:
