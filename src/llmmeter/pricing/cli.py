@@ -320,7 +320,7 @@ _VIA = {
     "bedrock-id": "a Bedrock id (region., anthropic., -vN:M) is Anthropic's model name",
     "bedrock-region": "a Bedrock geographic profile (us., eu., apac....) bills the in-region id's price",
     "vertex-version": "a Vertex AI @version (claude-3-5-sonnet-v2@20241022) is Anthropic's dated name",
-    "snapshot": "a dated snapshot was priced as its family",
+    "snapshot": "a dated (or -exp experimental) snapshot was priced as its family",
     "latest": "a -latest name is its family",
     "azure-name": "Azure's gpt-35 spelling is gpt-3.5",
     "fine-tune": "a fine-tune is priced at its base model's fine-tuned rate",
@@ -336,6 +336,7 @@ def describe(resolved: ResolvedPrice, *, provider: str | None = None) -> list[st
         f"model:      {_shown(resolved.requested_model)}",
         f"priced as:  {resolved.ref}  (matched via {resolved.matched_via})",
         f"price ref:  {resolved.price_ref}  (Cost.price_ref of such a call)",
+        f"kind:       {kind_of(resolved.model, price)}",
     ]
     lines += [
         f"resolved:   {_VIA.get(step, step)}" for step in resolved.matched_via.split("+") if step != "exact"
