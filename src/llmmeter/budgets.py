@@ -3,8 +3,9 @@
 When spend is counted
     A call's cost is added to every budget it matches when the call finishes, on the caller's
     thread, right after it was priced and before the instrumented call returns (a stream: when it
-    ends). Only priced calls in USD count; an unpriced call adds nothing (its ``cost_status`` says
-    so). A call belongs to the budget period (hour, day, month, UTC) in which it *started*.
+    ends), calls made inside ``on_record`` callbacks included. Only priced calls in USD count; an
+    unpriced call adds nothing (its ``cost_status`` says so). A call belongs to the budget period
+    (hour, day, month, UTC) in which it *started*.
 
 When a ``raise`` budget refuses
     As a call starts, before its request is built or sent: once the period's spend for the call's
@@ -45,7 +46,7 @@ from typing import TYPE_CHECKING, Any, Final, Literal
 from llmmeter import record as record_module
 from llmmeter import semconv as sc
 from llmmeter._log import RaisedOnPurpose, guard, log_once
-from llmmeter.record import AttributeValue, CallKind, CallRecord
+from llmmeter.record import AttributeValue, CallRecord
 
 if TYPE_CHECKING:
     from llmmeter.export.otel import OtelTelemetry
@@ -233,8 +234,8 @@ _MAX_SLOTS = 100_000
 class BudgetBook:
     """The spend of every configured budget; made by ``configure(budgets=...)``.
 
-    ``check`` runs as a call starts (the call-start hook of :mod:`llmmeter.routing`); calling the
-    book with a finished record (it is an inline ``on_record`` callback) counts the record's cost.
+    ``check`` runs as a call starts (the call-start hook of :mod:`llmmeter.routing`); ``count``
+    adds a finished call's cost, right after it was priced.
     """
 
     def __init__(
@@ -281,22 +282,25 @@ class BudgetBook:
                 raise BudgetExceeded(budget, dict(key), spent, _utc(start), _utc(end))
 
     # --- after a call ---
-    def __call__(self, record: CallRecord) -> None:
-        """Count a finished, priced call's cost into every budget it matches."""
+    def count(self, record: CallRecord) -> None:
+        """Count a finished, priced LLM call's cost into every budget it matches (on the caller's
+        thread, right after pricing: :func:`llmmeter.pipeline.complete`). Never raises."""
         cost = record.cost
-        if cost is None or record.kind is not CallKind.LLM:
+        if cost is None:
             return
-        if cost.currency != "USD":
-            log_once(
-                f"budget:currency:{cost.currency}",
-                "llmmeter: budgets count USD only; a %s cost is not counted",
-                cost.currency,
-            )
-            return
-        for index, budget in enumerate(self.budgets):
-            key = budget.key_of(record.attributes)
-            if key is not None:
-                self.add((index, key, budget.period_of(record.timings.start_time_unix_ns)[0]), cost.amount)
+        with guard("counting the spend of budgets"):
+            if cost.currency != "USD":
+                log_once(
+                    f"budget:currency:{cost.currency}",
+                    "llmmeter: budgets count USD only; a %s cost is not counted",
+                    cost.currency,
+                )
+                return
+            for index, budget in enumerate(self.budgets):
+                key = budget.key_of(record.attributes)
+                if key is not None:
+                    start, _ = budget.period_of(record.timings.start_time_unix_ns)
+                    self.add((index, key, start), cost.amount)
 
     def add(self, slot: _Slot, amount: Decimal, *, local: bool = True) -> None:
         """Add ``amount`` to one slot (this process's spend, or another process's read from the

@@ -196,8 +196,7 @@ def configure(
         exporters=exporters,
         sinks=all_sinks,
         exit_timeout=pipeline.exit_timeout_from_env() if exit_timeout is None else max(0.0, exit_timeout),
-        inline_callbacks=tuple(callback for callback in callbacks if isinstance(callback, inline))
-        + ((book,) if book is not None else ()),
+        inline_callbacks=tuple(callback for callback in callbacks if isinstance(callback, inline)),
         durable_sinks=tuple(sink for sink in all_sinks if callable(getattr(sink, "journal", None))),  # type: ignore[misc]
         budgets=book,
     )

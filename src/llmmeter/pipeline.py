@@ -327,6 +327,8 @@ def complete(settings: Settings, record: CallRecord, span: Span | None, parent: 
     """
     if record.kind is CallKind.LLM:
         _price(settings, record)
+        if settings.budgets is not None:  # issue 14: count the cost before the call returns
+            settings.budgets.count(record)
     for durable in settings.durable_sinks:
         with guard("journaling the record"):
             durable.journal(record)

@@ -121,7 +121,8 @@ class Route:
         self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
     ) -> None:
         if self._token is not None:
-            _current.reset(self._token)
+            with guard("leaving a route"):  # ValueError if left in another context than entered
+                _current.reset(self._token)
         detach_guarded(self._attached)
         with guard("finishing a route"):
             self._finish(exc)
