@@ -558,6 +558,8 @@ class Acceptance:
     key: str
     fields: tuple[str, ...]
     why: str
+    untrusted: bool = False
+    """The reference's prices for these keys are known to be wrong: no entry is generated from them."""
 
     def covers(self, disagreement: Disagreement) -> bool:
         """Whether this acceptance names the disagreement's key (a glob) and field."""
@@ -570,7 +572,12 @@ def acceptances() -> list[Acceptance]:
     """The disagreements ``reference_disagreements.yaml`` accepts, with their reasons."""
     text = (resources.files("llmmeter.pricing") / "reference_disagreements.yaml").read_text(encoding="utf-8")
     rows = yaml.safe_load(text) or []
-    return [Acceptance(str(row["key"]), tuple(row.get("fields") or ()), str(row["why"])) for row in rows]
+    return [
+        Acceptance(
+            str(row["key"]), tuple(row.get("fields") or ()), str(row["why"]), bool(row.get("untrusted"))
+        )
+        for row in rows
+    ]
 
 
 def compare_with_references(
@@ -623,7 +630,14 @@ class _Comparison:
             self._judge(differences)
 
     def _generate(self, price: ReferencePrice) -> None:
-        if _own_entry(price, self.generated):
+        distrust = next(
+            (item for item in self.accepted if item.untrusted and fnmatch.fnmatchcase(price.label, item.key)),
+            None,
+        )
+        if distrust is not None:
+            self.used.add(distrust.key)
+            self.outcome.skipped.append(Skipped(price.label, f"not trusted: {distrust.why}"))
+        elif _own_entry(price, self.generated):
             self.outcome.generated.append(price)
             self.registry.clear_cache()
 
