@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 import threading
 from collections.abc import Iterator
 from pathlib import Path
@@ -148,3 +149,18 @@ def test_long_and_hostile_text_is_cut_and_kept_valid(telemetry: Telemetry) -> No
     assert given.label is not None and len(given.label) == 256 and given.label.endswith("[truncated]")
     assert given.comment is not None and given.comment.startswith("\\ud800") and len(given.comment) == 4096
     assert read_feedback(store_of(telemetry)) == [given]
+
+
+def test_with_a_fleet_store_feedback_is_exported_and_budgets_count_this_process_only(
+    telemetry: Telemetry, caplog: pytest.LogCaptureFixture
+) -> None:
+    with caplog.at_level(logging.DEBUG, logger="llmmeter"):  # logged once per process: maybe DEBUG
+        settings = telemetry.reconfigure(
+            store="postgresql://llmmeter@127.0.0.1:1/telemetry", budgets=[llmmeter.Budget(limit_usd="5")]
+        )
+        given = llmmeter.feedback("chatcmpl-3", label="correct")  # no call is made: nothing to spool
+    assert not given.stored
+    assert [s.name for s in telemetry.finished_spans()] == ["feedback"]
+    assert settings.budgets is not None
+    assert "with a PostgreSQL store, feedback is not stored" in caplog.text
+    assert "with a PostgreSQL store, budgets count this process's spend only" in caplog.text

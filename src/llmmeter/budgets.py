@@ -458,4 +458,18 @@ def budget_book(
     from llmmeter.routing import install_call_start_hook
 
     install_call_start_hook()
-    return BudgetBook(budgets, on_budget, store.path if store is not None else None)
+    return BudgetBook(budgets, on_budget, local_store_file(store, "budgets count this process's spend only"))
+
+
+def local_store_file(store: SQLiteStore | None, without: str) -> Path | None:
+    """The SQLite file of a local store: ``None`` without a store, or for a fleet (PostgreSQL)
+    store, which budgets and feedback do not read or write yet (``without`` says what that means,
+    logged once)."""
+    if store is None:
+        return None
+    from llmmeter.store.postgres import PostgresStore
+
+    if isinstance(store, PostgresStore):
+        log_once(f"fleet-store:{without}", "llmmeter: with a PostgreSQL store, %s", without)
+        return None
+    return store.path

@@ -33,6 +33,7 @@ from opentelemetry.trace import NonRecordingSpan, SpanContext, SpanKind, TraceFl
 
 from llmmeter import semconv as sc
 from llmmeter._log import guard, log_once
+from llmmeter.budgets import local_store_file
 from llmmeter.config import Settings, flush, get_settings
 from llmmeter.context import TRUNCATED
 from llmmeter.record import AttributeValue
@@ -106,7 +107,7 @@ def feedback(
     settings = get_settings()
     if not settings.enabled:
         return Feedback(response_id, score, label, comment, now, stored=False)
-    path = settings.store.path if settings.store is not None else None
+    path = local_store_file(settings.store, "feedback is not stored (it is exported to OpenTelemetry)")
     call = _find(path, response_id, now)
     result = Feedback(
         response_id,
@@ -123,7 +124,7 @@ def feedback(
         with guard("storing feedback"):
             _store(path, result)
             result = _stored(result)
-    else:
+    elif settings.store is None:
         log_once(
             "feedback:no-store",
             "llmmeter: feedback is not stored: the local store is off (configure(store=None))",
