@@ -214,3 +214,62 @@ def test_every_entry_has_a_kind_and_speech_is_never_priced_as_text(registry: Pri
     assert tts is not None and tts.model == "gemini-2.5-pro-preview-tts"
     kinds = {kind_of(entry.model, entry.price) for entry in BundledSource().entries}
     assert kinds >= {"chat", "embedding", "image", "speech", "transcription", "moderation", "realtime"}
+
+
+# -- converting a reference's fields -----------------------------------------------------------------
+
+
+def test_a_litellm_entry_keeps_its_tiers_service_tiers_cache_writes_and_fees(tmp_path: Path) -> None:
+    litellm = {
+        "xai/grok-9": {
+            "litellm_provider": "xai",
+            "mode": "chat",
+            "source": "https://docs.x.ai/pricing",
+            "input_cost_per_token": 1.25e-06,
+            "output_cost_per_token": 2.5e-06,
+            "cache_read_input_token_cost": 2e-07,
+            "cache_creation_input_token_cost": 1.5625e-06,
+            "cache_creation_input_token_cost_above_1hr": 2.5e-06,
+            "input_cost_per_token_above_200k_tokens": 2.5e-06,
+            "output_cost_per_token_above_200k_tokens": 5e-06,
+            "input_cost_per_token_batches": 6.25e-07,
+            "output_cost_per_token_batches": 1.25e-06,
+            "search_context_cost_per_query": {"search_context_size_low": 0.01},
+        },
+        "groq/whisper-9": {
+            "litellm_provider": "groq",
+            "mode": "audio_transcription",
+            "source": "https://groq.com/pricing",
+            "input_cost_per_second": 3.083e-05,  # 0.111 per hour, rounded by the reference
+        },
+        "azure/eu/gpt-4o": {"litellm_provider": "azure", "mode": "chat", "input_cost_per_token": 1e-06},
+        "ft:gpt-9": {"litellm_provider": "openai", "mode": "chat", "source": "OpenAI needs to add pricing"},
+    }
+    (tmp_path / "litellm_model_prices.json").write_text(json.dumps(litellm), encoding="utf-8")
+    (tmp_path / "openlit_pricing.json").write_text(
+        json.dumps(
+            {"audio": {"tts-9": 0.015}, "chat": {"command-r": {"promptPrice": 1, "completionPrice": 2}}}
+        ),
+        encoding="utf-8",
+    )
+    prices, skipped = reference_prices(tmp_path)
+    by_key = {price.key: price for price in prices}
+    assert dict(by_key["xai/grok-9"].fields) == {
+        "kind": "chat",
+        "input_per_mtok": "1.25",
+        "output_per_mtok": "2.5",
+        "cached_input_per_mtok": "0.2",
+        "cache_write_per_mtok": "1.5625",
+        "cache_write_1h_per_mtok": "2.5",
+        "tiers": [{"above_input_tokens": 200_000, "input_per_mtok": "2.5", "output_per_mtok": "5"}],
+        "service_tiers": {"batch": {"factor": "0.5"}},
+    }
+    assert (by_key["xai/grok-9"].model, by_key["xai/grok-9"].call_provider) == ("grok-9", "x_ai")
+    # 3.083e-05 per second x 60 = 0.0018498, to 4 significant digits 0.00185 per minute
+    assert dict(by_key["groq/whisper-9"].fields) == {"kind": "transcription", "per_audio_minute": "0.00185"}
+    # OpenLIT's audio prices are per 1,000 characters: 0.015 x 1000 = 15 per million
+    assert dict(by_key["tts-9"].fields) == {"kind": "speech", "per_million_characters": "15"}
+    reasons = {item.label: item.reason for item in skipped}
+    assert reasons["litellm:azure/eu/gpt-4o"].startswith("an Azure deployment type or region")
+    assert reasons["litellm:ft:gpt-9"].startswith("a placeholder, not a published price")
+    assert reasons["openlit:command-r"].startswith("a provider llmmeter does not bundle")

@@ -428,7 +428,7 @@ def _litellm_fees(entry: Mapping[str, Any], kind: str, *, has_tokens: bool) -> d
     if kind == "image" and isinstance(per_image, int | float):
         return {"per_image": _text(_decimal(per_image))}
     if kind == "transcription" and isinstance(per_second, int | float):
-        return {"per_audio_minute": _text(_decimal(per_second) * 60)}
+        return {"per_audio_minute": _text(_significant(_decimal(per_second) * 60, 4))}
     if kind == "speech" and isinstance(per_character, int | float):
         return {"per_million_characters": _text(_decimal(per_character) * _MILLION)}
     return {}
@@ -442,7 +442,8 @@ def _service_tiers(
     result: dict[str, dict[str, Any]] = {}
     for name, rates in sorted(services.items()):
         ratios = {rate / base[field] for field, rate in rates.items() if base.get(field)}
-        if len(ratios) == 1 and all(field in base for field in rates):
+        clean = len(ratios) == 1 and _significant(next(iter(ratios)), 4) == next(iter(ratios))
+        if clean and all(field in base for field in rates):
             result[name] = {"factor": _text(ratios.pop())}
         elif not has_prompt_tiers:
             result[name] = {field: _text(rate) for field, rate in rates.items()}
@@ -527,6 +528,14 @@ def _decimal(value: Any) -> Decimal:
     if not number.is_finite() or number < 0:
         raise ValueError(f"not a price: {value!r}")
     return number
+
+
+def _significant(value: Decimal, digits: int) -> Decimal:
+    """``value`` to ``digits`` significant digits: a per-minute rate from a per-second figure the
+    reference rounded (0.0018498 from Groq's 0.111 per hour is 0.00185)."""
+    if not value:
+        return value
+    return value.quantize(Decimal(1).scaleb(value.adjusted() - digits + 1))
 
 
 def _text(value: Decimal) -> str:
