@@ -118,12 +118,15 @@ models:
         ("list.json", "[1, 2, 3]"),
     ],
 )
-@pytest.mark.parametrize("command", ["diff", "check", "list"])
+@pytest.mark.parametrize("command", ["diff", "check", "list", "show"])
 def test_a_malformed_or_deeply_nested_file_is_one_error_line(
     tmp_path: Path, name: str, text: str, command: str
 ) -> None:
     path = write(tmp_path, name, text)
-    argv = ["prices", command, str(path)] if command != "list" else ["prices", "list", "--file", str(path)]
+    argv = {
+        "list": ["prices", "list", "--file", str(path)],
+        "show": ["prices", "show", "gpt-4o", "--file", str(path)],
+    }.get(command, ["prices", command, str(path)])
     status, output = run_cli(*argv)
     assert status in (1, 2)
     problems = [line for line in output.splitlines() if not line.endswith("problem(s)")]

@@ -91,11 +91,17 @@ def show_command(args: argparse.Namespace, out: TextIO | None = None) -> int:
     try:
         return _show(args, out)
     except PriceFileError as exc:
-        print(exc, file=out)
+        _print_problems(exc, out)
         return 2
     except Exception as exc:  # an answer, never a traceback
         print(f"{_shown(args.model)}: error: {type(exc).__name__}: {_shown(str(exc))}", file=out)
         return 2
+
+
+def _print_problems(error: PriceFileError, out: TextIO) -> None:
+    """One ``error:`` line per problem of a price file."""
+    for problem in error.problems:
+        print(f"error: {_shown(str(problem), 400)}", file=out)
 
 
 def _show(args: argparse.Namespace, out: TextIO) -> int:
@@ -135,8 +141,7 @@ def _answering(command: Callable[[argparse.Namespace, TextIO], int]) -> Callable
         try:
             return command(args, out)
         except PriceFileError as exc:
-            for problem in exc.problems:
-                print(f"error: {_shown(str(problem), 400)}", file=out)
+            _print_problems(exc, out)
             return 2
         except Exception as exc:
             print(f"error: {type(exc).__name__}: {_shown(str(exc), 400)}", file=out)
