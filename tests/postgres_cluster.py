@@ -51,6 +51,7 @@ class PostgresCluster:
         self.log = root / "server.log"
         self.port = _free_port()
         self._as_user = _UNPRIVILEGED if os.geteuid() == 0 else None
+        self._shared_database: str | None = None
 
     def _run(self, program: str, *args: str) -> None:
         done = subprocess.run(
@@ -108,7 +109,8 @@ class PostgresCluster:
         # client was told about can vanish in `stop("immediate")`, which would be the server's loss.
         options = (
             f"-p {self.port} -k {self.socket_dir} -c listen_addresses=127.0.0.1 -c fsync=off "
-            "-c full_page_writes=off -c max_connections=60"
+            "-c full_page_writes=off -c max_connections=60 -c wal_level=minimal -c max_wal_senders=0 "
+            "-c max_wal_size=64MB -c min_wal_size=32MB"
         )
         self._run(
             "pg_ctl", "-D", str(self.data), "-l", str(self.log), "-o", options, "-w", "-t", "30", "start"
@@ -122,13 +124,27 @@ class PostgresCluster:
         """A ``postgresql://`` URL of ``database`` over TCP on loopback."""
         return f"postgresql://{SUPERUSER}:{password}@127.0.0.1:{self.port}/{database}"
 
+    def emptied_database(self) -> str:
+        """One database shared by the tests, emptied of the previous test's llmmeter schema
+        (quicker, and far less disk, than a database per test); its URL."""
+        import psycopg
+
+        if self._shared_database is None:
+            self._shared_database = self.new_database()
+        with psycopg.connect(self._shared_database, autocommit=True) as conn:
+            conn.execute("DROP SCHEMA IF EXISTS llmmeter CASCADE")
+        return self._shared_database
+
     def new_database(self) -> str:
         """A fresh, empty database; its URL."""
         import psycopg
 
         name = f"t_{uuid.uuid4().hex[:12]}"
         with psycopg.connect(self.url(), autocommit=True) as conn:
-            conn.execute(f'CREATE DATABASE "{name}"')
+            # FILE_COPY (PostgreSQL 15+) copies the template's files instead of writing them all to
+            # the WAL: half the disk traffic per test.
+            strategy = " STRATEGY FILE_COPY" if conn.info.server_version >= 150000 else ""
+            conn.execute(f'CREATE DATABASE "{name}"{strategy}')
         return self.url(name)
 
 
@@ -147,12 +163,13 @@ def postgres_cluster() -> Iterator[PostgresCluster]:
         yield cluster
     finally:
         with contextlib.suppress(Exception):
-            cluster.stop("fast")
+            cluster.stop("immediate")  # no shutdown checkpoint: the files go next
         shutil.rmtree(root, ignore_errors=True)
 
 
 @pytest.fixture
 def postgres_url(postgres_cluster: PostgresCluster) -> str:
-    """A fresh database on the running server, as a URL; the server is running when the test starts."""
+    """The URL of a database without any llmmeter store in it; the server is running when the
+    test starts."""
     postgres_cluster.start()  # a no-op unless a previous test left it stopped
-    return postgres_cluster.new_database()
+    return postgres_cluster.emptied_database()

@@ -559,7 +559,7 @@ class PostgresStore(SQLiteStore):
         if self._unreachable_since is None:
             self._unreachable_since = time.monotonic()
         log_once(
-            f"fleet:unreachable:{self._shown}",
+            f"fleet:unreachable:{self._shown}:{type(exc).__name__}",  # once per database and kind of failure
             "llmmeter: the fleet store %s cannot take records (%s); they wait in the local spool %s "
             "and are delivered when it is back (retrying every %g s at most)",
             self._shown,
