@@ -349,6 +349,35 @@ def test_records_of_two_months_go_to_their_monthly_partitions(postgres_url: str,
     }
 
 
+def test_a_role_that_may_not_create_partitions_still_stores_every_record(
+    postgres_url: str, postgres_cluster: PostgresCluster, spool: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    owner = PostgresStore(postgres_url, spool_dir=spool / "owner")
+    owner.write(record("by the owner"))
+    assert owner.flush(20)
+    owner.close()
+    with psycopg.connect(postgres_url, autocommit=True) as admin:
+        admin.execute("DROP ROLE IF EXISTS app_writer")
+        admin.execute("CREATE ROLE app_writer LOGIN PASSWORD 'app'")
+        admin.execute("GRANT USAGE ON SCHEMA llmmeter TO app_writer")
+        admin.execute("GRANT SELECT, INSERT ON ALL TABLES IN SCHEMA llmmeter TO app_writer")
+    writer_url = postgres_url.replace(postgres_url.split("//")[1].split("@")[0], "app_writer:app")
+    january = int(datetime(2027, 1, 5, tzinfo=UTC).timestamp()) * 1_000_000_000
+
+    writer = PostgresStore(writer_url, spool_dir=spool / "writer")
+    with caplog.at_level(logging.WARNING, logger="llmmeter"):
+        for i in range(10):
+            writer.write(record(f"january-{i}", start=january + i))
+        assert writer.flush(20)
+    writer.close()
+
+    assert count(postgres_url) == 11
+    assert "cannot create the partition records_2027_01" in caplog.text
+    with psycopg.connect(postgres_url) as conn:
+        (in_default,) = conn.execute("SELECT count(*) FROM llmmeter.records_other").fetchone()
+    assert in_default == 10, "a month without a partition lands in the default one"
+
+
 def test_odd_values_are_stored_with_their_batch_and_an_impossible_one_is_quarantined(
     postgres_url: str, spool: Path
 ) -> None:

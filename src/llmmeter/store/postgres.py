@@ -28,8 +28,9 @@ exact in SQL, ``streaming`` ``BOOLEAN``, JSON as text), primary key
 calendar month (UTC), ``records_YYYY_MM``, created on demand; a start time outside 1970–2199 goes
 to the default partition ``records_other``.
 ``schema_version`` holds one row per migration applied; migrations run under an advisory lock,
-are idempotent, and a process that finds the current version does no DDL at all (so a role
-without ``CREATE`` privilege can write once the schema exists).
+are idempotent, and a process that finds the current version does no DDL at all: once an owner
+has created the schema, a writing role needs ``CREATE`` only on the ``llmmeter`` schema (for each
+new month's partition), not on the database.
 """
 
 from __future__ import annotations
@@ -271,23 +272,45 @@ def partition_name(year: int, month: int) -> str:
     return f"records_{year:04d}_{month:02d}"
 
 
+def _following(year: int, month: int) -> tuple[int, int]:
+    return (year + 1, 1) if month == 12 else (year, month + 1)
+
+
 def _ensure_partitions(conn: psycopg.Connection[Any], rows: Sequence[Sequence[Any]], known: set[Any]) -> None:
-    """Create the monthly partitions ``rows`` need that this process has not seen yet (in their own
-    short transaction, serialized by an advisory lock: writers on many hosts start months at once)."""
+    """Create the monthly partitions ``rows`` need that this connection has not seen yet, and the
+    month after each (so that writers rarely create one at the turn of the month).
+
+    Each in its own short transaction, serialized by an advisory lock (writers on many hosts start
+    a month together). Only the owner of ``llmmeter.records`` may create a partition: for any other
+    role, or any other refusal, the records of that month go to ``records_other`` (logged once),
+    never held back. A lost connection is raised."""
+    import psycopg
+
     months = {_month_of(row[_START_INDEX]) for row in rows}
     missing = {month for month in months if month is not None} - known
-    if not missing:
-        return
-    with conn.transaction():
-        conn.execute("SELECT pg_advisory_xact_lock(%s)", (_PARTITION_LOCK,))
-        for year, month in sorted(missing):
-            upper = (year + 1, 1) if month == 12 else (year, month + 1)
-            conn.execute(
-                f"CREATE TABLE IF NOT EXISTS {SCHEMA}.{partition_name(year, month)} PARTITION OF "
-                f"{SCHEMA}.records FOR VALUES FROM ({_month_start_ns(year, month)}) "
-                f"TO ({_month_start_ns(*upper)})"
+    for year, month in sorted(missing | {_following(*month) for month in missing}):
+        if (year, month) in known:
+            continue
+        try:
+            with conn.transaction():
+                conn.execute("SELECT pg_advisory_xact_lock(%s)", (_PARTITION_LOCK,))
+                conn.execute(
+                    f"CREATE TABLE IF NOT EXISTS {SCHEMA}.{partition_name(year, month)} PARTITION OF "
+                    f"{SCHEMA}.records FOR VALUES FROM ({_month_start_ns(year, month)}) "
+                    f"TO ({_month_start_ns(*_following(year, month))})"
+                )
+        except psycopg.Error as exc:
+            if isinstance(exc, psycopg.OperationalError | psycopg.InterfaceError):
+                raise
+            log_once(
+                f"fleet:partition:{type(exc).__name__}",
+                "llmmeter: cannot create the partition %s of the fleet store (%s); its records go to "
+                "records_other (nothing is lost; run one writer as the owner of llmmeter.records to "
+                "create monthly partitions)",
+                partition_name(year, month),
+                _first_line(exc),
             )
-    known.update(missing)
+        known.add((year, month))
 
 
 # --- writing a batch ------------------------------------------------------------------------------
