@@ -45,7 +45,7 @@ from typing import TYPE_CHECKING, Any, Final, Literal
 
 from llmmeter import record as record_module
 from llmmeter import semconv as sc
-from llmmeter._log import RaisedOnPurpose, guard, log_once
+from llmmeter._log import RaisedOnPurpose, guard, internal_error, log_once, strict_mode
 from llmmeter.record import AttributeValue, CallRecord
 
 if TYPE_CHECKING:
@@ -116,13 +116,12 @@ class Budget:
     ) -> tuple[tuple[str, AttributeValue], ...] | None:
         """The budget key of a call with these attributes (the matched values), ``None`` if the
         budget does not cover it."""
-        key = []
-        for name, wanted in self.match.items():
+        match = self.match
+        for name, wanted in match.items():
             value = attributes.get(name)
             if value is None or (wanted != ANY and value != wanted):
                 return None
-            key.append((name, value))
-        return tuple(key)
+        return tuple((name, attributes[name]) for name in match)
 
     def period_of(self, unix_ns: int) -> tuple[int, int]:
         """(start, end) in unix seconds of the period containing ``unix_ns``."""
@@ -263,9 +262,22 @@ class BudgetBook:
 
     # --- before a call ---
     def check(self, attributes: Mapping[str, AttributeValue], telemetry: OtelTelemetry) -> None:
-        """Raise :class:`BudgetExceeded` if a ``raise`` budget covering these attributes is spent."""
+        """Raise :class:`BudgetExceeded` if a ``raise`` budget covering these attributes is spent;
+        never raises anything else (llmmeter's own failures are logged)."""
         if not self._raising:
             return
+        try:  # rather than `with guard(...)`: this runs as every call starts
+            refusal = self._refusal(attributes)
+        except Exception:
+            if strict_mode():
+                raise
+            internal_error("checking the budgets")
+            return
+        if refusal is not None:
+            _count_refusal(telemetry, refusal.budget)
+            raise refusal
+
+    def _refusal(self, attributes: Mapping[str, AttributeValue]) -> BudgetExceeded | None:
         now = None
         for index, budget in self._raising:
             key = budget.key_of(attributes)
@@ -278,8 +290,8 @@ class BudgetBook:
             start, end = budget.period_of(now)
             spent = self._total((index, key, start))
             if spent >= budget.limit_usd:
-                _count_refusal(telemetry, budget)
-                raise BudgetExceeded(budget, dict(key), spent, _utc(start), _utc(end))
+                return BudgetExceeded(budget, dict(key), spent, _utc(start), _utc(end))
+        return None
 
     # --- after a call ---
     def count(self, record: CallRecord) -> None:
@@ -288,7 +300,7 @@ class BudgetBook:
         cost = record.cost
         if cost is None:
             return
-        with guard("counting the spend of budgets"):
+        try:  # rather than `with guard(...)`: this runs for every priced call
             if cost.currency != "USD":
                 log_once(
                     f"budget:currency:{cost.currency}",
@@ -301,6 +313,10 @@ class BudgetBook:
                 if key is not None:
                     start, _ = budget.period_of(record.timings.start_time_unix_ns)
                     self.add((index, key, start), cost.amount)
+        except Exception:
+            if strict_mode():
+                raise
+            internal_error("counting the spend of budgets")
 
     def add(self, slot: _Slot, amount: Decimal, *, local: bool = True) -> None:
         """Add ``amount`` to one slot (this process's spend, or another process's read from the

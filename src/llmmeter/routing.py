@@ -312,8 +312,7 @@ def _on_call_start(measurement: Measurement) -> None:
         attributes = record.attributes
         if current is not None:
             attributes = {**attributes, sc.ROUTE_NAME: current.name}
-        with guard("checking the budgets"):  # lets BudgetExceeded (RaisedOnPurpose) through
-            budgets.check(attributes, measurement.settings.telemetry)
+        budgets.check(attributes, measurement.settings.telemetry)  # raises BudgetExceeded only
     if current is not None:
         with guard("numbering a route's attempt"):
             current.call_started(record)
