@@ -16,7 +16,7 @@ from pathlib import Path
 import pytest
 
 from llmmeter.cli import main, parse_time
-from llmmeter.record import CallKind, CallRecord, Cost, CostStatus, Timings, Usage
+from llmmeter.record import CallKind, CallRecord, Cost, CostStatus, Outcome, Timings, Usage
 from llmmeter.store import SQLiteStore
 
 HOUR_NS = 3600 * 10**9
@@ -261,3 +261,162 @@ def test_html_format_writes_one_self_contained_page(store_path: Path, tmp_path: 
     assert "No record has a &#x27;feature&#x27; attribute." in page
     assert "No call in this window has a TPOT" in page
     assert "http://" not in page and "https://" not in page
+
+
+# -- a report a user can trust -----------------------------------------------------------------
+
+
+def test_an_unknown_group_key_is_a_one_line_error_listing_the_valid_keys(store_path: Path) -> None:
+    result = report(store_path, "--by", "model,teem")
+
+    assert_one_line_error(result, "--by: no record has 'teem'", "valid keys are model,", "team", "user_id")
+
+
+def test_an_attribute_key_some_record_has_is_a_valid_group_key(store_path: Path) -> None:
+    result = report(store_path, "--by", "user_id", "--format", "json")
+
+    assert result.returncode == 0, result.stderr
+    assert [g["key"] for g in json.loads(result.stdout)["groups"]] == [{"user_id": "u-17"}]
+
+
+def test_top_n_shows_the_first_groups_and_adds_the_rest_up_as_other(store_path: Path) -> None:
+    table = report(store_path, "--by", "model", "--since", "24h", "--top", "1")
+    as_json = report(store_path, "--by", "model", "--since", "24h", "--top", "1", "--format", "json")
+
+    assert table.returncode == 0, table.stderr
+    assert "(other: 2 groups)" in table.stdout
+    assert "The top 1 of 3 groups by cost" in " ".join(table.stdout.split())
+    document = json.loads(as_json.stdout)
+    assert [g["key"] for g in document["groups"]] == [{"model": "gpt-4o"}]
+    assert document["other"]["groups"] == 2 and document["other"]["calls"] == 2
+    assert document["total"]["calls"] == 4
+
+
+def test_sort_by_calls_orders_the_groups(store_path: Path) -> None:
+    result = report(store_path, "--by", "team", "--since", "24h", "--sort", "key", "--format", "json")
+
+    assert [g["key"]["team"] for g in json.loads(result.stdout)["groups"]] == ["ads", "search"]
+
+
+@pytest.mark.parametrize(
+    ("args", "fragment"),
+    [
+        (("--since", "99999999999w"), "reaches back before the year 1"),
+        (("--since", "1e400d"), "not a time"),
+        (("--top", "0"), "must be 1 or more"),
+        (("--top", "many"), "not a whole number"),
+        (("--sort", "price"), "invalid choice: 'price'"),
+        (("--by", "a\x1b[2Jb"), "not a valid key"),
+        (("--by", 'a"b'), "not a valid key"),
+    ],
+)
+def test_absurd_arguments_are_one_line_errors(store_path: Path, args: tuple[str, ...], fragment: str) -> None:
+    assert_one_line_error(report(store_path, *args), fragment)
+
+
+def test_percentiles_are_over_successful_calls_unless_asked_otherwise(tmp_path: Path) -> None:
+    path = tmp_path / "records.sqlite3"
+    store = SQLiteStore(path)
+    for duration, outcome in ((1.0, Outcome.OK), (2.0, Outcome.OK), (30.0, Outcome.ERROR)):
+        rec = record("gpt-4o", "search", "0.01", hours_ago=1)
+        rec.timings.duration_s, rec.outcome = duration, outcome
+        store.write(rec)
+    assert store.flush()
+    store.close()
+
+    ok = json.loads(report(path, "--format", "json").stdout)["total"]["latency_s"]["duration"]
+    every = json.loads(report(path, "--format", "json", "--outcome", "all").stdout)["total"]["latency_s"]
+
+    assert ok["count"] == 2 and ok["p50"] == pytest.approx(1.5)
+    assert every["duration"]["count"] == 3 and every["duration"]["p50"] == pytest.approx(2.0)
+    assert "over successful calls only" in " ".join(report(path).stdout.split())
+
+
+# -- hostile values ----------------------------------------------------------------------------
+
+
+@pytest.fixture
+def hostile_store(tmp_path: Path) -> Path:
+    path = tmp_path / "hostile.sqlite3"
+    store = SQLiteStore(path)
+    values = (
+        "\ud800",
+        "\x00nul",
+        "\x1b]0;pwned\x07",
+        '=HYPERLINK("http://x")',
+        "-2+3",
+        "@SUM(A1)",
+        "x" * 5000,
+    )
+    for value in values:
+        rec = record("gpt-4o", value, "0.01", hours_ago=1)
+        rec.attributes["feature"] = value
+        rec.usage = Usage(
+            input_tokens=10**12,
+            output_tokens=10**11,
+            cache_read_input_tokens=10**10,
+            reasoning_output_tokens=5,
+            audio_input_tokens=7,
+            text_input_tokens=9,
+        )
+        store.write(rec)
+    assert store.flush()
+    store.close()
+    return path
+
+
+@pytest.mark.parametrize("output_format", ["table", "json", "csv", "html"])
+def test_hostile_attribute_values_never_crash_any_format(
+    hostile_store: Path, tmp_path: Path, output_format: str
+) -> None:
+    out = tmp_path / f"report.{output_format}"
+
+    result = report(hostile_store, "--by", "team,feature", "--format", output_format, "-o", str(out))
+
+    assert result.returncode == 0, result.stderr
+    assert "Traceback" not in result.stderr
+    out.read_text(encoding="utf-8")
+
+
+def test_the_table_escapes_control_characters_cuts_long_values_and_fits_100_columns(
+    hostile_store: Path,
+) -> None:
+    result = report(hostile_store, "--by", "team,feature")
+
+    assert result.returncode == 0, result.stderr
+    text = result.stdout
+    assert not any(ch in text for ch in "\x00\x07\x1b")
+    assert "\\x1b]0;pw" in text and "\\x00nul" in text and "\\ud800" in text
+    assert "x" * 100 not in text and "…" in text
+    assert max(len(line) for line in text.splitlines()) <= 100
+    assert "Not shown to fit 100 columns" in " ".join(text.split())
+
+
+def test_csv_cells_that_a_spreadsheet_would_run_are_neutralised(hostile_store: Path) -> None:
+    result = report(hostile_store, "--by", "team", "--format", "csv")
+
+    teams = {row["team"] for row in csv.DictReader(io.StringIO(result.stdout))}
+    assert {'\'=HYPERLINK("http://x")', "'-2+3", "'@SUM(A1)", "x" * 5000, "\\ud800"} <= teams
+
+
+# -- the progress line -------------------------------------------------------------------------
+
+
+def test_a_slow_report_shows_a_progress_line_on_a_terminal_only(
+    monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    from llmmeter import cli
+
+    monkeypatch.setattr(cli, "_PROGRESS_AFTER_S", 0.05)
+    with cli._progress_line() as step:  # stderr is not a terminal under pytest
+        step("percentiles per group")
+        time.sleep(0.4)
+    assert capsys.readouterr().err == ""
+
+    monkeypatch.setattr(cli, "_stderr_is_a_terminal", lambda: True)
+    with cli._progress_line() as step:
+        step("percentiles per group")
+        time.sleep(0.5)
+    err = capsys.readouterr().err
+    assert "\rllmmeter report: percentiles per group… 0 s" in err
+    assert err.endswith("\r\x1b[K")  # the line is cleared before the report is printed

@@ -52,6 +52,7 @@ __all__ = [
     "build_report",
     "group_key_function",
     "interpolate",
+    "label",
     "latency_outcomes",
     "of_kind",
     "parse_group_keys",
@@ -91,11 +92,12 @@ def _attribute(record: CallRecord, *keys: str) -> str | None:
     for key in keys:
         value = record.attributes.get(key)
         if value is not None:
-            return _label(value)
+            return label(value)
     return None
 
 
-def _label(value: object) -> str:
+def label(value: object) -> str:
+    """The group label of an attribute value: ``true``/``false`` for booleans, else ``str()``."""
     if isinstance(value, bool):
         return "true" if value else "false"
     return str(value)
@@ -113,7 +115,7 @@ GROUP_KEYS: dict[str, Callable[[CallRecord], str | None]] = {
     "error_type": lambda r: r.error_type,
     "server_address": lambda r: r.server_address,
     "service_tier": lambda r: r.service_tier,
-    "streaming": lambda r: _label(r.streaming),
+    "streaming": lambda r: label(r.streaming),
     "usage_source": lambda r: None if r.usage is None else r.usage.source.value,
     "cost_status": lambda r: r.cost_status.value,
     "user": lambda r: _attribute(r, *USER_ATTRIBUTE_KEYS),

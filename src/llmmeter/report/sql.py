@@ -1,28 +1,31 @@
-"""The report computed by the database: group, count, sum and rank in SQL, not in Python.
+"""The report computed by the database: group, count and sum in SQL, not record by record in Python.
 
 :func:`query_report` gives the same :class:`~llmmeter.report.build.Report` as
-:func:`~llmmeter.report.build.build_report` over the same records, without loading them: the
-database returns one row per group (and currency and cost status) with its counts and sums, and
-for the percentiles only the two values around each rank. Memory stays flat whatever the number
-of records; time grows with them (see ``benchmarks/report_scale.py``).
+:func:`~llmmeter.report.build.build_report` over the same records, without loading them: one
+``GROUP BY`` scan returns a row per group (and cost status and currency) with its counts, token
+sums, exact cost sum, and the latency values of the group, which Python sorts to take the
+percentiles (and merges for the total and the ``other`` row of ``--top``). Memory grows with the
+number of *latency values* (8 bytes each), never with whole records.
 
 The SQL here is shared by every backend. What differs between databases sits behind
-:class:`Dialect` (a handful of methods): how to read an attribute out of the JSON ``attributes``
-column, how to sum decimal-text costs exactly, the parameter placeholder, and how to compute
-percentiles. :data:`SQLITE` is the local store's; a PostgreSQL backend supplies its own (e.g.
-``attributes::jsonb ->> key``, ``sum(cost_amount::numeric)`` and ``percentile_cont``) and calls
-:func:`query_report` with a connection running its SQL.
+:class:`Dialect` (a handful of methods): the parameter placeholder, how to read an attribute out
+of the JSON ``attributes`` column, how to sum decimal-text costs exactly, and how to hand a
+group's latency values back. :data:`SQLITE` is the local store's; a PostgreSQL backend supplies
+its own (e.g. ``attributes::jsonb -> key``, ``sum(cost_amount::numeric)``,
+``array_agg(x)``) and calls :func:`query_report` with a runner over its connection.
 
 Percentiles are **exact**: the same linear interpolation between closest ranks as
-:func:`~llmmeter.report.build.percentile` (``numpy.percentile``'s default), over the same
-values; in SQLite a window function numbers each group's values in order, and only the rows at
-the ranks ``floor((n - 1) * p / 100)`` and the one after are returned.
+:func:`~llmmeter.report.build.percentile` (``numpy.percentile``'s default), over the same values.
 """
 
 from __future__ import annotations
 
-import re
-from collections.abc import Callable, Iterable, Mapping, Sequence
+import array
+import itertools
+import json
+import os
+from collections.abc import Callable, Iterable, Sequence
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from datetime import datetime
 from decimal import Decimal
@@ -32,7 +35,6 @@ from llmmeter.record import USAGE_COUNT_FIELDS
 from llmmeter.report.build import (
     GROUP_KEYS,
     LATENCY_METRICS,
-    PERCENTILES,
     USER_ATTRIBUTE_KEYS,
     GroupStats,
     LatencyOutcome,
@@ -41,20 +43,40 @@ from llmmeter.report.build import (
     ReportKind,
     SortOrder,
     attribute_name,
-    interpolate,
+    label,
     parse_group_keys,
     sort_and_fold,
     unmatched_keys,
 )
 from llmmeter.store.read import unix_ns
 
-__all__ = ["SQLITE", "Dialect", "Run", "SQLiteDialect", "query_report", "unknown_group_keys"]
+__all__ = [
+    "SQLITE",
+    "Dialect",
+    "LatencyValues",
+    "Run",
+    "SQLiteDialect",
+    "query_report",
+    "unknown_group_keys",
+]
 
 Run = Callable[[str, Sequence[object]], Iterable[Sequence[Any]]]
 """Runs one SQL statement with its parameters and yields the result rows."""
 
+Shard = tuple[Run, str, list[object]]
+"""A part of the table to scan: its runner, and an SQL condition with its parameters. A dialect
+may offer ``shards(run) -> list[Shard]``: parts of ``records`` scanned at the same time, each on
+its own thread (the SQLite one does; a server that parallelizes on its own has no need)."""
+
+_ROWS_PER_SHARD: Final = 200_000
+_MAX_SHARDS: Final = 4
+"""Below this many rows a second thread costs more than it saves."""
+
 Progress = Callable[[str], None]
-"""Told which step the report is at (``"counting"``, ``"percentiles"``...), for a progress line."""
+"""Told which step the report is at (``"counting and summing"``...), for a progress line."""
+
+LatencyValues = dict[str, "array.array[float]"]
+"""One group's observed latency values by metric (``ttft``, ``tpot``, ``duration``), any order."""
 
 
 class Dialect(Protocol):
@@ -65,97 +87,124 @@ class Dialect(Protocol):
         """The parameter placeholder: ``?`` (sqlite3) or ``%s`` (psycopg)."""
         ...
 
+    def prepare(self, run: Run) -> None:
+        """Get the connection behind ``run`` ready for :meth:`cost_and_latency` (or do nothing)."""
+        ...
+
     def attribute(self, key: str) -> tuple[str, list[object]]:
-        """SQL for the text label of attribute ``key`` in the JSON ``attributes`` column:
-        ``'true'``/``'false'`` for booleans, the value as text otherwise, NULL when absent or null."""
+        """SQL for attribute ``key`` of the JSON ``attributes`` column, in any form that
+        :meth:`attribute_label` turns into the value's label; NULL when absent."""
         ...
 
-    def exact_sum(self, amount: str) -> tuple[str, ...]:
-        """Aggregate expressions summing the decimal-text expression ``amount`` exactly."""
+    def attribute_label(self, value: Any) -> str | None:
+        """The group label of a value :meth:`attribute` selected: ``None`` for JSON null, ``'true'``
+        / ``'false'`` for booleans, ``str()`` of anything else (as the in-memory report labels it)."""
         ...
 
-    def sum_value(self, values: Sequence[Any]) -> Decimal | None:
-        """The exact sum from the values of :meth:`exact_sum`'s expressions (``None``: no rows)."""
+    def cost_and_latency(self, amount: str, metrics: Sequence[str], latency_rows: str) -> tuple[str, ...]:
+        """Aggregates over a group's rows giving the exact sum of the decimal-text expression
+        ``amount``, and the values of the ``metrics`` columns on the rows where the condition
+        ``latency_rows`` holds; :meth:`decode` reads them."""
         ...
 
-    def inexact(self, amount: str) -> str:
-        """SQL condition true for the amounts :meth:`exact_sum` cannot add (added in Python)."""
-        ...
-
-    def null_safe_equal(self, left: str, right: str) -> str:
-        """SQL true when ``left`` and ``right`` are equal or both NULL."""
-        ...
-
-    def bind_text(self, value: str | None) -> tuple[str, object]:
-        """A placeholder and its parameter for a group key value read back from the database
-        (which may hold a lone surrogate, from a JSON attribute)."""
+    def decode(self, values: Sequence[Any]) -> tuple[Decimal | None, LatencyValues]:
+        """The cost sum (``None``: no amount) and the latency values by metric, from the values
+        of :meth:`cost_and_latency`'s aggregates."""
         ...
 
     def attribute_keys(self, limit: int) -> str:
         """SQL listing up to ``limit`` distinct attribute keys of recent records (for a message)."""
         ...
 
-    def percentile_rows(self, source: str, keys: int) -> str:
-        """SQL over ``source`` (columns ``k0..k{keys-1}, m, x``: group key, metric index, value)
-        giving ``k0.., m, n, i, x`` rows: ``n`` values in the group and metric, and at least the
-        values ``x`` at the 0-based ranks ``i`` that
-        :func:`~llmmeter.report.build.percentile_ranks` names."""
-        ...
+
+def _no_values() -> LatencyValues:
+    return {metric: array.array("d") for metric in LATENCY_METRICS}
+
+
+class _CostAndLatency:
+    """SQLite aggregate ``llmmeter_cost_latency(amount, latency_row, ttft, tpot, duration)``.
+
+    SQLite has no decimal type: the amounts (decimal text) are added as :class:`~decimal.Decimal`
+    here, exactly. The latency values of the rows flagged ``latency_row`` are kept in float
+    arrays. An aggregate returns one scalar, so it returns a handle to what it collected.
+    """
+
+    handed_back: Final[dict[int, tuple[Decimal | None, LatencyValues]]] = {}
+    _ids: Final = itertools.count(1)
+
+    def __init__(self) -> None:
+        self.cost: Decimal | None = None
+        self.values = _no_values()
+        self._ttft, self._tpot, self._duration = (self.values[m].append for m in LATENCY_METRICS)
+
+    def step(
+        self,
+        amount: str | None,
+        latency_row: int,
+        ttft: float | None,
+        tpot: float | None,
+        duration: float | None,
+    ) -> None:
+        if amount is not None:
+            self.cost = Decimal(amount) if self.cost is None else self.cost + Decimal(amount)
+        if latency_row:
+            if ttft is not None:
+                self._ttft(ttft)
+            if tpot is not None:
+                self._tpot(tpot)
+            if duration is not None:
+                self._duration(duration)
+
+    def finalize(self) -> int:
+        handle = next(self._ids)
+        self.handed_back[handle] = (self.cost, self.values)
+        return handle
 
 
 @dataclass(frozen=True)
 class SQLiteDialect:
-    """SQLite 3.25+ (window functions) with the JSON1 functions, as Python's ``sqlite3`` has."""
+    """SQLite 3.38+ (the ``->`` JSON operator), as Python's ``sqlite3`` has."""
 
     param: str = "?"
 
+    def prepare(self, run: Run) -> None:
+        """Register ``llmmeter_cost_latency`` on the connection behind ``run`` (a
+        :class:`~llmmeter.store.read.SQLiteRun`)."""
+        connection = getattr(run, "connection", None)
+        if connection is None:
+            raise TypeError("the SQLite report needs the runner of llmmeter.store.read.reading_store")
+        connection.create_aggregate("llmmeter_cost_latency", 2 + len(LATENCY_METRICS), _CostAndLatency)
+
     def attribute(self, key: str) -> tuple[str, list[object]]:
-        """See :meth:`Dialect.attribute`; the JSON path is a parameter, so any key is safe."""
-        path = '$."' + key + '"'
-        sql = (
-            "CASE WHEN json_type(attributes, ?) IN ('true', 'false') THEN json_type(attributes, ?) "
-            "ELSE CAST(json_extract(attributes, ?) AS TEXT) END"
-        )
-        return sql, [path, path, path]
+        """The attribute's JSON text (``->``): one JSON call per row, whole even with a NUL inside."""
+        return "attributes -> ?", ['$."' + key + '"']
 
-    def exact_sum(self, amount: str) -> tuple[str, ...]:
-        """Whole units, then two 9-digit slices of the fraction, each summed as integers: exact
-        to 18 decimals, and no sum overflows before billions of rows."""
-        dot = f"instr({amount} || '.', '.')"
-        fraction = f"substr({amount}, {dot} + 1) || '000000000000000000'"
-        exact = f"CASE WHEN NOT ({self.inexact(amount)}) THEN "
-        return (
-            f"SUM({exact}CAST(substr({amount}, 1, {dot} - 1) AS INTEGER) END)",
-            f"SUM({exact}CAST(substr({fraction}, 1, 9) AS INTEGER) END)",
-            f"SUM({exact}CAST(substr({fraction}, 10, 9) AS INTEGER) END)",
-        )
+    def attribute_label(self, value: Any) -> str | None:
+        """See :meth:`Dialect.attribute_label`."""
+        return None if value is None else label(json.loads(value))
 
-    def sum_value(self, values: Sequence[Any]) -> Decimal | None:
-        """See :meth:`Dialect.sum_value`."""
-        units, high, low = values
-        if units is None:
-            return None
-        return Decimal(units) + Decimal(high).scaleb(-9) + Decimal(low).scaleb(-18)
+    def cost_and_latency(self, amount: str, metrics: Sequence[str], latency_rows: str) -> tuple[str, ...]:
+        """One aggregate (a Python one: exact decimal sums, float arrays), called once per row."""
+        flag = f"CASE WHEN {latency_rows} THEN 1 ELSE 0 END"
+        return (f"llmmeter_cost_latency({amount}, {flag}, {', '.join(metrics)})",)
 
-    def inexact(self, amount: str) -> str:
-        """Amounts that are not plain ``digits[.digits]`` with at most 12 whole and 18 decimal
-        digits: ``1E-7``, negative amounts, more precision (rare: summed as ``Decimal``)."""
-        return (
-            f"({amount} IS NOT NULL AND ({amount} NOT GLOB '[0-9]*' OR {amount} GLOB '*[^0-9.]*' "
-            f"OR {amount} GLOB '*.*.*' OR instr({amount} || '.', '.') > 13 "
-            f"OR length({amount}) - instr({amount} || '.', '.') > 18))"
-        )
+    def decode(self, values: Sequence[Any]) -> tuple[Decimal | None, LatencyValues]:
+        """See :meth:`Dialect.decode`."""
+        return _CostAndLatency.handed_back.pop(int(values[0]))
 
-    def null_safe_equal(self, left: str, right: str) -> str:
-        """See :meth:`Dialect.null_safe_equal`."""
-        return f"{left} IS {right}"
-
-    def bind_text(self, value: str | None) -> tuple[str, object]:
-        """A lone surrogate cannot be bound as text: bind the bytes SQLite's JSON functions
-        produced for it (its 3-byte form) and make them text again in SQL."""
-        if value is None or not _SURROGATE.search(value):
-            return self.param, value
-        return f"CAST({self.param} AS TEXT)", value.encode("utf-8", "surrogatepass")
+    def shards(self, run: Run) -> list[Shard]:
+        """Ranges of row ids, one per CPU (at most 4), each scanned on its own connection and
+        thread: SQLite runs one statement on one core, and this machine has more."""
+        siblings = getattr(run, "siblings", None)
+        [(low, high)] = list(run("SELECT MIN(id), MAX(id) FROM records", []))
+        count = min(os.cpu_count() or 1, _MAX_SHARDS, max((high or 0) - (low or 0), 0) // _ROWS_PER_SHARD + 1)
+        if siblings is None or count < 2:
+            return [(run, "1 = 1", [])]
+        step = (high - low) // count + 1
+        runs = [run, *siblings(count - 1)]
+        for extra in runs[1:]:
+            self.prepare(extra)
+        return [(r, "id >= ? AND id < ?", [low + i * step, low + (i + 1) * step]) for i, r in enumerate(runs)]
 
     def attribute_keys(self, limit: int) -> str:
         """See :meth:`Dialect.attribute_keys`: the keys of the last 10,000 records."""
@@ -164,19 +213,6 @@ class SQLiteDialect:
             f"json_each(r.attributes) j ORDER BY 1 LIMIT {int(limit)}"
         )
 
-    def percentile_rows(self, source: str, keys: int) -> str:
-        """Number each group's values in order; keep the rows at the ranks each percentile needs."""
-        partition = ", ".join([*(f"k{i}" for i in range(keys)), "m"])
-        ranks = " OR ".join(f"i = (n - 1) * {p} / 100 OR i = (n - 1) * {p} / 100 + 1" for p in PERCENTILES)
-        return (
-            f"SELECT {partition}, n, i, x FROM ("
-            f"SELECT {partition}, x, ROW_NUMBER() OVER (PARTITION BY {partition} ORDER BY x) - 1 AS i, "
-            f"COUNT(*) OVER (PARTITION BY {partition}) AS n FROM ({source})"
-            f") WHERE {ranks}"
-        )
-
-
-_SURROGATE: Final = re.compile("[\ud800-\udfff]")
 
 SQLITE: Final = SQLiteDialect()
 """The local store's dialect."""
@@ -202,27 +238,41 @@ _COLUMN_KEYS: Final = {
     "cost_status": "COALESCE(cost_status, 'no_usage')",
 }
 _ATTRIBUTE_KEYS: Final = {"user": USER_ATTRIBUTE_KEYS, "team": ("team",), "feature": ("feature",)}
-
-
-def _key_sql(dialect: Dialect, key: str) -> tuple[str, list[object]]:
-    name = attribute_name(key)
-    if name is not None:
-        if not name or '"' in name or "\\" in name:
-            raise ValueError(f"not a valid attribute key: {key!r}")
-        return dialect.attribute(name)
-    column = _COLUMN_KEYS.get(key)
-    if column is not None:
-        return column, []
-    parts = [dialect.attribute(attribute) for attribute in _ATTRIBUTE_KEYS[key]]
-    if len(parts) == 1:
-        return parts[0]
-    return f"COALESCE({', '.join(sql for sql, _ in parts)})", [p for _, params in parts for p in params]
-
+_JSON_NULL: Final = "null"
 
 # Every built-in key has SQL: a key added to GROUP_KEYS without it fails here, at import.
 _MISSING_KEY_SQL = set(GROUP_KEYS) - set(_COLUMN_KEYS) - set(_ATTRIBUTE_KEYS)
 if _MISSING_KEY_SQL:  # pragma: no cover - a programming error, caught by any test run
     raise ImportError(f"report group keys without SQL: {sorted(_MISSING_KEY_SQL)}")
+
+
+@dataclass(frozen=True)
+class _Key:
+    sql: str
+    params: list[object]
+    is_attribute: bool
+
+
+def _key(dialect: Dialect, key: str) -> _Key:
+    name = attribute_name(key)
+    if name is not None:
+        if not name or '"' in name or "\\" in name:
+            raise ValueError(f"not a valid attribute key: {key!r}")
+        return _Key(*_present(dialect, name), is_attribute=True)
+    column = _COLUMN_KEYS.get(key)
+    if column is not None:
+        return _Key(column, [], is_attribute=False)
+    parts = [_present(dialect, attribute) for attribute in _ATTRIBUTE_KEYS[key]]
+    if len(parts) == 1:
+        return _Key(*parts[0], is_attribute=True)
+    sql = f"COALESCE({', '.join(sql for sql, _ in parts)})"
+    return _Key(sql, [p for _, params in parts for p in params], is_attribute=True)
+
+
+def _present(dialect: Dialect, name: str) -> tuple[str, list[object]]:
+    """The attribute, NULL when it is JSON null too (the next of ``user``'s keys is then used)."""
+    sql, params = dialect.attribute(name)
+    return f"NULLIF({sql}, '{_JSON_NULL}')", params
 
 
 # ---------------------------------------------------------------------------------------------
@@ -251,7 +301,7 @@ class _Window:
 
 
 # ---------------------------------------------------------------------------------------------
-# Counts and sums: one row per group, currency and cost status
+# One scan: a row per group, cost status and currency
 
 
 def _usage_column(name: str, kind: ReportKind) -> str:
@@ -272,7 +322,15 @@ def _currency(kind: ReportKind) -> str:
     return f"CASE WHEN {_amount(kind)} IS NOT NULL THEN COALESCE(cost_currency, 'USD') END"
 
 
-def _aggregates(dialect: Dialect, kind: ReportKind) -> list[str]:
+_LATENCY_CONDITIONS: Final = {
+    "ok": "COALESCE(outcome, 'ok') = 'ok'",
+    "error": "outcome = 'error'",
+    "aborted": "outcome IN ('aborted', 'abandoned')",
+    "all": "1 = 1",
+}
+
+
+def _aggregates(dialect: Dialect, kind: ReportKind, latency_outcome: LatencyOutcome) -> list[str]:
     source = _usage_column("usage_source", kind)
     has_usage = f"({source} IS NOT NULL AND {source} <> 'missing')"
     amount = _amount(kind)
@@ -285,6 +343,7 @@ def _aggregates(dialect: Dialect, kind: ReportKind) -> list[str]:
     if kind != "llm":
         priced = f"CASE WHEN {step} THEN {step_priced} ELSE {priced} END"
         unpriced = f"CASE WHEN {step} THEN {rollup_unpriced} ELSE {unpriced} END"
+    latencies = [f"{metric}_s" for metric in LATENCY_METRICS]
     return [
         "COUNT(*)",
         "SUM(CASE WHEN outcome = 'error' THEN 1 ELSE 0 END)",
@@ -295,36 +354,49 @@ def _aggregates(dialect: Dialect, kind: ReportKind) -> list[str]:
         f"SUM(CASE WHEN {source} = 'estimated' THEN 1 ELSE 0 END)",
         f"SUM({priced})",
         f"SUM({unpriced})",
-        f"SUM(CASE WHEN {dialect.inexact(amount)} THEN 1 ELSE 0 END)",
-        *dialect.exact_sum(amount),
+        *dialect.cost_and_latency(amount, latencies, _LATENCY_CONDITIONS[latency_outcome]),
     ]
 
 
-def _stats_from_row(stats: GroupStats, status: str, currency: str | None, values: Sequence[Any]) -> int:
-    """Add one result row to ``stats``; returns how many costs it could not sum exactly."""
+_TOKENS: Final = slice(4, 4 + len(USAGE_COUNT_FIELDS))
+_AFTER_TOKENS: Final = 4 + len(USAGE_COUNT_FIELDS)
+_COST_AND_LATENCY: Final = _AFTER_TOKENS + 4
+
+
+def _counts_from_row(key: tuple[str | None, ...], status: str, values: Sequence[Any]) -> GroupStats:
     calls, errors, aborted, llm_calls = values[:4]
-    tokens = values[4 : 4 + len(USAGE_COUNT_FIELDS)]
-    missing, estimated, priced, unpriced, inexact = values[
-        4 + len(USAGE_COUNT_FIELDS) : 9 + len(USAGE_COUNT_FIELDS)
-    ]
-    stats.add_counts(
-        GroupStats(
-            key=stats.key,
-            calls=calls,
-            errors=errors,
-            aborted=aborted,
-            llm_calls=llm_calls,
-            tokens={
-                name: int(n) for name, n in zip(USAGE_COUNT_FIELDS, tokens, strict=True) if n is not None
-            },
-            usage_missing_calls=missing,
-            usage_estimated_calls=estimated,
-            priced_calls=priced,
-            unpriced_calls=unpriced,
-            cost_status={status: calls},
-        )
+    missing, estimated, priced, unpriced = values[_AFTER_TOKENS:_COST_AND_LATENCY]
+    tokens = zip(USAGE_COUNT_FIELDS, values[_TOKENS], strict=True)
+    return GroupStats(
+        key=key,
+        calls=calls,
+        errors=errors,
+        aborted=aborted,
+        llm_calls=llm_calls,
+        tokens={name: int(n) for name, n in tokens if n is not None},
+        usage_missing_calls=missing,
+        usage_estimated_calls=estimated,
+        priced_calls=priced,
+        unpriced_calls=unpriced,
+        cost_status={status: calls},
     )
-    return int(inexact)
+
+
+@dataclass
+class _Group:
+    """A group as the scan returns it: its sums, and its latency values until they are ranked."""
+
+    stats: GroupStats
+    latency: LatencyValues = field(default_factory=_no_values)
+
+    def add_latency(self, values: LatencyValues) -> None:
+        for metric, observed in values.items():
+            self.latency[metric].extend(observed)
+
+    def absorb(self, other: _Group) -> None:
+        """Add the same group's numbers from another shard."""
+        self.stats.add_counts(other.stats)  # costs too
+        self.add_latency(other.latency)
 
 
 @dataclass
@@ -332,144 +404,72 @@ class _Query:
     """One report's SQL pieces, shared by its statements."""
 
     dialect: Dialect
-    run: Run
     window: _Window
     group_by: tuple[str, ...]
     latency_outcome: LatencyOutcome
-    keys_sql: list[str] = field(default_factory=list)
-    keys_params: list[object] = field(default_factory=list)
+    keys: list[_Key] = field(default_factory=list)
 
     def __post_init__(self) -> None:
-        for key in self.group_by:
-            sql, params = _key_sql(self.dialect, key)
-            self.keys_sql.append(sql)
-            self.keys_params.extend(params)
+        self.keys = [_key(self.dialect, key) for key in self.group_by]
 
-    @property
-    def width(self) -> int:
-        return len(self.group_by)
-
-    def sums(self) -> dict[tuple[str | None, ...], GroupStats]:
-        """Counts, token and cost sums per group: one scan of the window."""
+    def scan(self, shard: Shard) -> dict[tuple[str | None, ...], _Group]:
+        """Counts, token and exact cost sums, and latency values per group, of one shard."""
+        run, part, part_params = shard
         kind = self.window.kind
         where, where_params = self.window.where(self.dialect.param)
-        labels = [*self.keys_sql, "COALESCE(cost_status, 'no_usage')", _currency(kind)]
+        where = f"{where} AND {part}"
+        params = [*(p for key in self.keys for p in key.params), *where_params, *part_params]
+        labels = [*(key.sql for key in self.keys), "COALESCE(cost_status, 'no_usage')", _currency(kind)]
+        aggregates = _aggregates(self.dialect, kind, self.latency_outcome)
         sql = (
-            f"SELECT {', '.join(labels)}, {', '.join(_aggregates(self.dialect, kind))} "
-            f"FROM records WHERE {where} GROUP BY {', '.join(str(i + 1) for i in range(len(labels)))}"
+            f"SELECT {', '.join(labels)}, {', '.join(aggregates)} FROM records WHERE {where} "
+            f"GROUP BY {', '.join(str(i + 1) for i in range(len(labels)))}"
         )
-        groups: dict[tuple[str | None, ...], GroupStats] = {}
-        inexact_groups: set[tuple[str | None, ...]] = set()
-        for row in self.run(sql, [*self.keys_params, *where_params]):
-            key = tuple(row[: self.width])
-            status, currency = row[self.width], row[self.width + 1]
-            values = row[self.width + 2 :]
-            stats = groups.setdefault(key, GroupStats(key=key))
-            if _stats_from_row(stats, status, currency, values):
-                inexact_groups.add(key)
-            amount = self.dialect.sum_value(values[9 + len(USAGE_COUNT_FIELDS) :])
+        groups: dict[tuple[str | None, ...], _Group] = {}
+        width = len(self.keys)
+        for row in run(sql, params):
+            key = self._label(row[:width])
+            status, currency, values = row[width], row[width + 1], row[width + 2 :]
+            group = groups.setdefault(key, _Group(GroupStats(key=key)))
+            group.stats.add_counts(_counts_from_row(key, status, values))
+            amount, latency = self.dialect.decode(values[_COST_AND_LATENCY:])
             if amount is not None and currency is not None:
-                stats.cost[currency] = stats.cost.get(currency, Decimal(0)) + amount
-        if inexact_groups:
-            self._add_inexact_costs(groups)
+                group.stats.cost[currency] = group.stats.cost.get(currency, Decimal(0)) + amount
+            group.add_latency(latency)
         return groups
 
-    def _add_inexact_costs(self, groups: Mapping[tuple[str | None, ...], GroupStats]) -> None:
-        kind = self.window.kind
-        amount = _amount(kind)
-        where, where_params = self.window.where(self.dialect.param)
-        sql = (
-            f"SELECT {', '.join([*self.keys_sql, _currency(kind), amount])} FROM records "
-            f"WHERE {where} AND {self.dialect.inexact(amount)}"
+    def _label(self, raw: Sequence[Any]) -> tuple[str | None, ...]:
+        return tuple(
+            self.dialect.attribute_label(value) if key.is_attribute else value
+            for key, value in zip(self.keys, raw, strict=True)
         )
-        for row in self.run(sql, [*self.keys_params, *where_params]):
-            stats = groups[tuple(row[: self.width])]
-            currency, value = row[self.width], Decimal(row[self.width + 1])
-            stats.cost[currency] = stats.cost.get(currency, Decimal(0)) + value
-
-    # --- percentiles ------------------------------------------------------------------------
-
-    def _latency_source(self, keys_sql: Sequence[str], extra: str = "") -> str:
-        """``k0.., m, x`` rows: one per observed latency value of a call in the population."""
-        param = self.dialect.param
-        where, _ = self.window.where(param)
-        if self.latency_outcome == "ok":
-            where += " AND COALESCE(outcome, 'ok') = 'ok'"
-        elif self.latency_outcome == "error":
-            where += " AND outcome = 'error'"
-        elif self.latency_outcome == "aborted":
-            where += " AND outcome IN ('aborted', 'abandoned')"
-        keys = [f"{sql} AS k{i}" for i, sql in enumerate(keys_sql)]
-        selects = [
-            f"SELECT {', '.join([*keys, f'{m} AS m', f'{metric}_s AS x'])} FROM records "
-            f"WHERE {where} AND {metric}_s IS NOT NULL{extra}"
-            for m, metric in enumerate(LATENCY_METRICS)
-        ]
-        return " UNION ALL ".join(selects)
-
-    def _latency_params(self, keys_params: Sequence[object], extra: Sequence[object] = ()) -> list[object]:
-        _, where_params = self.window.where(self.dialect.param)
-        return [*keys_params, *where_params, *extra] * len(LATENCY_METRICS)
-
-    def percentiles(self, *, per_group: bool) -> dict[tuple[str | None, ...], dict[str, LatencySummary]]:
-        """Latency percentiles of every group (``per_group``) or of the whole window."""
-        keys_sql, keys_params = (self.keys_sql, self.keys_params) if per_group else ([], [])
-        source = self._latency_source(keys_sql)
-        sql = self.dialect.percentile_rows(source, len(keys_sql))
-        return _summaries(self.run(sql, self._latency_params(keys_params)), len(keys_sql))
-
-    def percentiles_except(self, kept: Sequence[tuple[str | None, ...]]) -> dict[str, LatencySummary]:
-        """Latency percentiles of the calls in none of the ``kept`` groups (the ``other`` row)."""
-        matches = " AND ".join(
-            self.dialect.null_safe_equal(f"t.k{i}", f"({sql})") for i, sql in enumerate(self.keys_sql)
-        )
-        bound = [[self.dialect.bind_text(value) for value in key] for key in kept]
-        values = ", ".join(f"({', '.join(sql for sql, _ in key)})" for key in bound)
-        columns = ", ".join(f"k{i}" for i in range(self.width))
-        extra = f" AND NOT EXISTS (SELECT 1 FROM ({_values_table(values, columns)}) t WHERE {matches})"
-        source = self._latency_source([], extra)
-        sql = self.dialect.percentile_rows(source, 0)
-        extra_params = [*(param for key in bound for _, param in key), *self.keys_params]
-        rows = self.run(sql, self._latency_params([], extra_params))
-        return _summaries(rows, 0).get((), _no_latency())
 
 
-def _values_table(values: str, columns: str) -> str:
-    """A literal table with named columns, in SQL that SQLite and PostgreSQL both accept."""
-    return f"WITH v({columns}) AS (VALUES {values}) SELECT * FROM v"
+def _scan(query: _Query, shards: Sequence[Shard]) -> dict[tuple[str | None, ...], _Group]:
+    if len(shards) == 1:
+        return query.scan(shards[0])
+    with ThreadPoolExecutor(len(shards), thread_name_prefix="llmmeter-report") as pool:
+        parts = list(pool.map(query.scan, shards))
+    groups = parts[0]
+    for part in parts[1:]:
+        for key, group in part.items():
+            if key in groups:
+                groups[key].absorb(group)
+            else:
+                groups[key] = group
+    return groups
 
 
-def _summaries(
-    rows: Iterable[Sequence[Any]], keys: int
-) -> dict[tuple[str | None, ...], dict[str, LatencySummary]]:
-    ranked: dict[tuple[tuple[str | None, ...], int], tuple[int, dict[int, float]]] = {}
-    for row in rows:
-        key, metric, count, rank, value = (
-            tuple(row[:keys]),
-            row[keys],
-            row[keys + 1],
-            row[keys + 2],
-            row[keys + 3],
-        )
-        ranked.setdefault((key, metric), (count, {}))[1][rank] = value
-    result: dict[tuple[str | None, ...], dict[str, LatencySummary]] = {}
-    for (key, metric), (count, values) in ranked.items():
-        summary = LatencySummary(
-            count=count, percentiles={p: interpolate(count, p, values.__getitem__) for p in PERCENTILES}
-        )
-        result.setdefault(key, {})[LATENCY_METRICS[metric]] = summary
-    return result
+def _summaries(values: LatencyValues) -> dict[str, LatencySummary]:
+    return {metric: LatencySummary.of(values[metric]) for metric in LATENCY_METRICS}
 
 
-def _no_latency() -> dict[str, LatencySummary]:
-    return {
-        metric: LatencySummary(count=0, percentiles=dict.fromkeys(PERCENTILES)) for metric in LATENCY_METRICS
-    }
-
-
-def _with_latency(stats: GroupStats, latency: Mapping[str, LatencySummary] | None) -> GroupStats:
-    stats.latency = {**_no_latency(), **(latency or {})}
-    return stats
+def _merged(groups: Iterable[_Group]) -> LatencyValues:
+    merged = _no_values()
+    for group in groups:
+        for metric, values in group.latency.items():
+            merged[metric].extend(values)
+    return merged
 
 
 # ---------------------------------------------------------------------------------------------
@@ -496,36 +496,33 @@ def query_report(
     """
     step = progress or (lambda _: None)
     group_by = parse_group_keys(by)
-    query = _Query(dialect, run, _Window(since, until, kind), group_by, latency_outcome)
+    query = _Query(dialect, _Window(since, until, kind), group_by, latency_outcome)
+    dialect.prepare(run)
     step("counting and summing")
-    groups = query.sums()
-    step("percentiles per group")
-    latencies = query.percentiles(per_group=True) if group_by else {}
-    step("percentiles of the total")
-    total = GroupStats(key=())
-    for stats in groups.values():
-        total.add_counts(stats)
-    _with_latency(total, query.percentiles(per_group=False).get(()))
-    kept, rest = sort_and_fold(groups.values(), sort, top)
+    # Optional: a server that parallelizes a scan on its own needs no shards.
+    shards = getattr(dialect, "shards", None)
+    groups = _scan(query, shards(run) if shards is not None else [(run, "1 = 1", [])])
+    step("percentiles")
+    total = GroupStats(key=(), latency=_summaries(_merged(groups.values())))
+    for group in groups.values():
+        total.add_counts(group.stats)
+    kept, rest = sort_and_fold((group.stats for group in groups.values()), sort, top)
     other: GroupStats | None = None
     if rest:
-        step("percentiles of the other groups")
-        other = GroupStats(key=())
+        other = GroupStats(key=(), folded_groups=len(rest))
         for stats in rest:
             other.add_counts(stats)
-        other.folded_groups = len(rest)
-        _with_latency(other, query.percentiles_except([stats.key for stats in kept]))
-    finished = [
-        _with_latency(stats, latencies.get(stats.key) if group_by else total.latency) for stats in kept
-    ]
+        other.latency = _summaries(_merged(groups[stats.key] for stats in rest))
+    for stats in kept:
+        stats.latency = _summaries(groups[stats.key].latency)
     return Report(
         group_by=group_by,
         kind=kind,
-        groups=finished,
+        groups=kept,
         total=total,
         since=since,
         until=until,
-        unmatched_keys=unmatched_keys(group_by, list(groups.values())),
+        unmatched_keys=unmatched_keys(group_by, [group.stats for group in groups.values()]),
         latency_outcome=latency_outcome,
         other=other,
         sort=sort,
@@ -549,9 +546,9 @@ def unknown_group_keys(
     for key in parse_group_keys(by):
         if key in GROUP_KEYS or key.startswith("attr:"):
             continue
-        sql, params = dialect.attribute(key)
+        sql, params = _present(dialect, key)
         found = run(
-            f"SELECT 1 FROM records WHERE {where} AND ({sql}) IS NOT NULL LIMIT 1", [*where_params, *params]
+            f"SELECT 1 FROM records WHERE {where} AND {sql} IS NOT NULL LIMIT 1", [*where_params, *params]
         )
         if not any(True for _ in found):
             unknown.append(key)

@@ -136,12 +136,8 @@ def format_money(amount: Decimal) -> str:
     return f"{rounded:,.6f}"
 
 
-def _format_cost(cost: dict[str, Decimal], currencies: Sequence[str]) -> str:
-    if not cost:
-        return _MISSING
-    if len(currencies) == 1:
-        return format_money(cost[currencies[0]])
-    return " + ".join(f"{format_money(cost[c])} {c}" for c in currencies if c in cost)
+def _format_cost(amount: Decimal | None) -> str:
+    return _MISSING if amount is None else format_money(amount)
 
 
 def format_seconds(value: float | None) -> str:
@@ -176,7 +172,6 @@ class _Column:
 def _usage_columns(report: Report) -> list[_Column]:
     currencies = report.currencies
     totals = report.total
-    cost_header = f"cost ({currencies[0]})" if len(currencies) == 1 else "cost"
     columns = [_Column("calls", lambda s: _format_count(s.calls))]
     if report.kind != "llm":
         columns.append(_Column("LLM calls", lambda s: _format_count(s.llm_calls)))
@@ -194,7 +189,9 @@ def _usage_columns(report: Report) -> list[_Column]:
         columns.append(_Column("no usage", lambda s: _format_count(s.usage_missing_calls)))
     if totals.usage_estimated_calls:
         columns.append(_Column("estimated", lambda s: _format_count(s.usage_estimated_calls), optional=True))
-    columns.append(_Column(cost_header, lambda s: _format_cost(s.cost, currencies)))
+    for currency in currencies or ("",):
+        header = f"cost ({currency})" if currency else "cost"
+        columns.append(_Column(header, lambda s, c=currency: _format_cost(s.cost.get(c))))  # type: ignore[misc]
     columns.append(_Column("unpriced", lambda s: _format_count(s.unpriced_calls)))
     return columns
 
@@ -237,8 +234,9 @@ def usage_table_cells(report: Report) -> TableCells:
     return _usage_cells(report, _usage_columns(report), None)
 
 
-def _fitted_usage_cells(report: Report, width: int) -> tuple[TableCells, list[str]]:
-    """The usage table within ``width`` columns, and the headers of the columns left out."""
+def _fitted_usage_cells(report: Report, width: int) -> tuple[TableCells, list[str], int]:
+    """The usage table within ``width`` columns, the headers of the columns left out, and the
+    width the key cells were cut to."""
     columns = _usage_columns(report)
     key_width = max(_MIN_KEY_WIDTH, _KEY_WIDTH // max(len(report.group_by), 1))
     dropped: list[str] = []
@@ -253,7 +251,7 @@ def _fitted_usage_cells(report: Report, width: int) -> tuple[TableCells, list[st
         else:
             break
         cells = _usage_cells(report, columns, key_width)
-    return cells, dropped
+    return cells, dropped, key_width
 
 
 def _latency_cells(report: Report, key_width: int | None) -> TableCells:
@@ -306,8 +304,7 @@ def render_table(report: Report, width: int = TABLE_WIDTH) -> str:
     if not report.groups:
         lines.append("No records in this window.")
         return "\n".join(lines) + "\n"
-    usage, dropped = _fitted_usage_cells(report, width)
-    key_width = max(_MIN_KEY_WIDTH, _KEY_WIDTH // max(len(report.group_by), 1))
+    usage, dropped, key_width = _fitted_usage_cells(report, width)
     lines += ["Tokens and cost", *_grid(*usage), ""]
     lines += [LATENCY_TITLE, *_grid(*_latency_cells(report, key_width)), ""]
     notes = report_notes(report)

@@ -6,7 +6,7 @@ import contextlib
 import os
 import sqlite3
 import time
-from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
+from collections.abc import Iterable, Iterator, Mapping, Sequence
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
@@ -62,37 +62,60 @@ def read_records(
         conn.close()
 
 
-_READ_CACHE_KIB = 32 * 1024
+_READ_CACHE_KIB = 16 * 1024
 """SQLite's page cache while a report runs: big enough for the sorts, small enough for RSS."""
 
 
+class SQLiteRun:
+    """Runs one SQL statement on a store connection: ``run(sql, params)`` -> the result rows."""
+
+    def __init__(self, path: Path, connection: sqlite3.Connection) -> None:
+        self.path = path
+        self.connection = connection
+        """The read-only connection (the report registers its SQL functions on it)."""
+        self._siblings: list[SQLiteRun] = []
+
+    def __call__(self, sql: str, params: Sequence[object]) -> Iterable[Sequence[Any]]:
+        return self.connection.execute(sql, params)
+
+    def siblings(self, count: int) -> list[SQLiteRun]:
+        """``count`` more runners on connections of their own (one per thread of a parallel
+        scan), closed with this one."""
+        while len(self._siblings) < count:
+            self._siblings.append(SQLiteRun(self.path, _report_connection(self.path)))
+        return self._siblings[:count]
+
+    def close(self) -> None:
+        """Close the connection and the siblings'."""
+        for sibling in self._siblings:
+            sibling.close()
+        self.connection.close()
+
+
 @contextlib.contextmanager
-def reading_store(
-    path: str | os.PathLike[str],
-) -> Iterator[Callable[[str, Sequence[object]], Iterable[Sequence[Any]]]]:
+def reading_store(path: str | os.PathLike[str]) -> Iterator[SQLiteRun]:
     """A read-only query runner over the store at ``path``, for the report's SQL.
 
     First writes the journals of dead processes into the store (:func:`replay_journals`). Any
     database error while the runner is used is raised as a one-line :class:`StoreError`. Text
-    that is not valid UTF-8 (a lone surrogate from a JSON attribute) comes back as the Python
-    string it was, never as an exception.
+    that is not valid UTF-8 comes back as a Python string, never as an exception.
     """
     store_path = Path(path).expanduser()
     replay_journals(store_path)
-    conn = _open_for_reading(store_path)
-    conn.text_factory = _decode_text
+    run = SQLiteRun(store_path, _report_connection(store_path))
     try:
-        conn.execute(f"PRAGMA cache_size = -{_READ_CACHE_KIB}")
-        conn.execute("PRAGMA threads = 2")  # SQLite's sorter may use a helper thread
-
-        def run(sql: str, params: Sequence[object]) -> Iterable[Sequence[Any]]:
-            return conn.execute(sql, params)
-
         yield run
     except sqlite3.DatabaseError as exc:
         raise StoreError(f"cannot read the llmmeter store {path}: {exc}") from exc
     finally:
-        conn.close()
+        run.close()
+
+
+def _report_connection(path: Path) -> sqlite3.Connection:
+    conn = _open_for_reading(path)
+    conn.text_factory = _decode_text
+    conn.execute(f"PRAGMA cache_size = -{_READ_CACHE_KIB}")
+    return conn
 
 
 def _decode_text(data: bytes) -> str:
@@ -213,7 +236,8 @@ def _open_for_reading(path: Path) -> sqlite3.Connection:
     if not os.access(path, os.R_OK):
         raise StoreError(f"the llmmeter store {path} is not readable (permission denied)")
     try:
-        conn = sqlite3.connect(f"{path.resolve().as_uri()}?mode=ro", uri=True)
+        # Not bound to the opening thread: a report scans with one connection per thread.
+        conn = sqlite3.connect(f"{path.resolve().as_uri()}?mode=ro", uri=True, check_same_thread=False)
     except sqlite3.Error as exc:
         raise StoreError(f"cannot open the llmmeter store {path}: {exc}") from exc
     try:

@@ -1,0 +1,241 @@
+"""The report computed by SQLite equals the truth computed here, record by record, in Python.
+
+A seeded mix of calls (ok, failed without usage, aborted; priced, unpriced; several currencies;
+costs in every decimal shape ``str(Decimal)`` produces, including ``1.5E-7``; steps with rolled-up
+numbers; hostile attribute values) is written to a real store file through :class:`SQLiteStore`,
+then :func:`query_report` is checked against sums, counts and percentiles computed independently
+below, and against :func:`build_report` over the same records read back.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import random
+import time
+from collections import defaultdict
+from collections.abc import Iterator
+from decimal import Decimal
+from pathlib import Path
+
+import pytest
+
+from llmmeter.record import (
+    USAGE_COUNT_FIELDS,
+    CallKind,
+    CallRecord,
+    Cost,
+    CostStatus,
+    Outcome,
+    Timings,
+    Usage,
+    UsageSource,
+)
+from llmmeter.report import build_report, render_csv, render_json, render_table
+from llmmeter.report.labels import missing_token_labels
+from llmmeter.report.sql import Run, query_report, unknown_group_keys
+from llmmeter.store import SQLiteStore, read_records
+from llmmeter.store.read import reading_store
+
+NOW_NS = time.time_ns()
+HOUR_NS = 3600 * 10**9
+USERS = ("u-1", "u-2", "u-3", "\ud800lone", "=cmd|' /C calc'!A0", "\x1b[31mred\x1b[0m")
+
+
+def random_call(rng: random.Random, i: int) -> CallRecord:
+    outcome = rng.choice([Outcome.OK] * 6 + [Outcome.ERROR, Outcome.ABORTED, Outcome.ABANDONED])
+    has_usage = outcome is not Outcome.ERROR or rng.random() < 0.2
+    priced = has_usage and rng.random() < 0.8
+    amount = Decimal(rng.randint(1, 10**9)).scaleb(-rng.randint(2, 16))  # 0.0123, 1.5E-7, ...
+    streamed = rng.random() < 0.6
+    usage = None
+    if has_usage:
+        usage = Usage(
+            input_tokens=rng.randint(0, 5000),
+            output_tokens=rng.choice([None, rng.randint(0, 900)]),
+            cache_read_input_tokens=rng.choice([None, None, rng.randint(0, 50)]),
+            source=rng.choice([UsageSource.PROVIDER] * 5 + [UsageSource.ESTIMATED]),
+        )
+    return CallRecord(
+        operation="chat",
+        provider=rng.choice(["openai", "anthropic"]),
+        request_model=rng.choice(["gpt-4o", "gpt-4o-mini", "claude", None]),
+        response_model="resp-model",
+        streaming=streamed,
+        timings=Timings(
+            start_time_unix_ns=NOW_NS - rng.randint(0, 48 * HOUR_NS),
+            duration_s=rng.choice([None, rng.lognormvariate(0, 0.7)]),
+            ttft_s=rng.random() if streamed else None,
+            tpot_s=rng.random() / 20 if streamed and rng.random() < 0.8 else None,
+        ),
+        usage=usage,
+        cost=Cost(amount=amount, currency=rng.choice(["USD", "USD", "EUR"])) if priced else None,
+        cost_status=CostStatus.PRICED
+        if priced
+        else CostStatus.UNPRICED
+        if has_usage
+        else CostStatus.NO_USAGE,
+        outcome=outcome,
+        attributes={"user_id": rng.choice([*USERS, 7, True]), "team": rng.choice(["search", "ads"])}
+        if rng.random() < 0.9
+        else {},
+        record_id=f"r-{i}",
+    )
+
+
+def random_step(rng: random.Random, i: int) -> CallRecord:
+    step = random_call(rng, i)
+    step.kind, step.name, step.cost, step.usage = CallKind.STEP, "agent.run", None, None
+    step.cost_status = CostStatus.NO_USAGE
+    step.rollup_calls = rng.randint(1, 4)
+    step.rollup_unpriced_calls = rng.randint(0, step.rollup_calls)
+    step.rollup_cost = Decimal(rng.randint(1, 10**6)).scaleb(-7)
+    step.rollup_usage = Usage(input_tokens=rng.randint(1, 900), output_tokens=rng.randint(1, 90))
+    return step
+
+
+@pytest.fixture(scope="module")
+def store(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    path = tmp_path_factory.mktemp("report-sql") / "records.sqlite3"
+    rng = random.Random(13)
+    writer = SQLiteStore(path)
+    for i in range(1500):
+        writer.write(random_step(rng, i) if rng.random() < 0.05 else random_call(rng, i))
+    assert writer.flush()
+    writer.close()
+    return path
+
+
+@pytest.fixture
+def run(store: Path) -> Iterator[Run]:
+    with reading_store(store) as runner:
+        yield runner
+
+
+def exact_percentile(values: list[float], q: int) -> float:
+    """Hyndman & Fan type 7, written out again here as the truth."""
+    ordered = sorted(values)
+    h = (len(ordered) - 1) * q / 100
+    below = ordered[math.floor(h)]
+    above = ordered[min(math.floor(h) + 1, len(ordered) - 1)]
+    return below + (h - math.floor(h)) * (above - below)
+
+
+def test_counts_tokens_exact_costs_and_percentiles_equal_an_independent_truth(store: Path, run: Run) -> None:
+    records = [r for r in read_records(store) if r.kind is CallKind.LLM]
+    truth: dict[str, dict[str, object]] = defaultdict(lambda: defaultdict(int))
+    cost: dict[tuple[str, str], Decimal] = defaultdict(Decimal)
+    durations: dict[str, list[float]] = defaultdict(list)
+    for record in records:
+        model = record.request_model or record.response_model or ""
+        counts = truth[model]
+        counts["calls"] += 1  # type: ignore[operator]
+        counts["errors"] += record.outcome is Outcome.ERROR  # type: ignore[operator]
+        reported = record.usage is not None
+        if record.usage is not None:
+            for kind, n in record.usage.counts().items():
+                counts[kind] += n  # type: ignore[operator]
+        counts["unpriced"] += record.cost is None and reported  # type: ignore[operator]
+        if record.cost is not None:
+            cost[(model, record.cost.currency)] += record.cost.amount
+        if record.outcome is Outcome.OK and record.timings.duration_s is not None:
+            durations[model].append(record.timings.duration_s)
+
+    report = query_report(run, by="model")
+
+    assert {g.key[0] for g in report.groups} == set(truth)
+    for group in report.groups:
+        model = group.key[0]
+        assert model is not None
+        expected = truth[model]
+        assert group.calls == expected["calls"] and group.errors == expected["errors"]
+        assert group.unpriced_calls == expected["unpriced"]
+        for kind in USAGE_COUNT_FIELDS:
+            assert group.token(kind) == expected.get(kind)
+        assert group.cost == {c: a for (m, c), a in cost.items() if m == model}  # exact Decimal
+        summary = group.latency["duration"]
+        assert summary.count == len(durations[model])
+        for p in (50, 95, 99):
+            assert summary.percentiles[p] == pytest.approx(exact_percentile(durations[model], p), rel=1e-12)
+
+
+@pytest.mark.parametrize("kind", ["llm", "step", "all"])
+@pytest.mark.parametrize("by", ["", "model", "user_id,team", "user", "outcome,cost_status,streaming,kind"])
+def test_the_database_report_equals_the_in_memory_one(store: Path, run: Run, kind: str, by: str) -> None:
+    records = read_records(store)
+
+    in_sql = query_report(run, by=by, kind=kind)  # type: ignore[arg-type]
+    in_memory = build_report(records, by=by, kind=kind)  # type: ignore[arg-type]
+
+    assert render_json(in_sql) == render_json(in_memory)
+
+
+@pytest.mark.parametrize("outcome", ["ok", "error", "aborted", "all"])
+def test_top_n_folds_the_rest_into_other_with_its_own_percentiles(
+    store: Path, run: Run, outcome: str
+) -> None:
+    records = read_records(store)
+
+    in_sql = query_report(run, by="user_id,team", top=3, sort="calls", latency_outcome=outcome)  # type: ignore[arg-type]
+    in_memory = build_report(records, by="user_id,team", top=3, sort="calls", latency_outcome=outcome)  # type: ignore[arg-type]
+
+    assert len(in_sql.groups) == 3 and in_sql.other is not None
+    assert in_sql.other.folded_groups == in_memory.other.folded_groups > 0  # type: ignore[union-attr]
+    assert [g.calls for g in in_sql.groups] == sorted((g.calls for g in in_sql.groups), reverse=True)
+    assert sum(g.calls for g in in_sql.groups) + in_sql.other.calls == in_sql.total.calls
+    assert render_json(in_sql) == render_json(in_memory)
+
+
+def test_time_window_bounds_the_records(store: Path, run: Run) -> None:
+    from datetime import UTC, datetime, timedelta
+
+    since = datetime.now(UTC) - timedelta(hours=24)
+    records = read_records(store, since=since)
+
+    assert render_json(query_report(run, since=since, by="team")) == render_json(
+        build_report(records, since=since, by="team")
+    )
+
+
+def test_every_json_group_has_the_same_token_and_cost_keys(run: Run) -> None:
+    document = json.loads(render_json(query_report(run, by="user_id,team", top=4)))
+
+    groups = [*document["groups"], document["other"], document["total"]]
+    assert len({tuple(g["tokens"]) for g in groups}) == 1
+    assert len({tuple(g["cost"]) for g in groups}) == 1
+    assert set(document["total"]["cost"]) == {"EUR", "USD"}
+
+
+def test_hostile_attribute_values_never_break_a_format(run: Run) -> None:
+    report = query_report(run, by="user_id")
+
+    table, as_json, as_csv = render_table(report), render_json(report), render_csv(report)
+
+    for text in (table, as_json, as_csv):
+        text.encode("utf-8")  # a lone surrogate would raise here
+    assert "\x1b" not in table and "\\x1b[31m" in table
+    assert "\\ud800lone" in table
+    keys = {g["key"]["user_id"] for g in json.loads(as_json)["groups"]}
+    assert "\ud800lone" in keys and "\x1b[31mred\x1b[0m" in keys  # JSON keeps values whole
+    assert "\n'=cmd|' /C calc'!A0," in as_csv  # neutralised: a spreadsheet shows text
+    assert "\n=cmd" not in as_csv
+
+
+def test_an_attribute_no_record_has_is_unknown_and_builtins_never_are(run: Run) -> None:
+    assert unknown_group_keys(run, "model,team,teem,attr:anything,user_id") == ("teem",)
+
+
+def test_every_token_kind_has_one_label() -> None:
+    assert missing_token_labels() == ()
+
+
+def test_a_scan_split_over_threads_gives_the_same_report(
+    store: Path, run: Run, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from llmmeter.report import sql
+
+    single = render_json(query_report(run, by="user_id,team", top=3))
+    monkeypatch.setattr(sql, "_ROWS_PER_SHARD", 100)  # this small store in 4 parts
+    assert len(sql.SQLITE.shards(run)) > 1
+
+    assert render_json(query_report(run, by="user_id,team", top=3)) == single
