@@ -6,6 +6,7 @@ never holds the caller; the schema migrates idempotently; records land in monthl
 
 from __future__ import annotations
 
+import json
 import logging
 import os
 import subprocess
@@ -19,7 +20,7 @@ from pathlib import Path
 
 import pytest
 
-from llmmeter.record import CallRecord, Cost, Timings, Usage
+from llmmeter.record import CallRecord, Cost, Outcome, Timings, Usage
 from llmmeter.store import SQLiteStore, read_records
 from llmmeter.store.postgres import FLEET_SCHEMA_VERSION, PostgresStore, read_fleet_records
 
@@ -493,3 +494,81 @@ def test_store_copy_with_a_bad_path_or_url_is_one_line_and_exit_code_2(
     assert done.returncode == 2
     assert message in done.stderr and done.stderr.count("\n") == 1, done.stderr
     assert "Traceback" not in done.stderr
+
+
+# -- the report, computed by the server --------------------------------------------------------------
+
+
+@pytest.fixture
+def fleet_of_records(postgres_url: str, tmp_path: Path) -> list[CallRecord]:
+    """300 calls of 12 users on two models over two months, some failed, some unpriced, a few with
+    attribute values PostgreSQL's JSON refuses (a lone surrogate, a NUL, NaN); in the fleet store."""
+    made = []
+    for i in range(300):
+        item = record(
+            f"r{i}", start=(NOV_2026 if i % 2 else DEC_2026) + i, tokens=i % 37, cost=f"0.000{i:03d}7"
+        )
+        item.request_model = "gpt-4o-mini" if i % 3 else "gpt-4o"
+        item.attributes = {"user_id": f"u{i % 12}", "team": "search" if i % 4 else "ads"}
+        item.timings = Timings(start_time_unix_ns=item.timings.start_time_unix_ns, duration_s=(i % 17) / 10)
+        if i % 11 == 0:
+            item.outcome, item.error_type, item.cost = Outcome.ERROR, "RateLimitError", None
+        if i % 29 == 0:
+            item.attributes.update(note="\ud800 \x00", score=float("nan"))
+        made.append(item)
+    store = PostgresStore(postgres_url, spool_dir=tmp_path / "report-spool")
+    for item in made:
+        store.write(item)
+    assert store.flush(20)
+    store.close()
+    return made
+
+
+def test_the_fleet_report_equals_the_report_of_the_records_for_every_grouping(
+    postgres_url: str, fleet_of_records: list[CallRecord]
+) -> None:
+    from llmmeter.report import build_report, render_json
+    from llmmeter.report.sql import query_report
+    from llmmeter.store.postgres_report import POSTGRESQL_DIALECT, reading_fleet_store
+
+    records = read_fleet_records(postgres_url)
+    for by in (None, "user", "model,team", "outcome", "streaming"):
+        for top in (None, 3):
+            with reading_fleet_store(postgres_url) as run:
+                computed_by_the_server = query_report(run, dialect=POSTGRESQL_DIALECT, by=by, top=top)
+            in_memory = build_report(records, by=by, top=top)
+            assert render_json(computed_by_the_server) == render_json(in_memory), (by, top)
+
+
+def test_the_fleet_report_command_gives_each_users_exact_tokens_and_cost(
+    postgres_url: str, fleet_of_records: list[CallRecord]
+) -> None:
+    truth: dict[str, tuple[int, Decimal]] = {}
+    for item in fleet_of_records:
+        tokens, cost = truth.get(item.attributes["user_id"], (0, Decimal(0)))
+        assert item.usage is not None and item.usage.input_tokens is not None
+        truth[item.attributes["user_id"]] = (
+            tokens + item.usage.input_tokens,
+            cost + (item.cost.amount if item.cost else Decimal(0)),
+        )
+
+    done = llmmeter_cli("report", "--store", postgres_url, "--by", "user", "--format", "json")
+
+    assert done.returncode == 0, done.stderr
+    groups = json.loads(done.stdout)["groups"]
+    reported = {g["key"]["user"]: (g["tokens"]["input_tokens"], Decimal(g["cost"]["USD"])) for g in groups}
+    assert reported == truth
+
+
+def test_an_attribute_value_postgresql_json_refuses_never_breaks_the_report(
+    postgres_url: str, fleet_of_records: list[CallRecord]
+) -> None:
+    from llmmeter.report.sql import query_report
+    from llmmeter.store.postgres_report import POSTGRESQL_DIALECT, reading_fleet_store
+
+    with reading_fleet_store(postgres_url) as run:
+        report = query_report(run, dialect=POSTGRESQL_DIALECT, by="note")
+
+    odd = [group for group in report.groups if group.key != (None,)]
+    assert [group.key for group in odd] == [("\ufffd \ufffd",)], "the odd value reads as U+FFFD"
+    assert odd[0].calls == sum(1 for item in fleet_of_records if "note" in item.attributes)
