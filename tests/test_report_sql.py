@@ -239,3 +239,17 @@ def test_a_scan_split_over_threads_gives_the_same_report(
     assert len(sql.SQLITE.shards(run)) > 1
 
     assert render_json(query_report(run, by="user_id,team", top=3)) == single
+
+
+def test_the_scale_benchmark_runs_and_prints_its_table() -> None:
+    import subprocess
+    import sys
+
+    script = Path(__file__).resolve().parent.parent / "benchmarks" / "report_scale.py"
+    done = subprocess.run(
+        [sys.executable, str(script), "--quick"], capture_output=True, text=True, timeout=300, check=False
+    )
+
+    assert done.returncode == 0, done.stderr[-2000:]
+    assert "| records | wall s (best) | wall s (median) | CPU s (median) | peak RSS MB (max) |" in done.stdout
+    assert "| 20,000 |" in done.stdout

@@ -363,23 +363,24 @@ _AFTER_TOKENS: Final = 4 + len(USAGE_COUNT_FIELDS)
 _COST_AND_LATENCY: Final = _AFTER_TOKENS + 4
 
 
-def _counts_from_row(key: tuple[str | None, ...], status: str, values: Sequence[Any]) -> GroupStats:
+def _add_row(stats: GroupStats, status: str, values: Sequence[Any]) -> None:
+    """Add one result row's counts and token sums to ``stats`` (a group has a row per cost
+    status and currency)."""
     calls, errors, aborted, llm_calls = values[:4]
     missing, estimated, priced, unpriced = values[_AFTER_TOKENS:_COST_AND_LATENCY]
-    tokens = zip(USAGE_COUNT_FIELDS, values[_TOKENS], strict=True)
-    return GroupStats(
-        key=key,
-        calls=calls,
-        errors=errors,
-        aborted=aborted,
-        llm_calls=llm_calls,
-        tokens={name: int(n) for name, n in tokens if n is not None},
-        usage_missing_calls=missing,
-        usage_estimated_calls=estimated,
-        priced_calls=priced,
-        unpriced_calls=unpriced,
-        cost_status={status: calls},
-    )
+    stats.calls += calls
+    stats.errors += errors
+    stats.aborted += aborted
+    stats.llm_calls += llm_calls
+    stats.usage_missing_calls += missing
+    stats.usage_estimated_calls += estimated
+    stats.priced_calls += priced
+    stats.unpriced_calls += unpriced
+    stats.cost_status[status] = stats.cost_status.get(status, 0) + calls
+    tokens = stats.tokens
+    for name, count in zip(USAGE_COUNT_FIELDS, values[_TOKENS], strict=True):
+        if count is not None:
+            tokens[name] = tokens.get(name, 0) + int(count)
 
 
 @dataclass
@@ -431,7 +432,7 @@ class _Query:
             key = self._label(row[:width])
             status, currency, values = row[width], row[width + 1], row[width + 2 :]
             group = groups.setdefault(key, _Group(GroupStats(key=key)))
-            group.stats.add_counts(_counts_from_row(key, status, values))
+            _add_row(group.stats, status, values)
             amount, latency = self.dialect.decode(values[_COST_AND_LATENCY:])
             if amount is not None and currency is not None:
                 group.stats.cost[currency] = group.stats.cost.get(currency, Decimal(0)) + amount
