@@ -202,7 +202,7 @@ def _labeled_rows(report: Report, *, with_total: bool) -> list[tuple[list[str], 
     padding = [""] * (key_columns - 1)
     rows = [([printable(_key_label(v)) for v in g.key] or ["all"], g) for g in report.groups]
     if report.other is not None:
-        rows.append(([f"(other: {report.other.folded_groups:,} groups)", *padding], report.other))
+        rows.append((["(other)", *padding], report.other))  # the notes say how many groups
     if with_total and report.group_by and len(rows) > 1:
         rows.append((["TOTAL", *padding], report.total))
     return rows
