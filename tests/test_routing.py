@@ -9,8 +9,10 @@ whether it escalated or fell back, how often, its final model, and rolls up toke
 from __future__ import annotations
 
 import asyncio
+import contextvars
 import logging
 from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor
 from decimal import Decimal
 from typing import Any
 
@@ -240,6 +242,35 @@ def test_the_decorator_works_on_sync_functions_and_passes_results_and_exceptions
     assert ok.outcome is Outcome.OK and ok.attributes[sc.ROUTE_ATTEMPTS] == 1
     assert failed.outcome is Outcome.ERROR and failed.error_type == "LookupError"
     assert failed.attributes[sc.ROUTE_ATTEMPTS] == 0
+
+
+def test_a_streamed_call_read_inside_the_route_is_its_final_model(
+    client: openai.OpenAI, telemetry: Telemetry
+) -> None:
+    with llmmeter.route("streaming-router") as route:
+        route.escalate("needs_reasoning")
+        for _ in ask(client, LARGE, stream=True):
+            pass
+
+    (call,) = calls(telemetry.records)
+    assert call.streaming and call.attributes[sc.ROUTE_ESCALATION_REASON] == "needs_reasoning"
+    (record,) = routes(telemetry.records)
+    assert record.attributes[sc.ROUTE_FINAL_MODEL] == call.response_model
+    assert record.rollup_cost == call.cost.amount  # type: ignore[union-attr]
+
+
+def test_calls_from_threads_started_with_the_routes_context_are_its_attempts(
+    client: openai.OpenAI, telemetry: Telemetry
+) -> None:
+    with llmmeter.route("parallel-router"), ThreadPoolExecutor(max_workers=3) as pool:
+        context = contextvars.copy_context
+        futures = [pool.submit(context().run, ask, client, model) for model in (SMALL, SMALL, LARGE)]
+        for future in futures:
+            future.result()
+
+    assert sorted(c.attributes[sc.ROUTE_ATTEMPT] for c in calls(telemetry.records)) == [1, 2, 3]
+    (record,) = routes(telemetry.records)
+    assert record.attributes[sc.ROUTE_ATTEMPTS] == 3 and record.rollup_calls == 3
 
 
 def test_calls_outside_a_route_carry_no_route_attributes(client: openai.OpenAI, telemetry: Telemetry) -> None:
