@@ -108,7 +108,7 @@ def test_report_as_a_table_by_default(store_path: Path) -> None:
 
     assert result.returncode == 0, result.stderr
     assert "llmmeter report: 5 LLM calls" in result.stdout
-    assert "cost (USD)" in result.stdout and "10.020000" in result.stdout
+    assert "cost (USD)" in result.stdout and "10.0200" in result.stdout
     assert "TTFT" in result.stdout and "300 ms" in result.stdout
 
 

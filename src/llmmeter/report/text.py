@@ -62,6 +62,7 @@ TABLE_WIDTH: Final = 100
 _KEY_WIDTH: Final = 36
 """Columns the group-key cells share before other columns are dropped."""
 _MIN_KEY_WIDTH: Final = 10
+_MANY_GROUPS: Final = 50
 _ALWAYS_SHOWN_TOKENS: Final = ("input_tokens", "output_tokens")
 _NONE_LABEL: Final = "(none)"
 _MISSING: Final = "–"
@@ -129,11 +130,13 @@ def _format_count(value: int | None) -> str:
 
 
 def format_money(amount: Decimal) -> str:
-    """An amount for display: 6 decimals, thousands separators (exact values are in JSON/CSV)."""
-    rounded = amount.quantize(Decimal("0.000001"))
+    """An amount for display, to a millionth below 1, a ten-thousandth below 1,000, a hundredth
+    above, with thousands separators (the exact values are in JSON and CSV)."""
+    places = 6 if abs(amount) < 1 else 4 if abs(amount) < 1000 else 2
+    rounded = amount.quantize(Decimal(1).scaleb(-places))
     if rounded == 0 and amount != 0:
         return "<0.000001"
-    return f"{rounded:,.6f}"
+    return f"{rounded:,.{places}f}"
 
 
 def _format_cost(amount: Decimal | None) -> str:
@@ -214,19 +217,18 @@ def _clip_labels(labels: list[str], key_columns: int, width: int | None) -> list
     return [_clip(label, width) if i < key_columns else label for i, label in enumerate(labels)]
 
 
-def _table_width(headers: Sequence[str], rows: Sequence[Sequence[str]]) -> int:
-    widths = [max(len(cell) for cell in column) for column in zip(headers, *rows, strict=True)]
-    return sum(widths) + 2 * (len(widths) - 1)
-
-
 def _usage_cells(report: Report, columns: Sequence[_Column], key_width: int | None) -> TableCells:
     key_columns = max(len(report.group_by), 1)
-    headers = [*(report.group_by or ["group"]), *(c.header for c in columns)]
+    headers = [*_key_headers(report), *(c.header for c in columns)]
     rows = [
         [*_clip_labels(label, key_columns, key_width), *(c.cell(stats) for c in columns)]
         for label, stats in _labeled_rows(report, with_total=True)
     ]
     return _clip_labels(headers, key_columns, key_width), rows, key_columns
+
+
+def _key_headers(report: Report) -> list[str]:
+    return [printable(key) for key in report.group_by] or ["group"]
 
 
 def usage_table_cells(report: Report) -> TableCells:
@@ -236,27 +238,35 @@ def usage_table_cells(report: Report) -> TableCells:
 
 def _fitted_usage_cells(report: Report, width: int) -> tuple[TableCells, list[str], int]:
     """The usage table within ``width`` columns, the headers of the columns left out, and the
-    width the key cells were cut to."""
+    width the key cells were cut to. Optional columns go first (the last one first), then the
+    key cells are cut, down to :data:`_MIN_KEY_WIDTH`."""
     columns = _usage_columns(report)
-    key_width = max(_MIN_KEY_WIDTH, _KEY_WIDTH // max(len(report.group_by), 1))
-    dropped: list[str] = []
-    cells = _usage_cells(report, columns, key_width)
-    while _table_width(cells[0], cells[1]) > width:
-        optional = [c for c in columns if c.optional]
+    key_columns = max(len(report.group_by), 1)
+    headers, rows, _ = _usage_cells(report, columns, None)
+    natural = [max(len(cell) for cell in column) for column in zip(headers, *rows, strict=True)]
+    key_width = max(_MIN_KEY_WIDTH, _KEY_WIDTH // key_columns)
+    kept = list(range(len(columns)))
+
+    def table_width() -> int:
+        keys = sum(min(w, key_width) for w in natural[:key_columns])
+        values = sum(natural[key_columns + i] for i in kept)
+        return keys + values + 2 * (key_columns + len(kept) - 1)
+
+    while table_width() > width:
+        optional = [i for i in kept if columns[i].optional]
         if optional:
-            columns.remove(optional[-1])
-            dropped.insert(0, optional[-1].header)
+            kept.remove(optional[-1])
         elif key_width > _MIN_KEY_WIDTH:
             key_width -= 1
         else:
             break
-        cells = _usage_cells(report, columns, key_width)
-    return cells, dropped, key_width
+    dropped = [columns[i].header for i in range(len(columns)) if i not in kept]
+    return _usage_cells(report, [columns[i] for i in kept], key_width), dropped, key_width
 
 
 def _latency_cells(report: Report, key_width: int | None) -> TableCells:
     key_columns = max(len(report.group_by), 1)
-    headers = [*(report.group_by or ["group"]), "latency", "n", *(f"p{p}" for p in PERCENTILES)]
+    headers = [*_key_headers(report), "latency", "n", *(f"p{p}" for p in PERCENTILES)]
     rows: list[list[str]] = []
     for label, stats in _labeled_rows(report, with_total=False):
         for i, metric in enumerate(LATENCY_METRICS):
@@ -339,6 +349,8 @@ def report_notes(report: Report) -> list[str]:
         notes.append("'estimated': calls whose token counts are local (tiktoken) estimates.")
     if report.kind == "all":
         notes.append("Steps repeat the tokens and cost of the LLM calls inside them: group --by kind.")
+    if report.other is None and len(report.groups) > _MANY_GROUPS:
+        notes.append(f"{len(report.groups):,} groups: --top N shows the N largest and adds the rest up.")
     if report.other is not None:
         shown = len(report.groups)
         notes.append(
