@@ -20,6 +20,8 @@ work for the segment's calls is inside it. Per call = (I(2K) - I(K)) / K; per ch
 between 1- and 64-chunk streams.
 
     python benchmarks/caller_thread.py            # needs valgrind; prints a Markdown table
+    python benchmarks/caller_thread.py --quick    # the default configuration, chat calls, caller's
+                                                  # thread only (≈ 3 min: for trying a change)
 """
 
 from __future__ import annotations
@@ -45,7 +47,7 @@ _ALL_ON_THE_CALLER = "all on the caller (as before the pipeline)"
 _DUMP = re.compile(r"\.(\d+)-01$")
 
 
-def child() -> None:
+def child(quick: bool = False) -> None:
     from openai_overhead import Clients, peers
 
     import llmmeter
@@ -55,7 +57,7 @@ def child() -> None:
     clients = Clients()
     segments = _bench.Segments(enabled=True)
     with tempfile.TemporaryDirectory(prefix="llmmeter-bench-store-") as tmp:
-        for index, (config, overrides) in enumerate(CONFIGS.items()):
+        for index, (config, overrides) in enumerate(_configs(quick).items()):
             settings: dict[str, object] = {
                 "tracer_provider": telemetry.tracer_provider,
                 "meter_provider": telemetry.meter_provider,
@@ -64,7 +66,7 @@ def child() -> None:
             }
             llmmeter.configure(**settings)  # type: ignore[arg-type]
             get_pipeline().max_queue = 0 if config == _ALL_ON_THE_CALLER else 10_000
-            for scenario, k in K.items():
+            for scenario, k in _scenarios(quick).items():
                 name, _, chunks = scenario.partition("/")
                 if chunks:
                     clients.server.stream_events = peers.build_sse_events(int(chunks))
@@ -74,6 +76,23 @@ def child() -> None:
         get_pipeline().max_queue = 10_000
         clients.close()
         telemetry.shutdown()
+
+
+def _configs(quick: bool) -> dict[str, dict[str, object]]:
+    return {"pipeline": {}} if quick else CONFIGS
+
+
+def _scenarios(quick: bool) -> dict[str, int]:
+    return {"chat-sync": K["chat-sync"]} if quick else K
+
+
+def quick_run(argv: list[str]) -> int:
+    """The caller's thread's Δ per chat call in the default configuration only."""
+    counts = caller_counts([*argv, "--quick"])
+    k = K["chat-sync"]
+    delta = per_call(counts, "pipeline|chat-sync/B", k) - per_call(counts, "pipeline|chat-sync/A", k)
+    print(f"chat-sync, pipeline (the default): Δ caller's thread {delta:+,.0f} instructions per call")
+    return 0
 
 
 def caller_counts(argv: list[str]) -> dict[str, int]:
@@ -112,12 +131,14 @@ def per_call(counts: dict[str, int], label: str, k: int) -> float:
 
 def main() -> int:
     if sys.argv[1:2] == ["--child"]:
-        child()
+        child(quick="--quick" in sys.argv)
         return 0
     if not _bench.valgrind_available():
         print("valgrind not found: apt-get update && apt-get install -y valgrind")
         return 1
     argv = _bench.self_command(Path(__file__), "--child")
+    if "--quick" in sys.argv:
+        return quick_run(argv)
     with ThreadPoolExecutor(max_workers=2) as pool:  # the two valgrind runs side by side
         caller_run = pool.submit(caller_counts, argv)
         total_run = pool.submit(_bench.callgrind_segments, argv)

@@ -435,7 +435,7 @@ def test_ttft_is_what_a_stopwatch_on_the_uninstrumented_client_reads(
         stopwatch.append(first - start)
         list(_stream(client, extra_headers=pacing))
     measured = statistics.median(r.timings.ttft_s for r in telemetry.records)  # type: ignore[type-var]
-    assert abs(measured - statistics.median(stopwatch)) < 0.010
+    assert abs(measured - statistics.median(stopwatch)) < 0.020  # 5 samples each on a shared machine
     assert all(r.timings.ttft_s >= 0.050 for r in telemetry.records)  # type: ignore[operator]
 
 

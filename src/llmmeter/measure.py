@@ -212,31 +212,31 @@ class Measurement:
         reader = self.reader
         feed = reader.feed if reader is not None else _no_output
         track = self._track
-        while True:
-            try:
-                chunk = next(chunks)
-            except StopIteration:
-                self.finish(Outcome.OK)
-                return
-            except BaseException as exc:
-                self.finish(outcome_of(exc), exc)
-                raise
-            now = _perf_ns()
-            if self._t_last_chunk is None or self._per_chunk_metrics:
-                track(now)
-            self._t_last_chunk = now
-            self.chunks += 1
-            try:
-                has_output = feed(chunk)
-            except Exception:
-                has_output = _reader_failed()
-            if has_output:
-                if self._t_first_output is None:
-                    self._t_first_output = now
-                self._t_last_output = now
-            elif hidden is not None and _hides(hidden, chunk):
-                continue
-            yield chunk
+        per_chunk = self._per_chunk_metrics
+        try:
+            for chunk in chunks:
+                now = _perf_ns()
+                if per_chunk or self._t_last_chunk is None:
+                    track(now)
+                self._t_last_chunk = now
+                self.chunks += 1
+                try:
+                    has_output = feed(chunk)
+                except Exception:
+                    has_output = _reader_failed()
+                if has_output:
+                    if self._t_first_output is None:
+                        self._t_first_output = now
+                    self._t_last_output = now
+                elif hidden is not None and _hides(hidden, chunk):
+                    continue
+                yield chunk
+        except GeneratorExit:  # closed or collected while suspended: the proxy decides
+            raise
+        except BaseException as exc:
+            self.finish(outcome_of(exc), exc)
+            raise
+        self.finish(Outcome.OK)
 
     async def observe_async(
         self, chunks: AsyncIterator[Any], hidden: Callable[[Any], bool] | None = None
@@ -250,31 +250,31 @@ class Measurement:
         reader = self.reader
         feed = reader.feed if reader is not None else _no_output
         track = self._track
-        while True:
-            try:
-                chunk = await chunks.__anext__()
-            except StopAsyncIteration:
-                self.finish(Outcome.OK)
-                return
-            except BaseException as exc:
-                self.finish(outcome_of(exc), exc)
-                raise
-            now = _perf_ns()
-            if self._t_last_chunk is None or self._per_chunk_metrics:
-                track(now)
-            self._t_last_chunk = now
-            self.chunks += 1
-            try:
-                has_output = feed(chunk)
-            except Exception:
-                has_output = _reader_failed()
-            if has_output:
-                if self._t_first_output is None:
-                    self._t_first_output = now
-                self._t_last_output = now
-            elif hidden is not None and _hides(hidden, chunk):
-                continue
-            yield chunk
+        per_chunk = self._per_chunk_metrics
+        try:
+            async for chunk in chunks:
+                now = _perf_ns()
+                if per_chunk or self._t_last_chunk is None:
+                    track(now)
+                self._t_last_chunk = now
+                self.chunks += 1
+                try:
+                    has_output = feed(chunk)
+                except Exception:
+                    has_output = _reader_failed()
+                if has_output:
+                    if self._t_first_output is None:
+                        self._t_first_output = now
+                    self._t_last_output = now
+                elif hidden is not None and _hides(hidden, chunk):
+                    continue
+                yield chunk
+        except GeneratorExit:  # closed or collected while suspended: the proxy decides
+            raise
+        except BaseException as exc:
+            self.finish(outcome_of(exc), exc)
+            raise
+        self.finish(Outcome.OK)
 
     def observe_generator(
         self, generator: Generator[Any, Any, Any], *, current: bool = False
