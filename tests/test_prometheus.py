@@ -241,7 +241,9 @@ def test_histogram_quantiles_land_in_the_bucket_of_the_measured_latency(
         measured = [getattr(r.timings, attribute) for r in records_by(fleet, model=model)]
         measured = [value for value in measured if value is not None]
         assert len(measured) == 4  # two streamed calls per team
-        assert min(measured) >= paced_s  # the server never sends early
+        # The server never sends early; but a first token held back by a loaded machine shortens
+        # the mean gap after it (TPOT), so TPOT may come out a little under the pacing.
+        assert min(measured) >= paced_s * (0.95 if attribute == "tpot_s" else 1.0)
         lowest, _ = bucket_bounds(min(measured), boundaries)
         _, highest = bucket_bounds(max(measured), boundaries)
         for q in (0.5, 0.95, 0.99):
