@@ -551,6 +551,28 @@ async def test_an_async_openai_client_pointed_at_a_gateway_records_a_priced_infe
     assert record.cost.price_ref == "bundled:openai/gpt-4o-mini;inferred-provider=openai"
 
 
+def test_inferred_cost_is_marked_on_the_cost_metric_and_the_span_so_a_dashboard_can_sum_it(
+    gateway: LocalOpenAIServer, telemetry: Telemetry
+) -> None:
+    gateway_client = llmmeter.instrument(
+        openai.OpenAI(base_url=gateway.base_url, api_key="test", max_retries=0)
+    )
+    declared = llmmeter.instrument(
+        openai.OpenAI(base_url=gateway.base_url, api_key="test", max_retries=0), provider="openai"
+    )
+    for client in (gateway_client, declared):
+        client.chat.completions.create(model="gpt-4o-mini", messages=[{"role": "user", "content": "hi"}])
+    points = telemetry.metric_points("gen_ai.client.operation.cost")
+    inferred = {
+        p.attributes["gen_ai.provider.name"]: p.attributes.get("llmmeter.cost.inferred")  # type: ignore[attr-defined]
+        for p in points
+    }
+    assert inferred == {"openai_compatible": True, "openai": None}
+    spans = {s.attributes["gen_ai.provider.name"]: s.attributes for s in telemetry.finished_spans()}  # type: ignore[index]
+    assert spans["openai_compatible"]["llmmeter.cost.inferred"] is True
+    assert "llmmeter.cost.inferred" not in spans["openai"]
+
+
 # -- the bundled table's patterns ----------------------------------------------------------------
 
 OTHER_KINDS = ("tts", "audio", "image", "embedding", "realtime", "transcribe", "live")

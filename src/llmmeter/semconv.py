@@ -96,6 +96,10 @@ USAGE_SOURCE: Final = "llmmeter.usage.source"
 USAGE_ESTIMATE_METHOD: Final = "llmmeter.usage.estimate_method"
 COST_STATUS: Final = "llmmeter.cost.status"
 COST_PRICE_REF: Final = "llmmeter.cost.price_ref"
+COST_INFERRED: Final = "llmmeter.cost.inferred"
+"""``True`` on a cost point (and span) priced from an inferred price: the provider guessed from
+the model name (a gateway), or an unknown dated snapshot priced as its family. Absent otherwise,
+so ``sum(..._cost_sum{llmmeter_cost_inferred="true"})`` is the cost a report cannot vouch for."""
 CALL_KIND: Final = "llmmeter.kind"
 STEP_NAME: Final = "llmmeter.step.name"
 SERVER_TIMING_PREFIX: Final = "llmmeter.server."

@@ -25,6 +25,7 @@ from opentelemetry.trace import Span, SpanKind, Status, StatusCode
 
 from llmmeter import semconv as sc
 from llmmeter._log import guard
+from llmmeter.pricing.sources import is_inferred_price
 from llmmeter.record import AttributeValue, CallKind, CallRecord, CostStatus, Usage
 
 _INSTRUMENTATION_NAME = "llmmeter"
@@ -155,9 +156,12 @@ class OtelTelemetry:
                 unpriced = usage.total_tokens
                 if unpriced:
                     self._counters["unpriced_tokens"].add(unpriced, attributes)
-        if record.cost is not None:
-            cost_attributes = {**attributes, sc.COST_CURRENCY: record.cost.currency}
-            hist["cost"].record(float(record.cost.amount), cost_attributes, context=context)
+        cost = record.cost
+        if cost is not None:
+            cost_attributes = {**attributes, sc.COST_CURRENCY: cost.currency}
+            if is_inferred_price(cost.price_ref):
+                cost_attributes[sc.COST_INFERRED] = True
+            hist["cost"].record(float(cost.amount), cost_attributes, context=context)
 
     def _record_usage(
         self,
@@ -372,6 +376,8 @@ def _cost_attributes(record: CallRecord, out: dict[str, Any]) -> None:
     out[sc.COST_SOURCE] = "provider" if cost.source == "provider" else "local"
     if cost.price_ref:
         out[sc.COST_PRICE_REF] = cost.price_ref
+        if is_inferred_price(cost.price_ref):
+            out[sc.COST_INFERRED] = True
     # The per-component breakdown stays on the record (store, callbacks): every span attribute
     # costs the SDK a validation per call, and the amount plus price_ref make the span auditable.
 
