@@ -23,7 +23,15 @@ from llmmeter import CallRecord, Outcome, Usage
 
 from .cassette_support import anthropic_replay
 from .conftest import Telemetry
-from .recording_support import RecordedBody, request_json, serve_bodies, truth, use_recording
+from .recording_support import (
+    RecordedBody,
+    request_json,
+    response_text,
+    serve_bodies,
+    sse_payloads,
+    truth,
+    use_recording,
+)
 
 STREAMED = "openinference/test_anthropic_instrumentation_messages_streaming.yaml"
 CACHING = "openllmetry/test_anthropic_prompt_caching_stream_legacy.yaml"
@@ -134,6 +142,27 @@ def test_a_metered_generator_of_gemini_chunks_reads_them_like_the_client(telemet
     with use_recording(GEMINI_STREAM, 0):
         chunks = list(ask())
     assert len(chunks) == 3
+    _same_as_the_client(_only(telemetry), instrumented)
+
+
+def test_a_metered_generator_of_gemini_rest_json_reads_the_camel_case_like_the_client(
+    telemetry: Telemetry,
+) -> None:
+    # A user calling the REST API directly yields the decoded SSE payloads: usageMetadata,
+    # finishReason, modelVersion, responseId -- the same recorded stream the SDK parsed above.
+    client = llmmeter.instrument(_gemini())
+    with use_recording(GEMINI_STREAM, 0):
+        for _ in client.models.generate_content_stream(**_gemini_request()):
+            pass
+    instrumented = _only(telemetry)
+    payloads = sse_payloads(response_text(GEMINI_STREAM, 0))
+    assert "usageMetadata" in payloads[-1]
+
+    @llmmeter.metered(model="gemini-2.5-flash", provider="gcp.gemini")
+    def ask() -> Iterator[dict[str, Any]]:
+        yield from payloads
+
+    assert list(ask()) == payloads
     _same_as_the_client(_only(telemetry), instrumented)
 
 

@@ -207,9 +207,25 @@ def _values(obj: Any) -> Any:
     object's ``__dict__`` themselves -- google-genai's models forbid extra fields -- skipping
     ``fields_of``'s extras lookup, a pydantic ``__getattr__`` miss of about 0.4 µs per object.)"""
     if type(obj) is dict:
-        return obj
+        # REST JSON spells the fields the readers use in camelCase: one C-level key intersection
+        # tells, and only such a dict is copied with those keys renamed.
+        return {_SNAKE.get(k, k): v for k, v in obj.items()} if _SNAKE.keys() & obj.keys() else obj
     values = getattr(obj, "__dict__", None)
     return values if values is not None else fields_of(obj)
+
+
+_SNAKE = {
+    "usageMetadata": "usage_metadata",
+    "responseId": "response_id",
+    "modelVersion": "model_version",
+    "finishReason": "finish_reason",
+    "inlineData": "inline_data",
+    "functionCall": "function_call",
+    "executableCode": "executable_code",
+    "codeExecutionResult": "code_execution_result",
+    "fileData": "file_data",
+}
+"""The REST API's camelCase names of the fields :class:`GeminiStreamReader` reads."""
 
 
 # Parts that are generated output besides text (a thought is text with ``thought: true``).
@@ -276,7 +292,7 @@ class GeminiStreamReader:
 
     def _finished(self, candidates: Any) -> None:
         reasons = tuple(
-            reason for candidate in candidates if (reason := str_or_none(field(candidate, "finish_reason")))
+            reason for candidate in candidates if (reason := str_or_none(_read(candidate, "finish_reason")))
         )
         self.reasons = reasons or self.reasons
 
@@ -290,8 +306,8 @@ class GeminiStreamReader:
         last = self.last
         if last is not None:
             observed.info = ResponseInfo(
-                response_id=str_or_none(field(last, "response_id")),
-                response_model=str_or_none(field(last, "model_version")),
+                response_id=str_or_none(_read(last, "response_id")),
+                response_model=str_or_none(_read(last, "model_version")),
                 finish_reasons=self.reasons,
                 service_tier=_service_tier(metadata),
             )
