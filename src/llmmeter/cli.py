@@ -20,6 +20,7 @@ from pathlib import Path
 from typing import NoReturn, cast
 
 from llmmeter.record import CallKind, CallRecord
+from llmmeter.report import finops
 from llmmeter.report.build import (
     GROUP_KEYS,
     LATENCY_OUTCOMES,
@@ -135,9 +136,15 @@ def _add_report_command(subparsers: argparse._SubParsersAction[argparse.Argument
     )
     parser.add_argument(
         "--kind",
-        choices=("llm", "step", "all"),
+        choices=("llm", "step", "all", "route"),
         default="llm",
-        help="llm calls (default), steps (with their rolled-up numbers), or all (double counts)",
+        help="llm calls (default), steps (with their rolled-up numbers), all (double counts), or "
+        "route: llmmeter.route() records (--by name, final_model...: escalation and fallback rates)",
+    )
+    parser.add_argument(
+        "--baseline-model",
+        metavar="MODEL",
+        help="also price every group's token usage at MODEL's prices: baseline cost and savings",
     )
     parser.add_argument(
         "--top",
@@ -182,9 +189,12 @@ class _Failure(Exception):
 def _run_report(args: argparse.Namespace) -> int:
     try:
         _check_arguments(args)
-        if args.prometheus:
+        if args.kind == "route" or args.baseline_model is not None:  # issue 14: routes, savings
+            report_text = _finops_report(args)
+        elif args.prometheus:
             return _run_prometheus_report(args)
-        report_text = _local_report(args)
+        else:
+            report_text = _local_report(args)
     except (_Failure, StoreError) as exc:
         return _fail(str(exc))
     return _emit(report_text, args.output)
@@ -332,6 +342,24 @@ def _stderr_is_a_terminal() -> bool:
         return sys.stderr.isatty()
     except (AttributeError, ValueError):
         return False
+
+
+# --- issue 14: the route report and savings against a baseline model ----------------------------
+def _finops_report(args: argparse.Namespace) -> str:
+    if args.prometheus or args.format == "html":
+        raise _Failure("--kind route and --baseline-model need the local store and table, json or csv")
+    if args.kind == "route" and args.baseline_model is not None:
+        raise _Failure("--baseline-model applies to LLM calls: leave out --kind route")
+    if args.kind not in ("llm", "route"):
+        raise _Failure("--baseline-model applies to LLM calls: leave out --kind")
+    with _sql_source(args.store) as (run, dialect):
+        try:
+            if args.kind == "route":
+                return finops.route_report(run, dialect, args)
+            _check_keys(run, dialect, args)
+            return finops.savings_report(run, dialect, args)
+        except ValueError as exc:  # UnknownRouteKeyError, BaselineError: one line
+            raise _Failure(str(exc)) from None
 
 
 def _run_prometheus_report(args: argparse.Namespace) -> int:
