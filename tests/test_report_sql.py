@@ -229,18 +229,6 @@ def test_every_token_kind_has_one_label() -> None:
     assert missing_token_labels() == ()
 
 
-def test_a_scan_split_over_threads_gives_the_same_report(
-    store: Path, run: Run, monkeypatch: pytest.MonkeyPatch
-) -> None:
-    from llmmeter.report import sql
-
-    single = render_json(query_report(run, by="user_id,team", top=3))
-    monkeypatch.setattr(sql, "_ROWS_PER_SHARD", 100)  # this small store in 4 parts
-    assert len(sql.SQLITE.shards(run)) > 1
-
-    assert render_json(query_report(run, by="user_id,team", top=3)) == single
-
-
 def test_the_scale_benchmark_runs_and_prints_its_table() -> None:
     import subprocess
     import sys

@@ -23,9 +23,7 @@ from __future__ import annotations
 import array
 import itertools
 import json
-import os
 from collections.abc import Callable, Iterable, Sequence
-from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from datetime import datetime
 from decimal import Decimal
@@ -62,15 +60,6 @@ __all__ = [
 
 Run = Callable[[str, Sequence[object]], Iterable[Sequence[Any]]]
 """Runs one SQL statement with its parameters and yields the result rows."""
-
-Shard = tuple[Run, str, list[object]]
-"""A part of the table to scan: its runner, and an SQL condition with its parameters. A dialect
-may offer ``shards(run) -> list[Shard]``: parts of ``records`` scanned at the same time, each on
-its own thread (the SQLite one does; a server that parallelizes on its own has no need)."""
-
-_ROWS_PER_SHARD: Final = 200_000
-_MAX_SHARDS: Final = 4
-"""Below this many rows a second thread costs more than it saves."""
 
 Progress = Callable[[str], None]
 """Told which step the report is at (``"counting and summing"``...), for a progress line."""
@@ -191,20 +180,6 @@ class SQLiteDialect:
     def decode(self, values: Sequence[Any]) -> tuple[Decimal | None, LatencyValues]:
         """See :meth:`Dialect.decode`."""
         return _CostAndLatency.handed_back.pop(int(values[0]))
-
-    def shards(self, run: Run) -> list[Shard]:
-        """Ranges of row ids, one per CPU (at most 4), each scanned on its own connection and
-        thread: SQLite runs one statement on one core, and this machine has more."""
-        siblings = getattr(run, "siblings", None)
-        [(low, high)] = list(run("SELECT MIN(id), MAX(id) FROM records", []))
-        count = min(os.cpu_count() or 1, _MAX_SHARDS, max((high or 0) - (low or 0), 0) // _ROWS_PER_SHARD + 1)
-        if siblings is None or count < 2:
-            return [(run, "1 = 1", [])]
-        step = (high - low) // count + 1
-        runs = [run, *siblings(count - 1)]
-        for extra in runs[1:]:
-            self.prepare(extra)
-        return [(r, "id >= ? AND id < ?", [low + i * step, low + (i + 1) * step]) for i, r in enumerate(runs)]
 
     def attribute_keys(self, limit: int) -> str:
         """See :meth:`Dialect.attribute_keys`: the keys of the last 10,000 records."""
@@ -394,11 +369,6 @@ class _Group:
         for metric, observed in values.items():
             self.latency[metric].extend(observed)
 
-    def absorb(self, other: _Group) -> None:
-        """Add the same group's numbers from another shard."""
-        self.stats.add_counts(other.stats)  # costs too
-        self.add_latency(other.latency)
-
 
 @dataclass
 class _Query:
@@ -413,13 +383,11 @@ class _Query:
     def __post_init__(self) -> None:
         self.keys = [_key(self.dialect, key) for key in self.group_by]
 
-    def scan(self, shard: Shard) -> dict[tuple[str | None, ...], _Group]:
-        """Counts, token and exact cost sums, and latency values per group, of one shard."""
-        run, part, part_params = shard
+    def scan(self, run: Run) -> dict[tuple[str | None, ...], _Group]:
+        """Counts, token and exact cost sums, and latency values per group: one scan of the window."""
         kind = self.window.kind
         where, where_params = self.window.where(self.dialect.param)
-        where = f"{where} AND {part}"
-        params = [*(p for key in self.keys for p in key.params), *where_params, *part_params]
+        params = [*(p for key in self.keys for p in key.params), *where_params]
         labels = [*(key.sql for key in self.keys), "COALESCE(cost_status, 'no_usage')", _currency(kind)]
         aggregates = _aggregates(self.dialect, kind, self.latency_outcome)
         sql = (
@@ -444,21 +412,6 @@ class _Query:
             self.dialect.attribute_label(value) if key.is_attribute else value
             for key, value in zip(self.keys, raw, strict=True)
         )
-
-
-def _scan(query: _Query, shards: Sequence[Shard]) -> dict[tuple[str | None, ...], _Group]:
-    if len(shards) == 1:
-        return query.scan(shards[0])
-    with ThreadPoolExecutor(len(shards), thread_name_prefix="llmmeter-report") as pool:
-        parts = list(pool.map(query.scan, shards))
-    groups = parts[0]
-    for part in parts[1:]:
-        for key, group in part.items():
-            if key in groups:
-                groups[key].absorb(group)
-            else:
-                groups[key] = group
-    return groups
 
 
 def _summaries(values: LatencyValues) -> dict[str, LatencySummary]:
@@ -504,9 +457,7 @@ def query_report(
     query = _Query(dialect, _Window(since, until, kind), group_by, latency_outcome)
     dialect.prepare(run)
     step("counting and summing")
-    # Optional: a server that parallelizes a scan on its own needs no shards.
-    shards = getattr(dialect, "shards", None)
-    groups = _scan(query, shards(run) if shards is not None else [(run, "1 = 1", [])])
+    groups = query.scan(run)
     step("percentiles")
     total = GroupStats(key=(), latency=_merged_summaries(list(groups.values())))
     for group in groups.values():

@@ -62,34 +62,19 @@ def read_records(
         conn.close()
 
 
-_READ_CACHE_KIB = 16 * 1024
+_READ_CACHE_KIB = 32 * 1024
 """SQLite's page cache while a report runs: big enough for the sorts, small enough for RSS."""
 
 
 class SQLiteRun:
     """Runs one SQL statement on a store connection: ``run(sql, params)`` -> the result rows."""
 
-    def __init__(self, path: Path, connection: sqlite3.Connection) -> None:
-        self.path = path
+    def __init__(self, connection: sqlite3.Connection) -> None:
         self.connection = connection
         """The read-only connection (the report registers its SQL functions on it)."""
-        self._siblings: list[SQLiteRun] = []
 
     def __call__(self, sql: str, params: Sequence[object]) -> Iterable[Sequence[Any]]:
         return self.connection.execute(sql, params)
-
-    def siblings(self, count: int) -> list[SQLiteRun]:
-        """``count`` more runners on connections of their own (one per thread of a parallel
-        scan), closed with this one."""
-        while len(self._siblings) < count:
-            self._siblings.append(SQLiteRun(self.path, _report_connection(self.path)))
-        return self._siblings[:count]
-
-    def close(self) -> None:
-        """Close the connection and the siblings'."""
-        for sibling in self._siblings:
-            sibling.close()
-        self.connection.close()
 
 
 @contextlib.contextmanager
@@ -102,20 +87,15 @@ def reading_store(path: str | os.PathLike[str]) -> Iterator[SQLiteRun]:
     """
     store_path = Path(path).expanduser()
     replay_journals(store_path)
-    run = SQLiteRun(store_path, _report_connection(store_path))
+    conn = _open_for_reading(store_path)
+    conn.text_factory = _decode_text
     try:
-        yield run
+        conn.execute(f"PRAGMA cache_size = -{_READ_CACHE_KIB}")
+        yield SQLiteRun(conn)
     except sqlite3.DatabaseError as exc:
         raise StoreError(f"cannot read the llmmeter store {path}: {exc}") from exc
     finally:
-        run.close()
-
-
-def _report_connection(path: Path) -> sqlite3.Connection:
-    conn = _open_for_reading(path)
-    conn.text_factory = _decode_text
-    conn.execute(f"PRAGMA cache_size = -{_READ_CACHE_KIB}")
-    return conn
+        conn.close()
 
 
 def _decode_text(data: bytes) -> str:
@@ -236,8 +216,7 @@ def _open_for_reading(path: Path) -> sqlite3.Connection:
     if not os.access(path, os.R_OK):
         raise StoreError(f"the llmmeter store {path} is not readable (permission denied)")
     try:
-        # Not bound to the opening thread: a report scans with one connection per thread.
-        conn = sqlite3.connect(f"{path.resolve().as_uri()}?mode=ro", uri=True, check_same_thread=False)
+        conn = sqlite3.connect(f"{path.resolve().as_uri()}?mode=ro", uri=True)
     except sqlite3.Error as exc:
         raise StoreError(f"cannot open the llmmeter store {path}: {exc}") from exc
     try:
