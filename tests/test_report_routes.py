@@ -42,35 +42,42 @@ def ask(client: openai.OpenAI, model: str, **kwargs: Any) -> Any:
     return client.chat.completions.create(model=model, messages=MESSAGES, **kwargs)  # type: ignore[arg-type]
 
 
-def run_support_routes(client: openai.OpenAI) -> None:
+def run_support_routes(client: openai.OpenAI) -> list[Any]:
     """Four runs of "support": answered small (1 call); escalated twice (2 calls each); a failed
-    large call that fell back to small (2 calls)."""
+    large call that fell back to small (2 calls). Returns the final replies."""
+    replies = []
     with llmmeter.route("support"):
-        ask(client, SMALL)
+        replies.append(ask(client, SMALL))
     for _ in range(2):
         with llmmeter.route("support") as route:
             ask(client, SMALL)
             route.escalate("low_confidence")
-            ask(client, LARGE)
+            replies.append(ask(client, LARGE))
     with llmmeter.route("support"):
         try:
             ask(client, LARGE, extra_headers=FAIL)
         except openai.InternalServerError:
-            ask(client, SMALL)
+            replies.append(ask(client, SMALL))
+    return replies
 
 
-async def run_billing_route(server: LocalOpenAIServer) -> None:
+async def run_billing_route(server: LocalOpenAIServer) -> Any:
     """One async run of "billing": answered small."""
     client = llmmeter.instrument(openai.AsyncOpenAI(base_url=server.base_url, max_retries=0))
     async with llmmeter.route("billing"):
-        await client.chat.completions.create(model=SMALL, messages=MESSAGES)  # type: ignore[arg-type]
+        return await client.chat.completions.create(model=SMALL, messages=MESSAGES)  # type: ignore[arg-type]
 
 
 @pytest.fixture
 def store(server: LocalOpenAIServer, telemetry: Telemetry) -> tuple[Path, list[CallRecord]]:
     client = llmmeter.instrument(openai.OpenAI(base_url=server.base_url, max_retries=0))
-    run_support_routes(client)
-    asyncio.run(run_billing_route(server))
+    _unjudged, escalated, escalated_again, fell_back = run_support_routes(client)
+    billed = asyncio.run(run_billing_route(server))
+    # Users judge three support answers (scores 1, 0, 1) and one billing answer (a label only).
+    llmmeter.feedback(escalated.id, score=1.0, label="correct")
+    llmmeter.feedback(escalated_again.id, score=0.0, label="wrong")
+    llmmeter.feedback(fell_back.id, score=1.0, label="correct")
+    llmmeter.feedback(billed.id, label="unclear")
     records = telemetry.records
     assert telemetry.settings is not None and telemetry.settings.store is not None
     return telemetry.settings.store.path, records
@@ -149,6 +156,25 @@ def test_by_name_and_final_model_shows_the_routers_mix(
     assert (rows["support", LARGE]["requests"], rows["support", LARGE]["escalations"]) == ("2", "2")
     assert (rows["support", SMALL]["requests"], rows["support", SMALL]["fallbacks"]) == ("2", "1")
     assert rows["support", SMALL]["escalation_rate"] == "0.0"
+
+
+def test_feedback_on_a_routes_calls_is_counted_and_averaged_per_group(
+    store: tuple[Path, list[CallRecord]], capsys: pytest.CaptureFixture[str]
+) -> None:
+    path, _ = store
+    _, out, _ = report(path, capsys, "--by", "name,final_model", "--format", "json")
+    groups = {(g["key"]["name"], g["key"]["final_model"]): g for g in json.loads(out)["groups"]}
+    # support on gpt-4o: the two escalated answers, scored 1 and 0 -> mean 0.5.
+    assert (groups["support", LARGE]["feedback_count"], groups["support", LARGE]["feedback_mean"]) == (2, 0.5)
+    # support on gpt-4o-mini: the fallback's answer scored 1; the plain answer was not judged.
+    assert (groups["support", SMALL]["feedback_count"], groups["support", SMALL]["feedback_mean"]) == (1, 1.0)
+    # billing: judged with a label only -> counted, but no mean (absent, not 0).
+    assert (groups["billing", SMALL]["feedback_count"], groups["billing", SMALL]["feedback_mean"]) == (
+        1,
+        None,
+    )
+    total = json.loads(out)["total"]
+    assert (total["feedback_count"], total["feedback_mean"]) == (4, 2 / 3)
 
 
 def test_the_table_shows_rates_and_a_total_row(

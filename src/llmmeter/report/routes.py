@@ -111,6 +111,16 @@ class RouteGroup:
     cost: Decimal | None
     """Exact rolled-up cost (USD) of the priced routes; ``None`` when none was priced."""
     duration: LatencySummary
+    feedback_count: int = 0
+    """``llmmeter.feedback()`` judgements of calls made inside the group's routes."""
+    feedback_scored: int = 0
+    """Of those, the judgements with a score."""
+    feedback_score_sum: float = 0.0
+
+    @property
+    def feedback_mean(self) -> float | None:
+        """Mean score of the scored judgements; ``None`` when none had a score."""
+        return self.feedback_score_sum / self.feedback_scored if self.feedback_scored else None
 
     @property
     def escalation_rate(self) -> float:
@@ -203,11 +213,51 @@ def _aggregates(dialect: Dialect, latency_outcome: LatencyOutcome) -> tuple[list
         f"SUM(CAST({attempts} AS INTEGER))",
         "SUM(CASE WHEN outcome = 'error' THEN 1 ELSE 0 END)",
         f"SUM(CASE WHEN ({amount}) IS NOT NULL THEN 1 ELSE 0 END)",
+        "SUM(fb_count)",
+        "SUM(fb_scored)",
+        "SUM(fb_score_sum)",
         *dialect.cost_and_latency(
             amount, [f"{metric}_s" for metric in LATENCY_METRICS], _LATENCY_ROWS[latency_outcome]
         ),
     ]
     return columns, [*escalated_params, *fallback_params, *attempts_params]
+
+
+_COUNTS: Final = 8
+"""Integer aggregates before the feedback score sum: requests ... priced, feedback, scored."""
+_NO_FEEDBACK: Final = (
+    "SELECT NULL AS fb_route_id, 0 AS fb_count, 0 AS fb_scored, NULL AS fb_score_sum WHERE 1 = 0"
+)
+_LINK_WINDOW_NS: Final = 86_400 * 10**9
+"""A judged call is linked to a route that started at most this long before it."""
+
+
+def _feedback_per_route(run: Run, dialect: Dialect) -> tuple[str, list[object]]:
+    """SQL of (route row id, judgements, scored judgements, score sum) per judged route.
+
+    A judgement's call is linked to the route of the call's ``llmmeter.route.name`` whose run
+    contains the call's start (the latest such one, in the same trace when both have one; the
+    record has no other link to its route). Only the SQLite store keeps feedback."""
+    if dialect is not SQLITE or not any(
+        True for _ in run("SELECT 1 FROM sqlite_master WHERE type = 'table' AND name = 'feedback'", [])
+    ):
+        return _NO_FEEDBACK, []
+    route_of_call = (
+        "SELECT r.id FROM records r WHERE r.kind = 'step' AND r.operation = ? "
+        "AND r.name = (c.attributes ->> ?) "
+        f"AND r.start_time_unix_ns BETWEEN c.start_time_unix_ns - {_LINK_WINDOW_NS} AND c.start_time_unix_ns "
+        "AND c.start_time_unix_ns <= r.start_time_unix_ns + CAST(COALESCE(r.duration_s, 0) * 1e9 AS INTEGER) "
+        "AND (NULLIF(r.trace_id, '') IS NULL OR NULLIF(c.trace_id, '') IS NULL OR r.trace_id = c.trace_id) "
+        "ORDER BY r.start_time_unix_ns DESC LIMIT 1"
+    )
+    sql = (
+        "SELECT route_id AS fb_route_id, COUNT(*) AS fb_count, COUNT(score) AS fb_scored, "
+        "SUM(score) AS fb_score_sum FROM ("
+        f"SELECT f.score, ({route_of_call}) AS route_id "
+        "FROM feedback f JOIN records c ON c.record_id = f.record_id"
+        ") GROUP BY route_id"
+    )
+    return sql, [sc.ROUTE_OPERATION, f'$."{sc.ROUTE_NAME}"']
 
 
 def _summary(values: Sequence[float]) -> LatencySummary:
@@ -222,9 +272,15 @@ def _summary(values: Sequence[float]) -> LatencySummary:
 
 
 def _group(
-    key: tuple[str | None, ...], numbers: Sequence[Any], cost: Decimal | None, durations: Sequence[float]
+    key: tuple[str | None, ...],
+    numbers: Sequence[Any],
+    score_sum: float,
+    cost: Decimal | None,
+    durations: Sequence[float],
 ) -> RouteGroup:
-    requests, escalations, fallbacks, attempts, errors, priced = (int(n or 0) for n in numbers)
+    requests, escalations, fallbacks, attempts, errors, priced, judged, scored = (
+        int(n or 0) for n in numbers
+    )
     return RouteGroup(
         key=key,
         requests=requests,
@@ -233,6 +289,9 @@ def _group(
         attempts=attempts,
         errors=errors,
         priced_requests=priced,
+        feedback_count=judged,
+        feedback_scored=scored,
+        feedback_score_sum=score_sum,
         cost=cost if priced else None,
         duration=_summary(durations),
     )
@@ -288,15 +347,18 @@ def query_route_report(
     aggregates, aggregate_params = _aggregates(dialect, latency_outcome)
     where, where_params = _where(dialect, since, until)
     selected = [sql for sql, _, _ in keys] or ["''"]
+    dialect.prepare(run)
+    feedback, feedback_params = _feedback_per_route(run, dialect)
     sql = (
-        f"SELECT {', '.join(selected)}, {', '.join(aggregates)} FROM records WHERE {where} "
+        f"SELECT {', '.join(selected)}, {', '.join(aggregates)} "
+        f"FROM records LEFT JOIN ({feedback}) judged ON judged.fb_route_id = records.id WHERE {where} "
         f"GROUP BY {', '.join(str(i + 1) for i in range(len(selected)))}"
     )
-    params = [*(p for _, ps, _ in keys for p in ps), *aggregate_params, *where_params]
-    dialect.prepare(run)
+    params = [*(p for _, ps, _ in keys for p in ps), *aggregate_params, *feedback_params, *where_params]
     width = len(selected)
     groups: list[RouteGroup] = []
-    all_numbers = [0] * 6
+    all_numbers = [0] * _COUNTS
+    all_score_sum = 0.0
     all_cost: Decimal | None = None
     all_durations: list[float] = []
     for row in run(sql, params):
@@ -304,10 +366,11 @@ def query_route_report(
             dialect.attribute_label(value) if is_attribute else value
             for (_, _, is_attribute), value in zip(keys, row[:width], strict=False)
         )
-        numbers = row[width : width + 6]
-        cost, latency = dialect.decode(row[width + 6 :])
+        numbers, score_sum = row[width : width + _COUNTS], float(row[width + _COUNTS] or 0)
+        cost, latency = dialect.decode(row[width + _COUNTS + 1 :])
         durations = latency["duration"]
-        groups.append(_group(key, numbers, cost, durations))
+        groups.append(_group(key, numbers, score_sum, cost, durations))
+        all_score_sum += score_sum
         all_numbers = [a + int(n or 0) for a, n in zip(all_numbers, numbers, strict=True)]
         if cost is not None:
             all_cost = cost if all_cost is None else all_cost + cost
@@ -316,7 +379,7 @@ def query_route_report(
     return RouteReport(
         group_by=group_by,
         groups=groups,
-        total=_group((), all_numbers, all_cost, all_durations),
+        total=_group((), all_numbers, all_score_sum, all_cost, all_durations),
         since=since,
         until=until,
         latency_outcome=latency_outcome,
@@ -345,6 +408,8 @@ def _table_row(labels: Sequence[str], group: RouteGroup) -> list[str]:
         _rate(group.fallback_rate),
         f"{group.attempts_per_request:.2f}",
         _money(group.cost_per_request),
+        f"{group.feedback_count:,}",
+        "–" if group.feedback_mean is None else f"{group.feedback_mean:.2f}",
         *(format_seconds(group.duration.percentiles[p]) for p in ROUTE_PERCENTILES),
     ]
 
@@ -384,6 +449,8 @@ def render_route_table(report: RouteReport) -> str:
         "fb. rate",
         "calls/req",
         "cost/req",
+        "judged",
+        "score",
         *(f"p{p}" for p in ROUTE_PERCENTILES),
     ]
     rows = [_table_row([_clipped(v) for v in g.key], g) for g in report.groups]
@@ -393,7 +460,8 @@ def render_route_table(report: RouteReport) -> str:
     notes = [
         "escalated: routes that called escalate(); fallbacks: routes where a failed call was followed "
         "by a successful one; rates are per route request.",
-        "cost/req: mean rolled-up cost (USD) of the routes whose every call was priced.",
+        "cost/req: mean rolled-up cost (USD) of the routes whose every call was priced. judged: "
+        "llmmeter.feedback() judgements of the routes' calls; score: their mean score.",
         f"p50/p95: duration of the whole route over {report.latency_outcome} routes; {PERCENTILE_METHOD}.",
     ]
     lines += ["", "Notes:"]
@@ -419,6 +487,8 @@ def _group_json(group: RouteGroup, group_by: Sequence[str]) -> dict[str, Any]:
         "cost_per_request_usd": None
         if group.cost_per_request is None
         else decimal_text(group.cost_per_request),
+        "feedback_count": group.feedback_count,
+        "feedback_mean": group.feedback_mean,
         "duration_s": {
             "count": group.duration.count,
             **{f"p{p}": v for p, v in group.duration.percentiles.items()},
@@ -454,6 +524,8 @@ _CSV_NUMBERS: Final = (
     "unpriced_requests",
     "cost_usd",
     "cost_per_request_usd",
+    "feedback_count",
+    "feedback_mean",
 )
 
 
