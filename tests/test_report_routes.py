@@ -214,3 +214,39 @@ def test_route_and_baseline_model_together_are_refused(
     path, _ = store
     code, _, err = report(path, capsys, "--baseline-model", LARGE)
     assert code == 2 and "leave out --kind route" in err
+
+
+def test_the_html_report_has_a_routing_section_when_the_store_has_routes(
+    store: tuple[Path, list[CallRecord]], capsys: pytest.CaptureFixture[str], tmp_path: Path
+) -> None:
+    path, _ = store
+    page_path = tmp_path / "report.html"
+    assert main(["report", "--store", str(path), "--format", "html", "-o", str(page_path)]) == 0
+    page = page_path.read_text(encoding="utf-8")
+    section = page[page.index("<h2>Routing: escalation") : page.index("<h2>Notes</h2>")]
+    support_row = section[section.index('<td class="text">support</td>') :].split("</tr>")[0]
+    assert '<td class="num">4</td>' in support_row and '<td class="num">50.0%</td>' in support_row
+    assert "<h2>Routing: the model each route ended on</h2>" in section and f">{LARGE}</td>" in section
+
+
+def test_the_html_report_of_a_store_without_routes_has_no_routing_section(
+    server: LocalOpenAIServer, telemetry: Telemetry, tmp_path: Path
+) -> None:
+    ask(llmmeter.instrument(openai.OpenAI(base_url=server.base_url, max_retries=0)), SMALL)
+    assert telemetry.records and telemetry.settings is not None and telemetry.settings.store is not None
+    page_path = tmp_path / "report.html"
+    assert (
+        main(
+            [
+                "report",
+                "--store",
+                str(telemetry.settings.store.path),
+                "--format",
+                "html",
+                "-o",
+                str(page_path),
+            ]
+        )
+        == 0
+    )
+    assert "Routing" not in page_path.read_text(encoding="utf-8")

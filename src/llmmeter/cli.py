@@ -231,7 +231,7 @@ def _local_report(args: argparse.Namespace) -> str:
             top=args.top,
             sort=sort,
         )
-        return render_html(report, records)
+        return render_html(report, records, finops.routing_sections(path, args))  # + routes (issue 14)
     with _sql_source(args.store) as (run, dialect), _progress_line() as progress:
         _check_keys(run, dialect, args)
         report = query_report(

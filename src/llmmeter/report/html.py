@@ -500,11 +500,13 @@ def _tables(report: Report) -> list[str]:
     ]
 
 
-def render_html(report: Report, records: Sequence[CallRecord]) -> str:
+def render_html(report: Report, records: Sequence[CallRecord], extra_sections: Sequence[str] = ()) -> str:
     """The report as one self-contained HTML page with SVG charts.
 
     ``records`` are those the report was built from (already limited to its time window); they
     feed the charts that need more than the aggregates (cost over time, latency distributions).
+    ``extra_sections`` are more HTML fragments (escaped already) shown after the tables: the
+    routing section of :mod:`llmmeter.report.finops`.
     """
     chosen = of_kind(records, report.kind)
     currency = _main_currency(report)
@@ -526,6 +528,7 @@ def render_html(report: Report, records: Sequence[CallRecord]) -> str:
         _cards(report, currency),
         *(f"<h2>{_esc(title)}</h2>{content}" for title, content in sections),
         *_tables(report),
+        *extra_sections,
         "<h2>Notes</h2><ul>" + "".join(f"<li>{_esc(note)}</li>" for note in notes) + "</ul>",
     ]
     return (

@@ -58,6 +58,8 @@ __all__ = [
     "render_route_csv",
     "render_route_json",
     "render_route_table",
+    "route_notes",
+    "route_table_cells",
 ]
 
 ROUTE_PERCENTILES: Final = (50, 95)
@@ -432,14 +434,9 @@ def _clipped(value: str | None) -> str:
     return text if len(text) <= 40 else text[:39] + "…"
 
 
-def render_route_table(report: RouteReport) -> str:
-    """The route report as an aligned text table with its notes."""
-    by = f", by {', '.join(printable(k) for k in report.group_by)}" if report.group_by else ""
-    since = report.since.isoformat(timespec="seconds") if report.since else "the beginning"
-    until = report.until.isoformat(timespec="seconds") if report.until else "now"
-    lines = [f"llmmeter route report: {report.total.requests:,} routes, {since} → {until}{by}", ""]
-    if not report.groups:
-        return "\n".join([*lines, "No route records in this window."]) + "\n"
+def route_table_cells(report: RouteReport) -> tuple[list[str], list[list[str]], int]:
+    """Headers, rows (a total row when there are several groups) and how many leading columns
+    are keys, of the route report's table."""
     headers = [
         *(printable(k) for k in report.group_by),
         "requests",
@@ -456,16 +453,30 @@ def render_route_table(report: RouteReport) -> str:
     rows = [_table_row([_clipped(v) for v in g.key], g) for g in report.groups]
     if len(report.groups) > 1 and report.group_by:
         rows.append(_table_row(["total", *[""] * (len(report.group_by) - 1)], report.total))
-    lines += grid(headers, rows, len(report.group_by))
-    notes = [
+    return headers, rows, len(report.group_by)
+
+
+def route_notes(report: RouteReport) -> list[str]:
+    """What a reader of the route table must know."""
+    return [
         "escalated: routes that called escalate(); fallbacks: routes where a failed call was followed "
         "by a successful one; rates are per route request.",
         "cost/req: mean rolled-up cost (USD) of the routes whose every call was priced. judged: "
         "llmmeter.feedback() judgements of the routes' calls; score: their mean score.",
         f"p50/p95: duration of the whole route over {report.latency_outcome} routes; {PERCENTILE_METHOD}.",
     ]
-    lines += ["", "Notes:"]
-    for note in notes:
+
+
+def render_route_table(report: RouteReport) -> str:
+    """The route report as an aligned text table with its notes."""
+    by = f", by {', '.join(printable(k) for k in report.group_by)}" if report.group_by else ""
+    since = report.since.isoformat(timespec="seconds") if report.since else "the beginning"
+    until = report.until.isoformat(timespec="seconds") if report.until else "now"
+    lines = [f"llmmeter route report: {report.total.requests:,} routes, {since} → {until}{by}", ""]
+    if not report.groups:
+        return "\n".join([*lines, "No route records in this window."]) + "\n"
+    lines += [*grid(*route_table_cells(report)), "", "Notes:"]
+    for note in route_notes(report):
         lines += textwrap.wrap(note, 100, initial_indent="  ", subsequent_indent="    ")
     return "\n".join(lines) + "\n"
 
