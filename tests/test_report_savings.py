@@ -9,8 +9,10 @@ bundled prices (input 2.50, cached input 1.25, output 10.00 USD per million toke
 from __future__ import annotations
 
 import csv
+import datetime as dt
 import io
 import json
+import random
 from collections.abc import Iterator
 from decimal import Decimal
 from pathlib import Path
@@ -21,7 +23,12 @@ import pytest
 
 import llmmeter
 from llmmeter.cli import main
-from llmmeter.record import CallKind, CallRecord
+from llmmeter.pricing.models import ModelPrice, PromptTier
+from llmmeter.pricing.registry import PricingRegistry
+from llmmeter.record import CallKind, CallRecord, Cost, CostStatus, Timings, Usage, UsageSource
+from llmmeter.report.savings import query_savings
+from llmmeter.store import SQLiteStore
+from llmmeter.store.read import reading_store
 from llmmeter.testing import LocalOpenAIServer, Pacing, pacing_headers
 
 from .conftest import Telemetry
@@ -157,3 +164,121 @@ def test_a_baseline_model_without_a_price_is_a_one_line_error(
     out, err = capsys.readouterr()
     assert code == 2 and out == ""
     assert err.count("\n") == 1 and "no price for 'no-such-model-xyz'" in err
+
+
+# --- over many stored calls: the sums priced equal every call priced one by one ---------------
+DAY_NS = 86_400 * 10**9
+FIRST_DAY = dt.date(2026, 11, 20)
+
+
+def day_ns(day: dt.date) -> int:
+    return int(dt.datetime(day.year, day.month, day.day, tzinfo=dt.UTC).timestamp()) * 10**9
+
+
+def stored_call(rng: random.Random, i: int, day: dt.date, team: str) -> CallRecord:
+    """A priced call on ``day``: random input (some cached), output and reasoning tokens."""
+    input_tokens = rng.randint(1, 4000)
+    output_tokens = rng.randint(0, 600)
+    return CallRecord(
+        operation="chat",
+        provider="openai",
+        request_model="gpt-4o-mini",
+        timings=Timings(start_time_unix_ns=day_ns(day) + rng.randint(0, DAY_NS - 1), duration_s=0.1),
+        usage=Usage(
+            input_tokens=input_tokens,
+            output_tokens=output_tokens,
+            cache_read_input_tokens=rng.choice([None, rng.randint(0, input_tokens)]),
+            reasoning_output_tokens=rng.choice([None, rng.randint(0, output_tokens)]),
+            source=UsageSource.PROVIDER,
+        ),
+        cost=Cost(amount=Decimal(rng.randint(1, 10**6)).scaleb(-9), currency="USD"),
+        cost_status=CostStatus.PRICED,
+        attributes={"team": team},
+        record_id=f"c-{i}",
+    )
+
+
+def baseline_registry(*, tiered: bool) -> PricingRegistry:
+    """ "acme-big": no price before day 1, one on day 1, another from day 2 (with a long-prompt
+    tier when ``tiered``)."""
+    day1, day2 = FIRST_DAY + dt.timedelta(days=1), FIRST_DAY + dt.timedelta(days=2)
+    tiers = [PromptTier(above_input_tokens=2000, input_per_mtok="7", output_per_mtok="21")] if tiered else []
+    registry = PricingRegistry()
+    registry.register(
+        "acme-big",
+        ModelPrice(
+            input_per_mtok="3",
+            cached_input_per_mtok="0.3",
+            output_per_mtok="15",
+            effective_from=day1,
+            effective_to=day2,
+        ),
+    )
+    registry.register(
+        "acme-big",
+        ModelPrice(
+            input_per_mtok="2.5",
+            cached_input_per_mtok="1.25",
+            output_per_mtok="10",
+            effective_from=day2,
+            tiers=tiers,
+        ),
+    )
+    return registry
+
+
+@pytest.fixture(scope="module")
+def many_calls(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, list[CallRecord]]:
+    """ "old" called only on day 0 (no baseline price then); "search" and "ads" on days 1 and 2."""
+    path = tmp_path_factory.mktemp("savings") / "records.sqlite3"
+    rng = random.Random(14)
+    calls = [stored_call(rng, i, FIRST_DAY, "old") for i in range(20)]
+    for i in range(20, 600):
+        calls.append(
+            stored_call(
+                rng, i, FIRST_DAY + dt.timedelta(days=rng.randint(1, 2)), rng.choice(["search", "ads"])
+            )
+        )
+    writer = SQLiteStore(path)
+    for call in calls:
+        writer.write(call)
+    assert writer.flush()
+    writer.close()
+    return path, calls
+
+
+@pytest.mark.parametrize("tiered", [False, True], ids=["flat", "prompt-size tiers"])
+def test_the_baseline_equals_every_call_priced_at_the_price_of_its_day(
+    many_calls: tuple[Path, list[CallRecord]], tiered: bool
+) -> None:
+    path, calls = many_calls
+    registry = baseline_registry(tiered=tiered)
+    with reading_store(path) as run:
+        savings = query_savings(run, "acme-big", by="team", registry=registry)
+    for team in ("search", "ads"):
+        mine = [c for c in calls if c.attributes["team"] == team]
+        expected = Decimal(0)
+        for call in mine:
+            assert call.usage is not None
+            at = dt.datetime.fromtimestamp(call.timings.start_time_unix_ns / 1e9, dt.UTC)
+            cost = registry.cost(call.usage, model="acme-big", at=at)
+            assert cost is not None
+            expected += cost.amount
+        group = savings.groups[(team,)]
+        assert group.compared_calls == len(mine)
+        assert group.baseline == expected
+        assert group.actual == sum((c.cost.amount for c in mine if c.cost), Decimal(0))
+        assert group.savings == expected - group.actual
+
+
+def test_calls_on_a_day_without_a_baseline_price_leave_the_baseline_absent(
+    many_calls: tuple[Path, list[CallRecord]],
+) -> None:
+    path, _ = many_calls
+    with reading_store(path) as run:
+        savings = query_savings(run, "acme-big", by="team", registry=baseline_registry(tiered=False))
+    old = savings.groups[("old",)]
+    assert (old.compared_calls, old.baseline_unpriced_calls) == (20, 20)
+    assert old.baseline is None and old.savings is None and old.savings_pct is None
+    # The total cannot claim a saving it could not compute either.
+    assert savings.total().savings is None

@@ -3,16 +3,17 @@
 Every group's recorded token counts, by token kind, are priced at the baseline model's price with
 the same cost engine that priced the calls (:func:`llmmeter.pricing.registry.price_usage`), at the
 price in force on the day of the calls (UTC), with the service tier the calls reported. One
-``GROUP BY`` sums the tokens per group, day and service tier (and per prompt size when the baseline
-has prompt-size tiers, whose rates depend on one request's input tokens); token prices are linear
-in each count and the arithmetic is exact ``Decimal``, so pricing the sums equals pricing the calls
-one by one and adding up.
+``GROUP BY`` sums the tokens per group, day and service tier (call by call when the baseline's
+current price has prompt-size tiers, whose rates depend on one request's input tokens); token
+prices are linear in each count and the arithmetic is exact ``Decimal``, so pricing the sums equals
+pricing the calls one by one and adding up.
 
 Only calls that can be compared are: LLM calls with token counts *and* a cost in the baseline's
 currency. Their cost is ``actual``; ``savings = baseline - actual`` (negative: the baseline was
 cheaper), ``savings_pct = savings / baseline * 100``. The other calls (no token counts, unpriced,
 another currency) are counted in ``not_compared_calls``, never priced as 0. A group none of whose
-usage can be priced at the baseline has no ``baseline`` (``None``), not 0.
+usage can be priced at the baseline has no ``baseline`` (``None``), not 0; one some of whose
+calls fell on a day without a baseline price has no ``savings``.
 """
 
 from __future__ import annotations
@@ -33,7 +34,7 @@ from llmmeter.record import USAGE_COUNT_FIELDS, Usage
 from llmmeter.report.build import Report, parse_group_keys
 from llmmeter.report.routes import grid
 from llmmeter.report.sql import SQLITE, Dialect, Run
-from llmmeter.report.sql import _key as group_key_sql  # the report's own group keys, same labels
+from llmmeter.report.sql import _key as group_key_sql  # the report's own group keys and labels
 from llmmeter.report.text import decimal_text, format_money, json_text, printable
 from llmmeter.store.read import unix_ns
 
@@ -134,61 +135,72 @@ def query_savings(
 ) -> SavingsReport:
     """The LLM calls of ``[since, until)`` grouped by ``by``: actual cost beside the baseline's."""
     registry = registry or PricingRegistry.default()
-    today = _baseline_price(registry, baseline_model)
-    currency = today.price.currency
-    tiered = bool(isinstance(today.price, ModelPrice) and today.price.tiers)
+    price = _baseline_price(registry, baseline_model).price
     group_by = parse_group_keys(by)
-    keys = [(k.sql, k.params, k.is_attribute) for k in (group_key_sql(dialect, key) for key in group_by)]
-    param = dialect.param
+    keys = [group_key_sql(dialect, key) for key in group_by]
+    # A prompt-size tier depends on one request's input tokens: such a baseline prices call by call.
+    per_call = isinstance(price, ModelPrice) and bool(price.tiers)
+    sql, params = _savings_sql(dialect, keys, price.currency, per_call, _where(dialect.param, since, until))
+    dialect.prepare(run)
+    report = SavingsReport(baseline_model, price.currency, group_by)
+    width = len(keys)
+    for row in run(sql, params):
+        key = tuple(
+            dialect.attribute_label(value) if k.is_attribute else value
+            for k, value in zip(keys, row[:width], strict=True)
+        )
+        group = report.groups.setdefault(key, SavingsGroup(key=key))
+        _add_row(group, row[width:], dialect, registry, baseline_model)
+    return report
+
+
+def _savings_sql(
+    dialect: Dialect, keys: Sequence[Any], currency: str, per_call: bool, where: tuple[str, list[object]]
+) -> tuple[str, list[object]]:
+    """One ``GROUP BY`` per group key, comparable or not, UTC day and service tier (and call)."""
     comparable = (
-        f"(cost_amount IS NOT NULL AND COALESCE(cost_currency, 'USD') = {param} "
+        f"(cost_amount IS NOT NULL AND COALESCE(cost_currency, 'USD') = {dialect.param} "
         "AND usage_source IS NOT NULL AND usage_source <> 'missing')"
     )
     labels = [
-        *(sql for sql, _, _ in keys),
+        *(key.sql for key in keys),
         f"CASE WHEN {comparable} THEN 1 ELSE 0 END",
         f"CASE WHEN {comparable} THEN start_time_unix_ns / {_DAY_NS} END",
         f"CASE WHEN {comparable} THEN service_tier END",
-        f"CASE WHEN {comparable} THEN input_tokens END" if tiered else "NULL",
+        f"CASE WHEN {comparable} THEN id END" if per_call else "NULL",
     ]
     aggregates = [
         "COUNT(*)",
         *(f"SUM({name})" for name in USAGE_COUNT_FIELDS),
         *dialect.cost_and_latency(f"CASE WHEN {comparable} THEN cost_amount END", ["NULL"] * 3, "1 = 0"),
     ]
-    where, where_params = _where(param, since, until)
     sql = (
-        f"SELECT {', '.join(labels)}, {', '.join(aggregates)} FROM records WHERE {where} "
+        f"SELECT {', '.join(labels)}, {', '.join(aggregates)} FROM records WHERE {where[0]} "
         f"GROUP BY {', '.join(str(i + 1) for i in range(len(labels)))}"
     )
-    params = [*(p for _, ps, _ in keys for p in ps), *[currency] * (4 + tiered), *where_params]
-    dialect.prepare(run)
-    report = SavingsReport(baseline_model, currency, group_by)
-    width = len(keys)
-    for row in run(sql, params):
-        key = tuple(
-            dialect.attribute_label(value) if is_attribute else value
-            for (_, _, is_attribute), value in zip(keys, row[:width], strict=True)
-        )
-        group = report.groups.setdefault(key, SavingsGroup(key=key))
-        is_comparable, day, service_tier = row[width : width + 3]
-        calls, *token_sums = row[width + 4 : width + 5 + len(USAGE_COUNT_FIELDS)]
-        if not is_comparable:
-            group.not_compared_calls += calls
-            continue
-        cost, _ = dialect.decode(row[width + 5 + len(USAGE_COUNT_FIELDS) :])
-        group.compared_calls += calls
-        group.actual += cost or Decimal(0)
-        counts: dict[str, Any] = {
-            n: int(v) for n, v in zip(USAGE_COUNT_FIELDS, token_sums, strict=True) if v is not None
-        }
-        usage = Usage(**counts)
-        baseline = _price_on(registry, baseline_model, int(day), usage, service_tier)
-        if baseline is None:
-            group.baseline_unpriced_calls += calls
-        else:
-            group.baseline = baseline if group.baseline is None else group.baseline + baseline
-    return report
+    return sql, [*(p for key in keys for p in key.params), *[currency] * (4 + per_call), *where[1]]
+
+
+def _add_row(
+    group: SavingsGroup, values: Sequence[Any], dialect: Dialect, registry: PricingRegistry, model: str
+) -> None:
+    """Add one result row (after the key columns) to ``group``, pricing its usage at ``model``."""
+    is_comparable, day, service_tier, _ = values[:4]
+    calls, *token_sums = values[4 : 5 + len(USAGE_COUNT_FIELDS)]
+    if not is_comparable:
+        group.not_compared_calls += calls
+        return
+    cost, _ = dialect.decode(values[5 + len(USAGE_COUNT_FIELDS) :])
+    group.compared_calls += calls
+    group.actual += cost or Decimal(0)
+    counts: dict[str, Any] = {
+        n: int(v) for n, v in zip(USAGE_COUNT_FIELDS, token_sums, strict=True) if v is not None
+    }
+    baseline = _price_on(registry, model, int(day), Usage(**counts), service_tier)
+    if baseline is None:
+        group.baseline_unpriced_calls += calls
+    else:
+        group.baseline = baseline if group.baseline is None else group.baseline + baseline
 
 
 def _where(param: str, since: dt.datetime | None, until: dt.datetime | None) -> tuple[str, list[object]]:
