@@ -250,3 +250,21 @@ def test_the_html_report_of_a_store_without_routes_has_no_routing_section(
         == 0
     )
     assert "Routing" not in page_path.read_text(encoding="utf-8")
+
+
+def test_hostile_route_names_are_escaped_in_the_table_and_neutralised_in_csv(
+    server: LocalOpenAIServer, telemetry: Telemetry, capsys: pytest.CaptureFixture[str]
+) -> None:
+    client = llmmeter.instrument(openai.OpenAI(base_url=server.base_url, max_retries=0))
+    hostile = '=HYPERLINK("x")\x1b[31m'
+    with llmmeter.route(hostile):
+        ask(client, SMALL)
+    assert telemetry.records and telemetry.settings is not None and telemetry.settings.store is not None
+    path = telemetry.settings.store.path
+    _, table, _ = report(path, capsys)
+    assert "\x1b" not in table and "\\x1b[31m" in table
+    _, out, _ = report(path, capsys, "--format", "csv")
+    (row,) = csv.DictReader(io.StringIO(out))
+    assert row["name"] == "'" + hostile
+    _, out, _ = report(path, capsys, "--format", "json")
+    assert json.loads(out)["groups"][0]["key"]["name"] == hostile

@@ -282,3 +282,18 @@ def test_calls_on_a_day_without_a_baseline_price_leave_the_baseline_absent(
     assert old.baseline is None and old.savings is None and old.savings_pct is None
     # The total cannot claim a saving it could not compute either.
     assert savings.total().savings is None
+
+
+def test_with_top_the_other_row_adds_up_the_savings_of_the_folded_groups(
+    store: tuple[Path, list[CallRecord]], capsys: pytest.CaptureFixture[str]
+) -> None:
+    path, _ = store
+    _, out, _ = report(path, capsys, "--by", "model,team", "--top", "1", "--format", "json")
+    document = json.loads(out)
+    (shown,) = document["groups"]
+    folded, total = document["other"]["baseline"], document["total"]["baseline"]
+    # shown + other = total, call for call and cent for cent.
+    assert shown["baseline"]["compared_calls"] + folded["compared_calls"] == total["compared_calls"]
+    assert Decimal(shown["baseline"]["actual_cost"]) + Decimal(folded["actual_cost"]) == Decimal(
+        total["actual_cost"]
+    )
