@@ -268,3 +268,11 @@ def test_hostile_route_names_are_escaped_in_the_table_and_neutralised_in_csv(
     assert row["name"] == "'" + hostile
     _, out, _ = report(path, capsys, "--format", "json")
     assert json.loads(out)["groups"][0]["key"]["name"] == hostile
+
+
+def test_top_is_refused_for_the_route_report(
+    store: tuple[Path, list[CallRecord]], capsys: pytest.CaptureFixture[str]
+) -> None:
+    path, _ = store
+    code, out, err = report(path, capsys, "--top", "1")
+    assert code == 2 and out == "" and "--top does not apply" in err and err.count("\n") == 1

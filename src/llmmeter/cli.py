@@ -350,6 +350,8 @@ def _finops_report(args: argparse.Namespace) -> str:
         raise _Failure("--kind route and --baseline-model need the local store and table, json or csv")
     if args.kind == "route" and args.baseline_model is not None:
         raise _Failure("--baseline-model applies to LLM calls: leave out --kind route")
+    if args.kind == "route" and args.top is not None:
+        raise _Failure("--kind route shows every group, most requests first: --top does not apply")
     if args.kind not in ("llm", "route"):
         raise _Failure("--baseline-model applies to LLM calls: leave out --kind")
     with _sql_source(args.store) as (run, dialect):
