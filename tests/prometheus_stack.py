@@ -36,7 +36,7 @@ from typing import Any
 import pytest
 import yaml
 
-from llmmeter.record import CallRecord
+from llmmeter.record import CallKind, CallRecord
 from llmmeter.store import read_records
 
 from .conftest import SHARED
@@ -289,7 +289,7 @@ def running_fleet(workdir: Path) -> Iterator[Fleet]:
             _go(app)
         for app, log in zip(apps, logs, strict=True):
             assert _read_status(app, log)["done"] is True
-        records = [record for store in stores for record in read_records(store)]
+        records = [record for store in stores for record in read_records(store, kind=CallKind.LLM)]
         wait_until(
             lambda: _scraped_everything(prometheus, records, replay), timeout=60, what="Prometheus scrapes"
         )

@@ -189,6 +189,10 @@ def test_prometheus_stores_every_llmmeter_metric_under_the_exporter_names(fleet:
             if spec.instrument == "histogram"
             else {name}
         )
+    # The example app routes some of its calls: the route counter and the step-calls histogram.
+    step_calls = prometheus_metric_name(sc.STEP_CALLS_METRIC)
+    expected |= {prometheus_metric_name(sc.ROUTE_REQUESTS_METRIC)}
+    expected |= {f"{step_calls}_{part}" for part in ("bucket", "sum", "count")}
     assert names == expected
 
 

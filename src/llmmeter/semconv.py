@@ -298,6 +298,19 @@ RECORDS_DROPPED_METRIC: Final = MetricSpec(
     "Finished records llmmeter could not deliver to every sink (a sink failed, or exit came first).",
 )
 
+# One point per finished step (``@metered``/``llmmeter.step``/``llmmeter.route``): how many LLM calls
+# it rolled up, by operation, step name and the allow-listed attribution keys. A runaway agent loop
+# shows as steps in the top buckets (alert: examples/prometheus/alerts.yaml). Kept out of METRICS
+# (what every measured call may emit): LLM calls record no point here.
+STEP_CALLS_BUCKETS: Final = (1.0, 2.0, 3.0, 5.0, 10.0, 20.0, 50.0, 100.0)
+STEP_CALLS_METRIC: Final = MetricSpec(
+    "llmmeter.step.calls",
+    "histogram",
+    "{call}",
+    "LLM calls rolled up into one finished step (route): the runaway-loop signal.",
+    STEP_CALLS_BUCKETS,
+)
+
 # --- routes, budgets, feedback (llmmeter.routing, llmmeter.budgets, llmmeter.feedback) -----------
 # On every LLM call made inside ``llmmeter.route(name)``:
 ROUTE_NAME: Final = "llmmeter.route.name"

@@ -73,6 +73,13 @@ class OtelTelemetry:
                 provider = meter_provider or metrics.get_meter_provider()
                 self._counters[key] = SummedCounter.of(provider, meter, spec)
         _observe_dropped_records(meter_provider or metrics.get_meter_provider(), meter)
+        step_calls = sc.STEP_CALLS_METRIC
+        self._step_calls = meter.create_histogram(
+            step_calls.name,
+            unit=step_calls.unit,
+            description=step_calls.description,
+            explicit_bucket_boundaries_advisory=step_calls.buckets,
+        )
 
     # --- spans ----------------------------------------------------------------------------------
     def start_span(self, record: CallRecord) -> Span:
@@ -107,6 +114,8 @@ class OtelTelemetry:
             context = trace.set_span_in_context(span)
         if record.kind is CallKind.LLM:
             self._record_metrics(record, context)
+        elif record.kind is CallKind.STEP:
+            self._record_step_calls(record, context)
 
     def _end_span(self, record: CallRecord, span: Span) -> None:
         end_ns = None
@@ -162,6 +171,18 @@ class OtelTelemetry:
             if is_inferred_price(cost.price_ref):
                 cost_attributes[sc.COST_INFERRED] = True
             hist["cost"].record(float(cost.amount), cost_attributes, context=context)
+
+    def _record_step_calls(self, record: CallRecord, context: Context | None) -> None:
+        """``llmmeter.step.calls``: the step's rolled-up LLM calls, by operation (``step``,
+        ``route``...), step name and the allow-listed attribution keys."""
+        attributes: dict[str, AttributeValue] = {sc.OPERATION_NAME: record.operation}
+        if record.name:
+            attributes[sc.STEP_NAME] = record.name
+        for key in self.metric_attribute_keys:
+            value = record.attributes.get(key)
+            if value is not None:
+                attributes[key] = value
+        self._step_calls.record(record.rollup_calls, attributes, context=context)
 
     def _record_usage(
         self,
