@@ -35,8 +35,10 @@ __all__ = [
     "provider_cost_from_openai_usage",
     "provider_from_host",
     "response_info_from_openai",
+    "response_info_from_openai_fields",
     "server_timings_from_openai_usage",
     "usage_from_openai",
+    "usage_from_openai_fields",
 ]
 
 
@@ -76,7 +78,11 @@ def usage_from_openai(usage: Any) -> Usage:
     ``ResponseUsage`` (Responses API), the embeddings usage, and the Images / transcription
     ``input_tokens`` shapes. Fields are read straight from the object, never via ``model_dump``.
     """
-    top = fields_of(usage)
+    return usage_from_openai_fields(fields_of(usage))
+
+
+def usage_from_openai_fields(top: Mapping[str, Any]) -> Usage:
+    """:func:`usage_from_openai` of a usage's fields already read (:func:`fields_of`)."""
     if top.get("prompt_tokens") is not None or top.get("completion_tokens") is not None:
         return _usage_from_completion_usage(top)
     return _usage_from_response_usage(top)
@@ -164,7 +170,11 @@ def response_info_from_openai(response: Any) -> ResponseInfo:
     usage = top.get("usage")
     if usage is None:
         usage = fields_of(top.get("x_groq")).get("usage")
-    usage_values = fields_of(usage)
+    return response_info_from_openai_fields(top, fields_of(usage))
+
+
+def response_info_from_openai_fields(top: Mapping[str, Any], usage_values: Mapping[str, Any]) -> ResponseInfo:
+    """:func:`response_info_from_openai` of a response's and its usage's fields already read."""
     return ResponseInfo(
         response_id=str_or_none(top.get("id")),
         response_model=str_or_none(top.get("model")),

@@ -12,12 +12,16 @@ caller's own request once more (see :func:`rejects_stream_options`), and is neve
 from __future__ import annotations
 
 import dataclasses
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from typing import Any
 
 from llmmeter import semconv
 from llmmeter.providers.base import field, fields_of, items_of
-from llmmeter.providers.openai import provider_from_host, response_info_from_openai, usage_from_openai
+from llmmeter.providers.openai import (
+    provider_from_host,
+    response_info_from_openai_fields,
+    usage_from_openai_fields,
+)
 from llmmeter.providers.openai_media import MEDIA_ENDPOINTS, plan_media
 from llmmeter.providers.openai_stream import (
     ChatStreamReader,
@@ -130,52 +134,107 @@ def _with_include_usage(body: Mapping[str, Any]) -> dict[str, Any]:
 
 
 def request_params(body: Mapping[str, Any], api_type: str | None) -> dict[str, Any]:
-    """The request attributes worth recording, under their semconv names."""
+    """The request attributes worth recording, under their semconv names.
+
+    Only the parameters the body has are read (one C-level key intersection first): a typical
+    request sets two or three of the sixteen, and this runs on the caller's thread per call.
+    """
     params: dict[str, Any] = {}
     if api_type is not None:
         params[semconv.OPENAI_API_TYPE] = api_type
-    max_tokens = body.get("max_completion_tokens") or body.get("max_tokens") or body.get("max_output_tokens")
-    if isinstance(max_tokens, int):
-        params[semconv.REQUEST_MAX_TOKENS] = max_tokens
-    for key, attribute in _FLOAT_PARAMS:
-        value = body.get(key)
+    for key in body.keys() & _PARAM_READERS.keys():
+        _PARAM_READERS[key](body, key, params)
+    return params
+
+
+_ParamReader = Callable[[Mapping[str, Any], str, dict[str, Any]], None]
+
+
+def _max_tokens(body: Mapping[str, Any], key: str, params: dict[str, Any]) -> None:
+    # The three spellings in order of precedence, whichever of them this key is.
+    value = body.get("max_completion_tokens") or body.get("max_tokens") or body.get("max_output_tokens")
+    if isinstance(value, int):
+        params[semconv.REQUEST_MAX_TOKENS] = value
+
+
+def _float_param(attribute: str) -> _ParamReader:
+    def read(body: Mapping[str, Any], key: str, params: dict[str, Any]) -> None:
+        value = body[key]
         if isinstance(value, int | float) and not isinstance(value, bool):
             params[attribute] = float(value)
-    seed = body.get("seed")
-    if isinstance(seed, int):
-        params[semconv.REQUEST_SEED] = seed
-    stop = body.get("stop")
+
+    return read
+
+
+def _seed(body: Mapping[str, Any], key: str, params: dict[str, Any]) -> None:
+    if isinstance(body[key], int):
+        params[semconv.REQUEST_SEED] = body[key]
+
+
+def _stop(body: Mapping[str, Any], key: str, params: dict[str, Any]) -> None:
+    stop = body[key]
     if isinstance(stop, str):
         params[semconv.REQUEST_STOP_SEQUENCES] = (stop,)
     elif isinstance(stop, list) and all(isinstance(s, str) for s in stop):
         params[semconv.REQUEST_STOP_SEQUENCES] = tuple(stop)
-    n = body.get("n")
+
+
+def _choice_count(body: Mapping[str, Any], key: str, params: dict[str, Any]) -> None:
+    n = body[key]
     if isinstance(n, int) and n != 1:
         params[semconv.REQUEST_CHOICE_COUNT] = n
+
+
+def _reasoning_effort(body: Mapping[str, Any], key: str, params: dict[str, Any]) -> None:
     reasoning = body.get("reasoning")
     effort = body.get("reasoning_effort") or (
         reasoning.get("effort") if isinstance(reasoning, Mapping) else None
     )
     if isinstance(effort, str):
         params[semconv.REQUEST_REASONING_LEVEL] = effort
-    response_format = body.get("response_format")
+
+
+def _output_type(body: Mapping[str, Any], key: str, params: dict[str, Any]) -> None:
+    response_format = body[key]
     if isinstance(response_format, Mapping) and response_format.get("type") in _OUTPUT_TYPES:
         params[semconv.OUTPUT_TYPE] = _OUTPUT_TYPES[response_format["type"]]
-    tier = body.get("service_tier")
+
+
+def _service_tier(body: Mapping[str, Any], key: str, params: dict[str, Any]) -> None:
+    tier = body[key]
     if isinstance(tier, str) and tier != "auto":
         params[semconv.OPENAI_REQUEST_SERVICE_TIER] = tier
-    _embeddings_params(body, params)
-    return params
 
 
-def _embeddings_params(body: Mapping[str, Any], params: dict[str, Any]) -> None:
-    dimensions = body.get("dimensions")
+def _dimensions(body: Mapping[str, Any], key: str, params: dict[str, Any]) -> None:
+    dimensions = body[key]
     if isinstance(dimensions, int) and not isinstance(dimensions, bool):
         params[semconv.EMBEDDINGS_DIMENSION_COUNT] = dimensions
-    encoding = body.get("encoding_format")
+
+
+def _encoding_format(body: Mapping[str, Any], key: str, params: dict[str, Any]) -> None:
+    encoding = body[key]
     if isinstance(encoding, str):
         # What went on the wire: the openai SDK asks for base64 itself when the caller set none.
         params[semconv.REQUEST_ENCODING_FORMATS] = (encoding,)
+
+
+_PARAM_READERS: dict[str, _ParamReader] = {
+    "max_completion_tokens": _max_tokens,
+    "max_tokens": _max_tokens,
+    "max_output_tokens": _max_tokens,
+    **{key: _float_param(attribute) for key, attribute in _FLOAT_PARAMS},
+    "seed": _seed,
+    "stop": _stop,
+    "n": _choice_count,
+    "reasoning": _reasoning_effort,
+    "reasoning_effort": _reasoning_effort,
+    "response_format": _output_type,
+    "service_tier": _service_tier,
+    "dimensions": _dimensions,
+    "encoding_format": _encoding_format,
+}
+"""Request body key -> the reader recording it (a reader may look at related keys too)."""
 
 
 def _estimate_input(body: Mapping[str, Any]) -> EstimateInput:
@@ -197,17 +256,34 @@ def _input_messages(body: Mapping[str, Any]) -> Any:
 
 def read_openai_response(response: Any) -> Observed:
     """Usage, response info and generated text of a non-streamed OpenAI-style response."""
+    # Each object's fields are read once (on the caller's thread, per call): every attribute
+    # read of an openai object goes through pydantic's __getattr__ hook.
     top = fields_of(response)
     usage = top.get("usage")
+    usage_values = (
+        fields_of(usage) if usage is not None else fields_of(fields_of(top.get("x_groq")).get("usage"))
+    )
     observed = Observed(
-        usage=usage_from_openai(usage) if usage is not None else None,
-        info=response_info_from_openai(response),
+        usage=usage_from_openai_fields(usage_values) if usage is not None else None,
+        info=response_info_from_openai_fields(top, usage_values),
         output_text=_output_text(response, top),
     )
-    if looks_like_vllm(response):
-        observed.provider = "vllm"
-    _add_vllm_extras(observed, response, usage)
+    if _may_be_vllm(response, top):
+        if looks_like_vllm(response):
+            observed.provider = "vllm"
+        _add_vllm_extras(observed, response, usage)
     return observed
+
+
+def _may_be_vllm(response: Any, top: Mapping[str, Any]) -> bool:
+    """Whether the response carries any field the SDK does not declare (on itself or its first
+    choice): everything vLLM adds is such a field, and OpenAI's own responses have none."""
+    if type(response) is dict:
+        return True
+    if getattr(response, "__pydantic_extra__", None):
+        return True
+    choices = items_of(top.get("choices"))
+    return bool(choices) and bool(getattr(choices[0], "__pydantic_extra__", None) or type(choices[0]) is dict)
 
 
 def _add_vllm_extras(observed: Observed, final: Any, usage: Any) -> None:
