@@ -200,14 +200,14 @@ def test_every_rule_expression_is_accepted_by_prometheus(fleet: Fleet, rule: dic
 @pytest.mark.prometheus
 @requires_prometheus
 def test_the_fleet_routes_are_counted_by_the_route_counter_and_the_step_calls(fleet: Fleet) -> None:
-    # examples/prometheus/app.py, per team: three routes of 1, 2 and 2 calls; one escalated, one
-    # fell back.
+    # examples/prometheus/app.py, per team: seven routes, six of one call and one of two (a failed
+    # call and its fallback); three escalated.
     by_team = fleet.prometheus.by_labels(f"sum by (team) ({STEP_CALLS}_count)", ("team",), fleet.at)
     calls = fleet.prometheus.by_labels(f"sum by (team) ({STEP_CALLS}_sum)", ("team",), fleet.at)
     escalated = fleet.prometheus.by_labels(
         'sum by (team) (llmmeter_route_requests_total{llmmeter_route_escalated="true"})', ("team",), fleet.at
     )
 
-    assert by_team == {("search",): 3.0, ("support",): 3.0}
-    assert calls == {("search",): 5.0, ("support",): 5.0}
-    assert escalated == {("search",): 1.0, ("support",): 1.0}
+    assert by_team == {("search",): 7.0, ("support",): 7.0}
+    assert calls == {("search",): 8.0, ("support",): 8.0}
+    assert escalated == {("search",): 3.0, ("support",): 3.0}

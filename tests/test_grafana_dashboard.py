@@ -3,7 +3,8 @@
 Every PromQL expression in the dashboard (panel targets and template variables) is run against
 the real Prometheus of ``tests/prometheus_stack.py`` after the fleet's traffic, with Grafana's
 variables replaced the way Grafana would ("All" selected): each must parse and return data.
-The vLLM panels read a replay of a real vLLM ``/metrics`` page scraped by the same Prometheus.
+The vLLM panels read a replay of a real vLLM ``/metrics`` page scraped by the same Prometheus;
+the routing panels read the example app's routes (``llmmeter.route``).
 """
 
 from __future__ import annotations
@@ -55,6 +56,8 @@ def as_grafana_would_send(expr: str, window: str) -> str:
     for variable in variables():
         if variable["type"] == "query":
             expr = expr.replace(f"${variable['name']}", variable["allValue"])
+        elif variable["type"] == "textbox":
+            expr = expr.replace(f"${variable['name']}", variable["query"])
     expr = expr.replace("$__rate_interval", window).replace("$__range", window)
     assert "$" not in expr, f"unreplaced variable in {expr}"
     return expr
@@ -82,9 +85,12 @@ def test_dashboard_is_grafana_dashboard_json_with_a_datasource_variable() -> Non
             assert target["datasource"] == panel["datasource"]
             assert target["refId"] and target["expr"]
     for variable in variables():
+        assert variable["type"] in {"datasource", "query", "textbox"}, variable["name"]
         if variable["type"] == "query":
             assert variable["datasource"]["uid"] == "${datasource}"
             assert variable["includeAll"] and variable["allValue"] == ".*"
+        if variable["type"] == "textbox":  # a number the queries divide by
+            assert float(variable["query"]) > 0 and variable["current"]["value"] == variable["query"]
 
 
 def test_dashboard_shows_cost_tokens_latency_errors_unpriced_and_vllm_beside_the_client() -> None:
@@ -107,9 +113,33 @@ def test_dashboard_shows_cost_tokens_latency_errors_unpriced_and_vllm_beside_the
     assert "llmmeter_client_operation_time_to_first_token_seconds_bucket" in vllm_vs_client
 
 
+def test_dashboard_shows_routing_savings_cache_and_budgets() -> None:
+    by_title = {
+        panel["title"]: " ".join(t["expr"] for t in panel.get("targets", [])) for panel in panels(DASHBOARD)
+    }
+    routes = prometheus_metric_name(sc.ROUTE_REQUESTS_METRIC)
+    escalation = by_title["Escalation rate by route"]
+    assert (
+        f'{routes}{{otel_scope_name="llmmeter", team=~"$team", llmmeter_route_escalated="true"}}'
+        in escalation
+    )
+    assert escalation.count("sum by (llmmeter_route_name)") == 3  # escalated (or 0) / all
+    assert 'llmmeter_route_fallback="true"' in by_title["Fallback rate by route"]
+    assert "llmmeter_route_final_model" in by_title["Final model mix in range"]
+    assert (
+        f"{prometheus_metric_name(sc.STEP_CALLS_METRIC)}_bucket"
+        in by_title["LLM calls per step p95 / max bucket"]
+    )
+    assert 'llmmeter_token_kind="cache_read_input"' in by_title["Cached share of input tokens by model"]
+    assert "gen_ai_client_operation_cost_count" in by_title["Average cost per call by model in range (USD)"]
+    pace = by_title["Daily spend pace by team vs budget"]
+    assert "* 86400 / $daily_budget_usd" in pace and "sum by (team)" in pace
+    assert "/ $daily_budget_usd" in by_title["Spend in range by team vs budget"]
+
+
 def test_dashboard_reads_only_metric_names_llmmeter_or_vllm_expose() -> None:
     exposed = set()
-    for spec in sc.METRICS.values():
+    for spec in [*sc.METRICS.values(), sc.ROUTE_REQUESTS_METRIC, sc.STEP_CALLS_METRIC]:
         name = prometheus_metric_name(spec)
         exposed |= (
             {f"{name}_bucket", f"{name}_sum", f"{name}_count"} if spec.instrument == "histogram" else {name}

@@ -12,8 +12,8 @@ for one team, then keeps serving ``/metrics`` until stdin closes (or ``--serve-s
 
 Two models are paced differently, so their latency percentiles land in known buckets:
 ``gpt-4o-mini`` (TTFT 150 ms, 30 ms between tokens) and ``gpt-4.1`` (TTFT 400 ms, 60 ms).
-Each team also makes one failing call and one call to a model with no price; some calls go
-through a route (``llmmeter.route``) that escalates once and falls back once.
+Each team also makes one failing call and one call to a model with no price; every call goes
+through a route (``llmmeter.route``), which escalates three times and falls back once.
 """
 
 from __future__ import annotations
@@ -55,20 +55,17 @@ def chat(client: openai.OpenAI, model: str, *, stream: bool, **pacing: Any) -> N
 def traffic(client: openai.OpenAI, team: str) -> None:
     """Per model: two streamed calls and one non-streamed; then a failing and an unpriced call.
 
-    The calls go through a router (``llmmeter.route``), so the routing metrics have series: one
-    route answered by ``gpt-4o-mini``, one escalated to ``gpt-4.1``, one whose failed call falls
-    back to the unpriced model. Every call is still made exactly once.
+    Each goes through a router (``llmmeter.route``), so the routing metrics have series: three
+    requests it keeps on ``gpt-4o-mini``, three it classifies as complex and escalates to
+    ``gpt-4.1``, and one whose failed call falls back to the unpriced model.
     """
     with llmmeter.attributes(team=team, feature="summaries"):
-        with llmmeter.route(ROUTE):
-            chat(client, "gpt-4o-mini", stream=True)
-        with llmmeter.route(ROUTE) as route:
-            chat(client, "gpt-4o-mini", stream=True)
-            route.escalate("low_confidence")
-            chat(client, "gpt-4.1", stream=True)
-        chat(client, "gpt-4o-mini", stream=False)
-        chat(client, "gpt-4.1", stream=True)
-        chat(client, "gpt-4.1", stream=False)
+        for model in PACING:
+            for stream in (True, True, False):
+                with llmmeter.route(ROUTE) as route:
+                    if model != "gpt-4o-mini":
+                        route.escalate("complex_request")
+                    chat(client, model, stream=stream)
         with llmmeter.route(ROUTE):
             with contextlib.suppress(openai.BadRequestError):
                 chat(client, "gpt-4o-mini", stream=False, error_status=400)
