@@ -346,23 +346,11 @@ def query_route_report(
     """
     group_by = parse_group_keys(by)
     keys = [_key_sql(dialect, key) for key in group_by]
-    aggregates, aggregate_params = _aggregates(dialect, latency_outcome)
-    where, where_params = _where(dialect, since, until)
-    selected = [sql for sql, _, _ in keys] or ["''"]
     dialect.prepare(run)
-    feedback, feedback_params = _feedback_per_route(run, dialect)
-    sql = (
-        f"SELECT {', '.join(selected)}, {', '.join(aggregates)} "
-        f"FROM records LEFT JOIN ({feedback}) judged ON judged.fb_route_id = records.id WHERE {where} "
-        f"GROUP BY {', '.join(str(i + 1) for i in range(len(selected)))}"
-    )
-    params = [*(p for _, ps, _ in keys for p in ps), *aggregate_params, *feedback_params, *where_params]
-    width = len(selected)
+    sql, params = _route_sql(run, dialect, keys, _where(dialect, since, until), latency_outcome)
     groups: list[RouteGroup] = []
-    all_numbers = [0] * _COUNTS
-    all_score_sum = 0.0
-    all_cost: Decimal | None = None
-    all_durations: list[float] = []
+    durations: list[float] = []
+    width = max(len(keys), 1)
     for row in run(sql, params):
         key = tuple(
             dialect.attribute_label(value) if is_attribute else value
@@ -370,21 +358,52 @@ def query_route_report(
         )
         numbers, score_sum = row[width : width + _COUNTS], float(row[width + _COUNTS] or 0)
         cost, latency = dialect.decode(row[width + _COUNTS + 1 :])
-        durations = latency["duration"]
-        groups.append(_group(key, numbers, score_sum, cost, durations))
-        all_score_sum += score_sum
-        all_numbers = [a + int(n or 0) for a, n in zip(all_numbers, numbers, strict=True)]
-        if cost is not None:
-            all_cost = cost if all_cost is None else all_cost + cost
-        all_durations.extend(durations)
+        groups.append(_group(key, numbers, score_sum, cost, latency["duration"]))
+        durations.extend(latency["duration"])
     groups.sort(key=lambda g: (-g.requests, tuple((v is None, v or "") for v in g.key)))
-    return RouteReport(
-        group_by=group_by,
-        groups=groups,
-        total=_group((), all_numbers, all_score_sum, all_cost, all_durations),
-        since=since,
-        until=until,
-        latency_outcome=latency_outcome,
+    return RouteReport(group_by, groups, _total(groups, durations), since, until, latency_outcome)
+
+
+def _route_sql(
+    run: Run,
+    dialect: Dialect,
+    keys: Sequence[tuple[str, list[object], bool]],
+    where: tuple[str, list[object]],
+    latency_outcome: LatencyOutcome,
+) -> tuple[str, list[object]]:
+    """The one ``GROUP BY`` over the route records, joined to their feedback."""
+    aggregates, aggregate_params = _aggregates(dialect, latency_outcome)
+    selected = [sql for sql, _, _ in keys] or ["''"]
+    feedback, feedback_params = _feedback_per_route(run, dialect)
+    sql = (
+        f"SELECT {', '.join(selected)}, {', '.join(aggregates)} "
+        f"FROM records LEFT JOIN ({feedback}) judged ON judged.fb_route_id = records.id WHERE {where[0]} "
+        f"GROUP BY {', '.join(str(i + 1) for i in range(len(selected)))}"
+    )
+    return sql, [*(p for _, ps, _ in keys for p in ps), *aggregate_params, *feedback_params, *where[1]]
+
+
+def _total(groups: Sequence[RouteGroup], durations: Sequence[float]) -> RouteGroup:
+    """All groups added up, with the percentiles of all their durations."""
+    costs = [g.cost for g in groups if g.cost is not None]
+    return _group(
+        (),
+        [
+            sum(getattr(g, name) for g in groups)
+            for name in (
+                "requests",
+                "escalations",
+                "fallbacks",
+                "attempts",
+                "errors",
+                "priced_requests",
+                "feedback_count",
+                "feedback_scored",
+            )
+        ],
+        sum(g.feedback_score_sum for g in groups),
+        sum(costs, Decimal(0)) if costs else None,
+        durations,
     )
 
 
