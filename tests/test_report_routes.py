@@ -276,3 +276,13 @@ def test_top_is_refused_for_the_route_report(
     path, _ = store
     code, out, err = report(path, capsys, "--top", "1")
     assert code == 2 and out == "" and "--top does not apply" in err and err.count("\n") == 1
+
+
+def test_the_time_window_bounds_the_routes(
+    store: tuple[Path, list[CallRecord]], capsys: pytest.CaptureFixture[str]
+) -> None:
+    path, _ = store
+    _, before, _ = report(path, capsys, "--until", "2000-01-01")
+    assert "llmmeter route report: 0 routes" in before and "No route records in this window." in before
+    _, recent, _ = report(path, capsys, "--since", "1h", "--format", "json")
+    assert json.loads(recent)["total"]["requests"] == 5
