@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import json
 import logging
+import os
 import signal
 import sqlite3
 import subprocess
@@ -17,7 +18,8 @@ from pathlib import Path
 
 import pytest
 
-from llmmeter.record import CallRecord, Timings, Usage
+import llmmeter
+from llmmeter.record import CallRecord, CostStatus, Timings, Usage
 from llmmeter.store import SQLiteStore, read_records
 
 
@@ -192,6 +194,8 @@ KILLED_WRITER = textwrap.dedent(
 
     @llmmeter.metered(name="job", provider="openai", model="gpt-4o-mini")
     def job(i):
+        if os.environ.get("JOB_USAGE"):
+            return {"usage": {"prompt_tokens": 10, "completion_tokens": 5}}
         return i
 
     for i in range(count):
@@ -207,13 +211,14 @@ KILLED_WRITER = textwrap.dedent(
 )
 
 
-def run_writer(path: Path, count: int, how: str) -> int:
+def run_writer(path: Path, count: int, how: str, *, usage: bool = False) -> int:
     process = subprocess.run(
         [sys.executable, "-c", KILLED_WRITER, str(path), str(count), how],
         capture_output=True,
         text=True,
         timeout=60,
         check=False,
+        env={**os.environ, "JOB_USAGE": "1" if usage else ""},
     )
     assert process.stdout.strip() == "returned", process.stderr
     return process.returncode
@@ -233,6 +238,26 @@ def test_records_that_returned_survive_the_process_being_killed(
     assert len(back) == 1_000
     assert len({r.record_id for r in back}) == 1_000
     assert journal_files(path) == [], "a replayed journal is deleted"
+
+
+def test_a_killed_processs_records_are_priced_when_replayed_though_it_died_before_pricing_them(
+    tmp_path: Path,
+) -> None:
+    # Pricing runs on the pipeline's thread, after the caller's thread journaled the record: a
+    # record whose process was killed in between is journaled "pending" and priced on replay.
+    path = tmp_path / "priced.sqlite3"
+    run_writer(path, 500, "sigkill", usage=True)
+
+    llmmeter.configure(store=None)  # the reading process's prices: here the bundled table
+    try:
+        back = read_records(path)
+    finally:
+        llmmeter.configure(store=None, pricing=None)
+    assert len(back) == 500
+    # gpt-4o-mini: 10 x 0.15 + 5 x 0.60 = 4.5 USD per million calls' worth of these tokens.
+    assert {(r.cost_status, r.cost.amount if r.cost else None) for r in back} == {
+        (CostStatus.PRICED, Decimal("0.0000045"))
+    }
 
 
 def test_the_next_process_that_opens_the_store_replays_a_dead_processs_journal(tmp_path: Path) -> None:

@@ -219,6 +219,11 @@ def _retire(old: Settings, new: Settings) -> None:
     pipeline.close_sinks(retired, old.exit_timeout)
 
 
+def current_settings() -> Settings | None:
+    """The settings of the last ``configure()``; ``None`` before any (never configures)."""
+    return _settings
+
+
 def get_settings() -> Settings:
     """The settings in force, configuring the defaults on first use."""
     settings = _settings

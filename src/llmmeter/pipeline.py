@@ -261,6 +261,8 @@ class Pipeline:
     def deliver(self, work: _Work) -> None:
         """Span end and metric points, then every sink, for one record."""
         record, span, settings, reentrant = work
+        if record.cost_status is CostStatus.PENDING:
+            _price(settings, record)
         with guard("exporting to OpenTelemetry"):
             settings.telemetry.finish(record, span)
         ok = True
@@ -326,7 +328,10 @@ def complete(settings: Settings, record: CallRecord, span: Span | None, parent: 
     never ends before the children it saw were added to it.
     """
     if record.kind is CallKind.LLM:
-        _price(settings, record)
+        if _price_later(settings, parent):
+            record.cost_status = CostStatus.PENDING  # priced by Pipeline.deliver
+        else:
+            _price(settings, record)
         if settings.budgets is not None:  # issue 14: count the cost before the call returns
             settings.budgets.count(record)
     for durable in settings.durable_sinks:
@@ -346,6 +351,17 @@ def complete(settings: Settings, record: CallRecord, span: Span | None, parent: 
     elif settings.inline_callbacks:
         run_callbacks(settings.inline_callbacks, record)
     _pipeline.submit(record, span, settings, reentrant)
+
+
+def _price_later(settings: Settings, parent: _Parent | None) -> bool:
+    """Whether pricing can wait for the pipeline's thread: nothing on the caller's thread reads
+    the cost (no budget counts it, no inline callback sees it, no open step rolls it up)."""
+    return (
+        settings.pricing is not None
+        and settings.budgets is None
+        and not settings.inline_callbacks
+        and (parent is None or parent.finished)
+    )
 
 
 def _price(settings: Settings, record: CallRecord) -> None:

@@ -90,6 +90,10 @@ class CostStatus(enum.StrEnum):
     """Pricing is switched off (``configure(pricing=None)``)."""
     ERROR = "error"
     """The pricing stage failed; details were logged."""
+    PENDING = "pending"
+    """Not priced yet: pricing runs on llmmeter's pipeline thread unless something on the caller's
+    thread needs the cost (a budget, an inline callback, an enclosing step). Sinks never see it;
+    a record read back from the journal in this state is priced then."""
 
 
 @dataclass(slots=True)

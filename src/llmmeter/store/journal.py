@@ -43,6 +43,7 @@ try:
     import fcntl
 except ImportError:  # Windows: no flock, so no journal (records are kept in memory only, logged once)
     fcntl = None  # type: ignore[assignment]
+from llmmeter.store.pending import price_pending
 from llmmeter.store.schema import COLUMN_NAMES, JOURNAL_FORM, row_from_form, row_from_mapping, storable_row
 
 JOURNAL_SUFFIX = ".journal"
@@ -341,6 +342,7 @@ def _add_record(batch: Batch, payload: bytes, columns: list[str]) -> None:
             row = row_from_mapping(dict(zip(columns, values[1], strict=True)))
         else:
             row = row_from_form(values)
+        row = price_pending(row)
     except Exception as exc:  # a damaged frame: any error here is about the bytes, not the store
         batch.bad_lines.append((repr(payload[:2000]), f"unreadable journal record: {exc!r}"))
         return

@@ -43,6 +43,7 @@ from typing import Any
 from llmmeter._log import guard, internal_error, log_once, strict_mode
 from llmmeter.record import CallRecord
 from llmmeter.store.journal import Batch, Journal, Segment, journal_dir, read_segment, replay_dead_segments
+from llmmeter.store.pending import price_pending
 from llmmeter.store.schema import (
     COLUMN_NAMES,
     INSERT_QUARANTINE,
@@ -233,6 +234,8 @@ class SQLiteStore:
             entry = self._unaccepted.pop(record.record_id, None)
             if entry is None:
                 entry = (journal_form(record), None)
+            elif entry[0][3] != record.cost_status._value_:  # journaled before pricing
+                entry = (journal_form(record), entry[1])
             self._enqueue(*entry)
 
     def write(self, record: CallRecord) -> None:
@@ -362,7 +365,7 @@ class SQLiteStore:
         return True
 
     def _write_entries(self, entries: list[_Entry]) -> None:
-        ok = self._write(Batch(rows=[row_from_form(form) for form, _ in entries]))
+        ok = self._write(Batch(rows=[price_pending(row_from_form(form)) for form, _ in entries]))
         if not ok:
             self._count_failed(entries)
             return
