@@ -4,7 +4,8 @@ Runs with no network and no API key, against a local OpenAI-compatible server. A
 answers with a small model and escalates to a large one when it is not confident; when the small
 model fails, it falls back to the large one (llmmeter notices by itself). Users judge the answers
 with ``llmmeter.feedback``. The ``support`` team has a daily budget that refuses calls once spent,
-and an alert at 80 % and 100 %. It ends by printing the route report from the store.
+and an alert at 80 % and 100 %. It ends by printing the route report from the store
+(``llmmeter report --kind route``).
 
     python examples/routing.py [--store PATH]
 """
@@ -13,16 +14,12 @@ from __future__ import annotations
 
 import argparse
 import tempfile
-from collections import defaultdict
-from decimal import Decimal
 from pathlib import Path
 
 import openai
 
 import llmmeter
-from llmmeter import semconv as sc
-from llmmeter.feedback import read_feedback
-from llmmeter.store import read_records
+from llmmeter.cli import main as report_main
 from llmmeter.testing import LocalOpenAIServer, Pacing, pacing_headers
 
 SMALL, LARGE = "gpt-4o-mini", "gpt-4o"
@@ -61,38 +58,6 @@ def alert(event: llmmeter.BudgetEvent) -> None:
     print(f"  [budget] {event.budget.name}: {event.threshold:.0%} reached ({event.spent} USD)")
 
 
-def route_report(store: Path) -> None:
-    """The routes in the store, by name: what ``llmmeter report --kind route`` summarises."""
-    groups: dict[str, list[llmmeter.CallRecord]] = defaultdict(list)
-    answered: dict[str, str] = {}
-    for record in read_records(store):
-        if record.operation == sc.ROUTE_OPERATION:
-            groups[record.name or ""].append(record)
-        elif record.response_id and sc.ROUTE_NAME in record.attributes:
-            answered[record.response_id] = str(record.attributes[sc.ROUTE_NAME])
-    scores: dict[str, list[float]] = defaultdict(list)
-    for judgement in read_feedback(store):
-        if judgement.score is not None and judgement.response_id in answered:
-            scores[answered[judgement.response_id]].append(judgement.score)
-    for name, routes in groups.items():
-        requests = len(routes)
-        escalations = sum(bool(r.attributes[sc.ROUTE_ESCALATED]) for r in routes)
-        fallbacks = sum(bool(r.attributes[sc.ROUTE_FALLBACK]) for r in routes)
-        cost = sum((r.rollup_cost or Decimal(0) for r in routes), Decimal(0))
-        mix = sorted(
-            {str(r.attributes[sc.ROUTE_FINAL_MODEL]) for r in routes if sc.ROUTE_FINAL_MODEL in r.attributes}
-        )
-        judged = scores[name]
-        print(f"route {name}: {requests} requests, final models {', '.join(mix)}")
-        print(
-            f"  escalations {escalations} (rate {escalations / requests:.0%}), fallbacks {fallbacks} "
-            f"(rate {fallbacks / requests:.0%})"
-        )
-        print(f"  cost per request {cost / requests:.6f} USD")
-        if judged:
-            print(f"  feedback: {len(judged)} judgements, mean score {sum(judged) / len(judged):.2f}")
-
-
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--store", type=Path, help="SQLite store to write (default: a temporary file)")
@@ -122,9 +87,8 @@ def main() -> int:
             llmmeter.feedback(response_id, score=score, label="correct" if score else "wrong")
     llmmeter.flush()
 
-    print(f"\nroute report of {store}:")
-    route_report(store)
-    return 0
+    print(f"\n$ llmmeter report --store {store} --kind route --by name,final_model")
+    return report_main(["report", "--store", str(store), "--kind", "route", "--by", "name,final_model"])
 
 
 if __name__ == "__main__":

@@ -79,9 +79,16 @@ def test_routing_example_escalates_falls_back_refuses_over_budget_and_prints_the
     assert result.returncode == 0, result.stderr
     assert result.stdout.count("refused before sending: llmmeter: budget") == 1
     assert "80% reached" in result.stdout and "100% reached" in result.stdout
-    assert "route support-router: 6 requests" in result.stdout
-    assert "escalations 2 (rate 33%), fallbacks 1 (rate 17%)" in result.stdout
-    assert "feedback: 5 judgements, mean score 0.80" in result.stdout
+    # It ends with `llmmeter report --kind route --by name,final_model`: the mix, then the total.
+    report = result.stdout[result.stdout.index("$ llmmeter report") :]
+    routes = [line.split() for line in report.splitlines() if line.startswith("support-router")]
+    rows = {cells[1]: cells for cells in routes}
+    # requests, escalated, escalation rate, fallbacks, fallback rate
+    assert rows["gpt-4o"][2:7] == ["3", "2", "66.7%", "1", "33.3%"]
+    assert rows["gpt-4o-mini"][2:4] == ["2", "0"]
+    total = next(line.split() for line in report.splitlines() if line.startswith("total"))
+    assert total[1:6] == ["6", "2", "33.3%", "1", "16.7%"]
+    assert total[8:10] == ["5", "0.80"], "5 judgements, mean score 0.80"
 
     records = read_records(store)
     routes = [r for r in records if r.operation == sc.ROUTE_OPERATION]
