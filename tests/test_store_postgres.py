@@ -20,7 +20,7 @@ from pathlib import Path
 
 import pytest
 
-from llmmeter.record import CallRecord, Cost, Outcome, Timings, Usage
+from llmmeter.record import CallKind, CallRecord, Cost, Outcome, Timings, Usage
 from llmmeter.store import SQLiteStore, read_records
 from llmmeter.store.postgres import FLEET_SCHEMA_VERSION, PostgresStore, read_fleet_records
 
@@ -538,6 +538,38 @@ def test_the_fleet_report_equals_the_report_of_the_records_for_every_grouping(
                 computed_by_the_server = query_report(run, dialect=POSTGRESQL_DIALECT, by=by, top=top)
             in_memory = build_report(records, by=by, top=top)
             assert render_json(computed_by_the_server) == render_json(in_memory), (by, top)
+
+
+def test_the_fleet_report_of_steps_and_of_everything_equals_the_report_of_the_records(
+    postgres_url: str, tmp_path: Path
+) -> None:
+    from llmmeter.report import build_report, render_json
+    from llmmeter.report.sql import query_report
+    from llmmeter.store.postgres_report import POSTGRESQL_DIALECT, reading_fleet_store
+
+    made = []
+    for i in range(40):
+        call = record(f"call{i}", start=DEC_2026 + i)
+        step = record(f"step{i % 4}", start=DEC_2026 + 1_000 + i)
+        step.kind, step.operation, step.usage, step.cost = CallKind.STEP, "agent", None, None
+        step.rollup_usage = Usage(input_tokens=30 + i, output_tokens=15)
+        step.rollup_cost = Decimal("0.0003") if i % 5 else None
+        # a step may count more unpriced calls than it made (a nested step's): priced is never < 0
+        step.rollup_calls, step.rollup_unpriced_calls = 3, (0 if i % 5 else 4)
+        made += [call, step]
+    store = PostgresStore(postgres_url, spool_dir=tmp_path / "steps-spool")
+    for item in made:
+        store.write(item)
+    assert store.flush(20)
+    store.close()
+
+    records = read_fleet_records(postgres_url)
+    assert len(records) == 80, "each test has an emptied database"
+    for kind in ("step", "all"):
+        with reading_fleet_store(postgres_url) as run:
+            computed_by_the_server = query_report(run, dialect=POSTGRESQL_DIALECT, by="name", kind=kind)
+        in_memory = render_json(build_report(records, by="name", kind=kind))
+        assert render_json(computed_by_the_server) == in_memory, kind
 
 
 def test_the_fleet_report_command_gives_each_users_exact_tokens_and_cost(

@@ -312,7 +312,9 @@ def _aggregates(dialect: Dialect, kind: ReportKind, latency_outcome: LatencyOutc
     step = "kind = 'step'"
     llm_calls = "1" if kind == "llm" else f"CASE WHEN {step} THEN COALESCE(rollup_calls, 0) ELSE 1 END"
     rollup_unpriced = "COALESCE(rollup_unpriced_calls, 0)"
-    step_priced = f"MAX(COALESCE(rollup_calls, 0) - {rollup_unpriced}, 0)"
+    # CASE, not MAX(a, b): SQLite's two-argument MAX is GREATEST in PostgreSQL.
+    step_priced_calls = f"COALESCE(rollup_calls, 0) - {rollup_unpriced}"
+    step_priced = f"CASE WHEN {step_priced_calls} > 0 THEN {step_priced_calls} ELSE 0 END"
     priced = f"CASE WHEN {amount} IS NOT NULL THEN 1 ELSE 0 END"
     unpriced = f"CASE WHEN {amount} IS NULL AND {has_usage} THEN 1 ELSE 0 END"
     if kind != "llm":
@@ -341,8 +343,11 @@ _COST_AND_LATENCY: Final = _AFTER_TOKENS + 4
 def _add_row(stats: GroupStats, status: str, values: Sequence[Any]) -> None:
     """Add one result row's counts and token sums to ``stats`` (a group has a row per cost
     status and currency)."""
-    calls, errors, aborted, llm_calls = values[:4]
-    missing, estimated, priced, unpriced = values[_AFTER_TOKENS:_COST_AND_LATENCY]
+    # int(): PostgreSQL's SUM of a BIGINT expression (a step's rolled-up calls) is NUMERIC.
+    calls, errors, aborted, llm_calls = (int(value or 0) for value in values[:4])
+    missing, estimated, priced, unpriced = (
+        int(value or 0) for value in values[_AFTER_TOKENS:_COST_AND_LATENCY]
+    )
     stats.calls += calls
     stats.errors += errors
     stats.aborted += aborted

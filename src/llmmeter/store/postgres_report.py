@@ -13,9 +13,6 @@ its statements on the fleet store.
   store. The report never fails on such a row.
 * Costs are ``NUMERIC``: ``sum()`` is exact, no amount needs adding in Python.
 * Latency values: each group's, per metric, as one JSON array (``array_agg``); Python ranks them.
-
-Not yet: ``--kind step`` and ``--kind all``. The shared SQL for steps uses SQLite's two-argument
-``MAX(a, b)``, which PostgreSQL spells ``GREATEST``; the report fails with that one-line error.
 """
 
 from __future__ import annotations
