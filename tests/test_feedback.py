@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+import sqlite3
 import threading
 from collections.abc import Iterator
 from pathlib import Path
@@ -151,16 +152,19 @@ def test_long_and_hostile_text_is_cut_and_kept_valid(telemetry: Telemetry) -> No
     assert read_feedback(store_of(telemetry)) == [given]
 
 
-def test_with_a_fleet_store_feedback_is_exported_and_budgets_count_this_process_only(
-    telemetry: Telemetry, caplog: pytest.LogCaptureFixture
+def test_with_a_fleet_store_that_does_not_answer_feedback_waits_in_the_outbox(
+    telemetry: Telemetry, caplog: pytest.LogCaptureFixture, monkeypatch: pytest.MonkeyPatch, tmp_path: Path
 ) -> None:
+    monkeypatch.setenv("XDG_DATA_HOME", str(tmp_path))  # where the fleet store's spool goes
+    settings = telemetry.reconfigure(store="postgresql://llmmeter@127.0.0.1:1/telemetry")
     with caplog.at_level(logging.DEBUG, logger="llmmeter"):  # logged once per process: maybe DEBUG
-        settings = telemetry.reconfigure(
-            store="postgresql://llmmeter@127.0.0.1:1/telemetry", budgets=[llmmeter.Budget(limit_usd="5")]
-        )
-        given = llmmeter.feedback("chatcmpl-3", label="correct")  # no call is made: nothing to spool
-    assert not given.stored
+        given = llmmeter.feedback("chatcmpl-3", label="correct", comment="kept")
+    assert given.stored and given.record_id is None
     assert [s.name for s in telemetry.finished_spans()] == ["feedback"]
-    assert settings.budgets is not None
-    assert "with a PostgreSQL store, feedback is not stored" in caplog.text
-    assert "with a PostgreSQL store, budgets count this process's spend only" in caplog.text
+    assert (
+        "feedback: the fleet store postgresql://llmmeter@127.0.0.1:1/telemetry did not answer" in caplog.text
+    )
+    spool = settings.store.spool_path  # type: ignore[union-attr]
+    with sqlite3.connect(spool / "feedback.sqlite3") as outbox:
+        waiting = outbox.execute("SELECT response_id, label, comment FROM outbox").fetchall()
+    assert waiting == [("chatcmpl-3", "correct", "kept")]

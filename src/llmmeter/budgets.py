@@ -13,13 +13,29 @@ When a ``raise`` budget refuses
     :class:`BudgetExceeded` and nothing goes out. No record is made of a refused call; the
     ``llmmeter.budget.refusals`` counter counts it.
 
+Other processes' spend
+    With a shared store, what *other* processes spent is read from it every :data:`REFRESH_S`
+    seconds (``$LLMMETER_BUDGET_REFRESH_S``), triggered by the first call a budget covers after
+    that interval; this process's own records are told apart by their record-id prefix, so
+    nothing is counted twice. A local (SQLite) store is read on that call's thread (a read-only
+    query with a 0.1 s busy timeout). A fleet (PostgreSQL) store is read on a thread of its own,
+    started at ``configure()`` and then by such a call, which never waits for it: each read asks
+    the server only for the rows inserted since the previous one (``records.inserted_at``), summed
+    per attribute set and hour, over this process's session with the server, each statement
+    limited to :data:`FLEET_READ_TIMEOUT_S`. A read that fails (server down, slow, refusing) is
+    logged once and tried again an interval later; meanwhile the budgets go on with what they
+    know.
+
 How far a budget can overshoot
     Calls in flight are not counted until they finish: ``N`` calls started concurrently while the
     spend is just under the limit all go out, so the overshoot is at most the cost of the calls in
-    flight when the limit is reached (one call, for sequential code). Spend of *other* processes
-    sharing the store is read from the store every :data:`REFRESH_S` seconds (``$LLMMETER_BUDGET_REFRESH_S``),
-    by the first matching call after that interval; add what they spend in that interval, plus
-    what their store writers have not written yet (normally well under a second).
+    flight when the limit is reached (one call, for sequential code). On a shared store add what
+    the other processes spend in one refresh interval (their spend is seen at most one interval,
+    plus one read, late), plus what their store writers have not written yet: normally well under
+    a second, but with a fleet store that is down, everything spent while it is down (their
+    records wait in their hosts' spools and count once delivered). A fleet process also counts
+    nothing of the others' until its first read has answered (milliseconds after ``configure()``
+    when the server is up).
 
 ``on_budget(event)``
     Called once per budget, key and period when the spend reaches 80 % and again at 100 % of the
@@ -36,7 +52,7 @@ import os
 import sqlite3
 import threading
 import time
-from collections.abc import Callable, Iterable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from decimal import Decimal, InvalidOperation
@@ -51,6 +67,7 @@ from llmmeter.record import AttributeValue, CallRecord
 if TYPE_CHECKING:
     from llmmeter.export.otel import OtelTelemetry
     from llmmeter.store import SQLiteStore
+    from llmmeter.store.postgres import PostgresStore
 
 __all__ = ["Budget", "BudgetEvent", "BudgetExceeded", "BudgetHandler"]
 
@@ -62,6 +79,12 @@ THRESHOLDS: Final = (Decimal("0.8"), Decimal(1))
 REFRESH_ENV_VAR: Final = "LLMMETER_BUDGET_REFRESH_S"
 REFRESH_S: Final = 10.0
 """Default seconds between two reads of other processes' spend from a shared store."""
+FLEET_READ_TIMEOUT_S: Final = 5.0
+"""How long one read of the fleet store may take (connecting, then each statement)."""
+SETTLE_S: Final = 60.0
+"""A fleet row is read again until it was inserted this long before a read: a writer's transaction
+commits well within it, so a row committed late is never missed (the rows in this margin are
+summed again at each read, replacing their previous sum)."""
 
 
 # --- the user's declarations -------------------------------------------------------------------------
@@ -238,7 +261,7 @@ class BudgetBook:
     """
 
     def __init__(
-        self, budgets: Sequence[Budget], on_budget: BudgetHandler | None, store_path: Path | None
+        self, budgets: Sequence[Budget], on_budget: BudgetHandler | None, store: SQLiteStore | None = None
     ) -> None:
         self.budgets = tuple(budgets)
         self.on_budget = on_budget
@@ -247,7 +270,9 @@ class BudgetBook:
         self._others: dict[_Slot, Decimal] = {}
         self._notified: set[tuple[_Slot, Decimal]] = set()
         self._lock = threading.Lock()
-        self._store = _OtherProcesses(store_path, self) if store_path is not None else None
+        self._store = _reader_of(store, self)
+        if self._store is not None:
+            self._store.start()
 
     def spent(
         self, budget: Budget, key: Mapping[str, AttributeValue], at_unix_ns: int | None = None
@@ -256,6 +281,14 @@ class BudgetBook:
         index = self.budgets.index(budget)
         period, _ = budget.period_of(time.time_ns() if at_unix_ns is None else at_unix_ns)
         return self._total((index, tuple(key.items()), period))
+
+    def refresh(self, timeout: float = 5.0) -> bool:
+        """Read other processes' spend from the shared store now, waiting at most ``timeout``
+        seconds for the read (before a batch job, in tests). ``True`` when it answered in time;
+        ``False`` also without a shared store. A failed read is logged, never raised."""
+        if self._store is None:
+            return False
+        return self._store.refresh_now(timeout)
 
     def _total(self, slot: _Slot) -> Decimal:
         return self._local.get(slot, Decimal(0)) + self._others.get(slot, Decimal(0))
@@ -313,6 +346,8 @@ class BudgetBook:
                 if key is not None:
                     start, _ = budget.period_of(record.timings.start_time_unix_ns)
                     self.add((index, key, start), cost.amount)
+            if self._store is not None:  # warn budgets see the others' spend too
+                self._store.refresh_if_due()
         except Exception:
             if strict_mode():
                 raise
@@ -328,6 +363,28 @@ class BudgetBook:
             book[slot] = book.get(slot, Decimal(0)) + amount
             total = self._total(slot)
         self._notify(slot, total)
+
+    def replace_others(self, totals: Mapping[_Slot, Decimal]) -> None:
+        """Make ``totals`` the whole of other processes' spend (a fleet read's result), then tell
+        ``on_budget`` about every threshold a changed slot reached."""
+        with self._lock:
+            changed = [slot for slot, amount in totals.items() if self._others.get(slot) != amount]
+            self._others = dict(totals)
+            reached = [(slot, self._total(slot)) for slot in changed]
+        for slot, total in reached:
+            self._notify(slot, total)
+
+    def current_periods(self) -> Iterator[tuple[int, int]]:
+        """(budget index, start of its current period in unix seconds), for each budget."""
+        now = time.time_ns()
+        return ((index, budget.period_of(now)[0]) for index, budget in enumerate(self.budgets))
+
+    def slots_of(self, start_ns: int, attributes: Mapping[str, Any]) -> Iterator[_Slot]:
+        """The slots a call that started at ``start_ns`` with ``attributes`` counts in."""
+        for index, budget in enumerate(self.budgets):
+            key = budget.key_of(attributes)
+            if key is not None:
+                yield (index, key, budget.period_of(start_ns)[0])
 
     def _forget_old_periods(self) -> None:
         now = time.time_ns()
@@ -389,14 +446,25 @@ class _OtherProcesses:
         self.due_at = 0.0
         self._reading = threading.Lock()
 
+    def start(self) -> None:
+        """Nothing before the first call a budget covers (the read runs on that call's thread)."""
+
+    def refresh_now(self, timeout: float) -> bool:
+        """Read now, on this thread (waiting at most ``timeout`` for another thread's read)."""
+        return self._reading.acquire(timeout=max(0.0, timeout)) and self._read_and_release()
+
     def refresh_if_due(self) -> None:
         """Read what is new when the interval passed; never waits for another thread's read."""
-        if time.monotonic() < self.due_at or not self._reading.acquire(blocking=False):
-            return
+        if time.monotonic() >= self.due_at and self._reading.acquire(blocking=False):
+            self._read_and_release()
+
+    def _read_and_release(self) -> bool:
         try:
             self.due_at = time.monotonic() + self.interval
             with guard("reading other processes' spend from the store"):
                 self._read()
+                return True
+            return False
         finally:
             self._reading.release()
 
@@ -419,19 +487,172 @@ class _OtherProcesses:
             self._count(start_ns, _attributes(attributes), Decimal(amount))
 
     def _count(self, start_ns: int, attributes: Mapping[str, Any], amount: Decimal) -> None:
-        for index, budget in enumerate(self.book.budgets):
-            key = budget.key_of(attributes)
-            if key is not None:
-                self.book.add((index, key, budget.period_of(start_ns)[0]), amount, local=False)
+        for slot in self.book.slots_of(start_ns, attributes):
+            self.book.add(slot, amount, local=False)
 
 
 def _attributes(text: str | None) -> Mapping[str, Any]:
+    """The attributes of a stored record; ``{}`` for text that is not a JSON object (then the
+    record counts only for budgets without ``match``)."""
     import json
 
     if not text:
         return {}
-    value = json.loads(text)
+    try:
+        value = json.loads(text)
+    except ValueError:
+        return {}
     return value if isinstance(value, dict) else {}
+
+
+_HOUR_NS: Final = 3600 * 1_000_000_000
+_FLEET_SPEND: Final = (
+    "SELECT attributes, start_time_unix_ns / {hour} AS hour, COALESCE(inserted_at <= %s, TRUE), "
+    "SUM(cost_amount)::text FROM {schema}.records WHERE kind = 'llm' AND cost_amount IS NOT NULL "
+    "AND (cost_currency IS NULL OR cost_currency = 'USD') AND start_time_unix_ns >= %s "
+    "AND left(record_id, %s) <> %s{newer} GROUP BY 1, 2, 3"
+)
+
+
+class _FleetProcesses:
+    """Other processes' spend from the fleet (PostgreSQL) store, read on a thread of its own.
+
+    Each read sums, per attribute set and hour, the priced LLM calls of other processes that
+    started in the budgets' current periods. Rows inserted at least :data:`SETTLE_S` before the
+    read are *settled*: added once for good, never read again. The others are read again at each
+    read and their sum replaces the previous one, so a row committed a little after its
+    ``inserted_at`` is still counted, and none twice. Rows from before ``inserted_at`` existed are
+    settled by the first read.
+    """
+
+    def __init__(self, store: PostgresStore, book: BudgetBook) -> None:
+        self.store = store
+        self.book = book
+        self.interval = _refresh_interval()
+        self.due_at = 0.0
+        self.reads = 0
+        """Reads that answered (for tests and diagnostics)."""
+        self._settled: dict[_Slot, Decimal] = {}
+        self._settled_until: datetime | None = None
+        self._thread: threading.Thread | None = None
+        self._starting = threading.Lock()
+        self._pid = os.getpid()
+
+    def start(self) -> None:
+        """The first read, right away (at ``configure()``), off the caller's thread."""
+        self.refresh_if_due()
+
+    def refresh_if_due(self) -> None:
+        """Start a read when the interval has passed and none is running; never waits for it."""
+        if time.monotonic() < self.due_at:
+            return
+        if os.getpid() != self._pid:  # a forked child: the parent's lock and thread are not ours
+            self._pid, self._starting, self._thread = os.getpid(), threading.Lock(), None
+        if not self._starting.acquire(blocking=False):
+            return
+        try:
+            if time.monotonic() < self.due_at or (self._thread is not None and self._thread.is_alive()):
+                return
+            self.due_at = time.monotonic() + self.interval
+            thread = threading.Thread(target=self._read_logged, name="llmmeter-budget-read", daemon=True)
+            thread.start()
+            self._thread = thread
+        except RuntimeError:  # interpreter shutdown: no new threads
+            return
+        finally:
+            self._starting.release()
+
+    def refresh_now(self, timeout: float) -> bool:
+        """Start a read now (after the one in progress) and wait for it at most ``timeout``."""
+        deadline = time.monotonic() + max(0.0, timeout)
+        self._wait(timeout)
+        answered = self.reads
+        self.due_at = 0.0
+        self.refresh_if_due()
+        self._wait(deadline - time.monotonic())
+        return self.reads > answered
+
+    def _wait(self, timeout: float) -> None:
+        thread = self._thread
+        if thread is not None:
+            thread.join(max(0.0, timeout))
+
+    def _read_logged(self) -> None:
+        with guard("reading other processes' spend from the fleet store"):
+            try:
+                self._read()
+            except Exception as exc:
+                if not is_fleet_failure(exc):
+                    raise
+                log_once(
+                    f"budget:fleet-read:{self.store.url}:{type(exc).__name__}",
+                    "llmmeter: budgets cannot read other processes' spend from the fleet store %s (%s); "
+                    "they count this process's spend and what was read before, and read again in %g s",
+                    self.store.url,
+                    first_line(exc),
+                    self.interval,
+                )
+
+    def _read(self) -> None:
+        periods = dict(self.book.current_periods())
+        since_ns = min(periods.values()) * 1_000_000_000
+        own = f"{record_module._id_prefix}."
+        mark, rows = self.store.run_on_fleet(
+            lambda conn: self._query(conn, since_ns, own), timeout_s=FLEET_READ_TIMEOUT_S
+        )
+        self._settled = {
+            slot: amount for slot, amount in self._settled.items() if slot[2] >= periods[slot[0]]
+        }
+        unsettled: dict[_Slot, Decimal] = {}
+        for attributes, hour, settled, amount in rows:
+            into = self._settled if settled else unsettled
+            for slot in self.book.slots_of(int(hour) * _HOUR_NS, _attributes(attributes)):
+                into[slot] = into.get(slot, Decimal(0)) + Decimal(amount)
+        self._settled_until = mark
+        totals = dict(self._settled)
+        for slot, amount in unsettled.items():
+            totals[slot] = totals.get(slot, Decimal(0)) + amount
+        self.book.replace_others(totals)
+        self.reads += 1
+
+    def _query(self, conn: Any, since_ns: int, own: str) -> tuple[datetime, list[tuple[Any, ...]]]:
+        from llmmeter.store.postgres import SCHEMA
+
+        (mark,) = conn.execute("SELECT clock_timestamp() - make_interval(secs => %s)", (SETTLE_S,)).fetchone()
+        newer = "" if self._settled_until is None else " AND inserted_at > %s"
+        sql = _FLEET_SPEND.format(hour=_HOUR_NS, schema=SCHEMA, newer=newer)
+        params: list[Any] = [mark, since_ns, len(own), own]
+        if self._settled_until is not None:
+            params.append(self._settled_until)
+        return mark, conn.execute(sql, params).fetchall()
+
+
+def is_fleet_failure(exc: BaseException) -> bool:
+    """Is ``exc`` the fleet store failing (down, slow, refusing, not set up), not an llmmeter bug?"""
+    import sys
+
+    from llmmeter.store.schema import StoreError
+
+    psycopg = sys.modules.get("psycopg")  # imported by whatever talked to the server
+    failures: tuple[type[BaseException], ...] = (StoreError, OSError)  # TimeoutError is an OSError
+    return isinstance(exc, failures) or (psycopg is not None and isinstance(exc, psycopg.Error))
+
+
+def first_line(exc: BaseException) -> str:
+    """The first line of an exception's message (its type's name when it has none)."""
+    text = str(exc).strip()
+    return text.splitlines()[0] if text else type(exc).__name__
+
+
+def _reader_of(store: SQLiteStore | None, book: BudgetBook) -> _OtherProcesses | _FleetProcesses | None:
+    """What reads other processes' spend from ``store``: ``None`` without a store."""
+    if store is None:
+        return None
+    from llmmeter.store.postgres import PostgresStore
+
+    if isinstance(store, PostgresStore):
+        return _FleetProcesses(store, book)
+    return _OtherProcesses(store.path, book)
 
 
 def _refresh_interval() -> float:
@@ -474,18 +695,4 @@ def budget_book(
     from llmmeter.routing import install_call_start_hook
 
     install_call_start_hook()
-    return BudgetBook(budgets, on_budget, local_store_file(store, "budgets count this process's spend only"))
-
-
-def local_store_file(store: SQLiteStore | None, without: str) -> Path | None:
-    """The SQLite file of a local store: ``None`` without a store, or for a fleet (PostgreSQL)
-    store, which budgets and feedback do not read or write yet (``without`` says what that means,
-    logged once)."""
-    if store is None:
-        return None
-    from llmmeter.store.postgres import PostgresStore
-
-    if isinstance(store, PostgresStore):
-        log_once(f"fleet-store:{without}", "llmmeter: with a PostgreSQL store, %s", without)
-        return None
-    return store.path
+    return BudgetBook(budgets, on_budget, store)

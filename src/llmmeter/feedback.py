@@ -16,6 +16,15 @@ Finding the call reads the store: calls started in the last :data:`LOOKBACK_DAYS
 this process made so recently that its record is still on its way to the store is waited for once
 (``llmmeter.flush``, at most :data:`FLUSH_WAIT_S` seconds). A judgement whose call is not found is
 stored all the same, linked by its response id.
+
+With a fleet (PostgreSQL) store, the call is looked up on the server (each statement limited to
+:data:`FLEET_TIMEOUT_S`) and the judgement goes to the fleet's ``feedback`` table: first into a
+small local outbox beside the store's spool (``feedback.sqlite3``, so that it survives a server
+that is down, and the process), then to the server at once, ``feedback()`` waiting at most
+:data:`FLEET_TIMEOUT_S` for it. A judgement the server did not take (logged once) waits in the
+outbox and goes with the next ``feedback()`` of a process using the same spool; each has a
+unique id, so none is stored twice. The route report links a fleet judgement to its call by
+record id, or by response id when the call was not found when it was given.
 """
 
 from __future__ import annotations
@@ -23,25 +32,34 @@ from __future__ import annotations
 import json
 import math
 import sqlite3
+import threading
 import time
+import uuid
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Final
+from typing import TYPE_CHECKING, Any, Final
 
 from opentelemetry import trace
 from opentelemetry.trace import NonRecordingSpan, SpanContext, SpanKind, TraceFlags
 
 from llmmeter import semconv as sc
 from llmmeter._log import guard, log_once
-from llmmeter.budgets import local_store_file
+from llmmeter.budgets import first_line, is_fleet_failure
 from llmmeter.config import Settings, flush, get_settings
 from llmmeter.context import TRUNCATED
 from llmmeter.record import AttributeValue
+
+if TYPE_CHECKING:
+    from llmmeter.store import SQLiteStore
+    from llmmeter.store.postgres import PostgresStore
 
 __all__ = ["Feedback", "feedback", "read_feedback"]
 
 LOOKBACK_DAYS: Final = 7
 FLUSH_WAIT_S: Final = 1.0
+FLEET_TIMEOUT_S: Final = 2.0
+OUTBOX_NAME: Final = "feedback.sqlite3"
 MAX_LABEL_LENGTH: Final = 256
 MAX_COMMENT_LENGTH: Final = 4096
 
@@ -61,6 +79,13 @@ _FIND_CALL = (
     "ORDER BY start_time_unix_ns DESC LIMIT 1"
 )
 _COLUMNS = ("response_id", "score", "label", "comment", "time_unix_ns", "record_id", "trace_id", "span_id")
+_OUTBOX_COLUMNS = ("feedback_id", *_COLUMNS)
+_CREATE_OUTBOX = (
+    "CREATE TABLE IF NOT EXISTS outbox (feedback_id TEXT PRIMARY KEY, time_unix_ns INTEGER NOT NULL, "
+    "response_id TEXT NOT NULL, score REAL, label TEXT, comment TEXT, record_id TEXT, trace_id TEXT, "
+    "span_id TEXT)"
+)
+_DELIVERY_BATCH = 500
 
 
 @dataclass(frozen=True, slots=True)
@@ -77,7 +102,8 @@ class Feedback:
     trace_id: str | None = None
     span_id: str | None = None
     stored: bool = True
-    """Whether it was written to the local store (``False`` without a store, or when writing failed)."""
+    """Whether it was stored: in the local store, or, with a fleet store, at least in the local
+    outbox on its way to the server (``False`` without a store, or when writing failed)."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -107,8 +133,8 @@ def feedback(
     settings = get_settings()
     if not settings.enabled:
         return Feedback(response_id, score, label, comment, now, stored=False)
-    path = local_store_file(settings.store, "feedback is not stored (it is exported to OpenTelemetry)")
-    call = _find(path, response_id, now)
+    target = _target_of(settings.store)
+    call = target.find(response_id, now) if target is not None else None
     result = Feedback(
         response_id,
         score,
@@ -120,11 +146,11 @@ def feedback(
         span_id=call.span_id if call else None,
         stored=False,
     )
-    if path is not None:
+    if target is not None:
         with guard("storing feedback"):
-            _store(path, result)
+            target.keep(result)
             result = _stored(result)
-    elif settings.store is None:
+    else:
         log_once(
             "feedback:no-store",
             "llmmeter: feedback is not stored: the local store is off (configure(store=None))",
@@ -180,32 +206,21 @@ def _connect(path: Path, *, read_only: bool = False) -> sqlite3.Connection:
     return sqlite3.connect(path, timeout=1.0, isolation_level=None)
 
 
-def _find(path: Path | None, response_id: str, now: int) -> _Call | None:
-    """The judged call in the store; waits once for this process's records still on their way."""
-    if path is None:
+def _target_of(store: SQLiteStore | None) -> _LocalStore | _FleetStore | None:
+    """Where judgements go: the local store's file, the fleet store, or nowhere without a store."""
+    if store is None:
+        log_once(
+            "feedback:no-store",
+            "llmmeter: feedback is not stored: the local store is off (configure(store=None))",
+        )
         return None
-    call = None
-    with guard("finding the judged call"):
-        call = _query_call(path, response_id, now)
-        if call is None:
-            flush(FLUSH_WAIT_S)
-            call = _query_call(path, response_id, now)
-    return call
+    from llmmeter.store.postgres import PostgresStore
+
+    return _FleetStore(store) if isinstance(store, PostgresStore) else _LocalStore(store.path)
 
 
-def _query_call(path: Path, response_id: str, now: int) -> _Call | None:
-    if not path.exists():
-        return None
-    since = now - LOOKBACK_DAYS * 86400 * 1_000_000_000
-    conn = _connect(path, read_only=True)
-    try:
-        row = conn.execute(_FIND_CALL, (response_id, since)).fetchone()
-    except sqlite3.OperationalError as exc:
-        if "no such table" in str(exc):
-            return None
-        raise
-    finally:
-        conn.close()
+def _call_of(row: Sequence[Any] | None) -> _Call | None:
+    """The judged call, from a row of :data:`_FIND_CALL`'s columns."""
     if row is None:
         return None
     record_id, trace_id, span_id, request_model, response_model, attributes = row
@@ -213,26 +228,158 @@ def _query_call(path: Path, response_id: str, now: int) -> _Call | None:
     return _Call(record_id, trace_id, span_id, response_model or request_model, route)
 
 
-def _store(path: Path, item: Feedback) -> None:
-    conn = _connect(path)
-    try:
-        for statement in _CREATE:
-            conn.execute(statement)
-        conn.execute(
-            _INSERT,
-            (
-                item.time_unix_ns,
-                item.response_id,
-                item.score,
-                item.label,
-                item.comment,
-                item.record_id,
-                item.trace_id,
-                item.span_id,
-            ),
+def _insert(conn: sqlite3.Connection, table: str, columns: Sequence[str], values: Sequence[Any]) -> None:
+    conn.execute(
+        f"INSERT INTO {table} ({', '.join(columns)}) VALUES ({', '.join('?' for _ in columns)})", values
+    )
+
+
+@dataclass(frozen=True, slots=True)
+class _LocalStore:
+    """The local (SQLite) store: the ``feedback`` table beside ``records``."""
+
+    path: Path
+
+    def find(self, response_id: str, now: int) -> _Call | None:
+        """The judged call; waits once for this process's records still on their way."""
+        call = None
+        with guard("finding the judged call"):
+            call = self._query(response_id, now)
+            if call is None:
+                flush(FLUSH_WAIT_S)
+                call = self._query(response_id, now)
+        return call
+
+    def _query(self, response_id: str, now: int) -> _Call | None:
+        if not self.path.exists():
+            return None
+        conn = _connect(self.path, read_only=True)
+        try:
+            return _call_of(conn.execute(_FIND_CALL, (response_id, _since(now))).fetchone())
+        except sqlite3.OperationalError as exc:
+            if "no such table" in str(exc):
+                return None
+            raise
+        finally:
+            conn.close()
+
+    def keep(self, item: Feedback) -> None:
+        """Write ``item`` to the store's ``feedback`` table."""
+        conn = _connect(self.path)
+        try:
+            for statement in _CREATE:
+                conn.execute(statement)
+            _insert(conn, "feedback", _COLUMNS, [getattr(item, name) for name in _COLUMNS])
+        finally:
+            conn.close()
+
+
+def _since(now: int) -> int:
+    return now - LOOKBACK_DAYS * 86400 * 1_000_000_000
+
+
+class _FleetStore:
+    """The fleet (PostgreSQL) store: judgements go through a local outbox to its ``feedback`` table."""
+
+    def __init__(self, store: PostgresStore) -> None:
+        self.store = store
+        self.outbox = store.spool_path / OUTBOX_NAME
+        self.answered = True
+
+    def find(self, response_id: str, now: int) -> _Call | None:
+        """The judged call, from the server; waits once for this process's records on their way,
+        unless the server did not answer (then the call is not looked up: logged once)."""
+        with guard("finding the judged call"):
+            try:
+                call = self._query(response_id, now)
+                if call is None:
+                    flush(FLUSH_WAIT_S)
+                    call = self._query(response_id, now)
+                return call
+            except Exception as exc:
+                if not is_fleet_failure(exc):
+                    raise
+                self.answered = False
+                self._unreachable(exc, "the judged call is not looked up (the report links it later)")
+        return None
+
+    def _query(self, response_id: str, now: int) -> _Call | None:
+        from llmmeter.store.postgres import SCHEMA
+
+        sql = _FIND_CALL.replace("?", "%s").replace("FROM records", f"FROM {SCHEMA}.records")
+        row = self.store.run_on_fleet(
+            lambda conn: conn.execute(sql, (response_id, _since(now))).fetchone(), timeout_s=FLEET_TIMEOUT_S
         )
-    finally:
-        conn.close()
+        return _call_of(row)
+
+    def keep(self, item: Feedback) -> None:
+        """Put ``item`` in the outbox, then deliver the outbox, waiting a little when the server
+        answered the lookup (not at all when it did not)."""
+        conn = _connect(self.outbox)
+        try:
+            conn.execute(_CREATE_OUTBOX)
+            values = [uuid.uuid4().hex, *(getattr(item, name) for name in _COLUMNS)]
+            _insert(conn, "outbox", _OUTBOX_COLUMNS, values)
+        finally:
+            conn.close()
+        delivery = threading.Thread(target=self.deliver, name="llmmeter-feedback", daemon=True)
+        delivery.start()
+        delivery.join(FLEET_TIMEOUT_S * 2 if self.answered else 0)
+
+    def deliver(self) -> None:
+        """Send what the outbox holds to the server, removing what it took (never raises)."""
+        with _delivering, guard("delivering feedback to the fleet store"):
+            try:
+                self._deliver()
+            except Exception as exc:
+                if not is_fleet_failure(exc):
+                    raise
+                self._unreachable(
+                    exc,
+                    f"feedback waits in {self.outbox} and goes with the next llmmeter.feedback() "
+                    "of a process using this spool",
+                )
+
+    def _deliver(self) -> None:
+        from llmmeter.store.postgres import SCHEMA
+
+        insert = (
+            f"INSERT INTO {SCHEMA}.feedback ({', '.join(_OUTBOX_COLUMNS)}) VALUES "
+            f"({', '.join('%s' for _ in _OUTBOX_COLUMNS)}) ON CONFLICT (feedback_id) DO NOTHING"
+        )
+        oldest = (
+            f"SELECT {', '.join(_OUTBOX_COLUMNS)} FROM outbox ORDER BY time_unix_ns LIMIT {_DELIVERY_BATCH}"
+        )
+        conn = _connect(self.outbox)
+        try:
+            while rows := conn.execute(oldest).fetchall():
+                self._send(insert, [tuple(_without_nul(value) for value in row) for row in rows])
+                conn.executemany("DELETE FROM outbox WHERE feedback_id = ?", [(row[0],) for row in rows])
+        finally:
+            conn.close()
+
+    def _send(self, insert: str, rows: list[tuple[Any, ...]]) -> None:
+        self.store.run_on_fleet(
+            lambda fleet: fleet.cursor().executemany(insert, rows), timeout_s=FLEET_TIMEOUT_S
+        )
+
+    def _unreachable(self, exc: BaseException, meaning: str) -> None:
+        log_once(
+            f"feedback:fleet:{self.store.url}:{type(exc).__name__}",
+            "llmmeter: feedback: the fleet store %s did not answer (%s): %s",
+            self.store.url,
+            first_line(exc),
+            meaning,
+        )
+
+
+_delivering = threading.Lock()
+"""One delivery at a time in a process (another process's, at the same time, is harmless)."""
+
+
+def _without_nul(value: Any) -> Any:
+    """PostgreSQL text cannot hold a NUL character: it is stored as its visible escape."""
+    return value.replace("\x00", "\\x00") if isinstance(value, str) else value
 
 
 def read_feedback(path: str | Path, response_id: str | None = None) -> list[Feedback]:

@@ -23,7 +23,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import datetime
 from decimal import Decimal
-from typing import Any, Final
+from typing import Any, Final, cast
 
 from llmmeter import semconv as sc
 from llmmeter.report.build import (
@@ -49,6 +49,7 @@ from llmmeter.store.read import unix_ns
 __all__ = [
     "ROUTE_GROUP_KEYS",
     "ROUTE_PERCENTILES",
+    "FeedbackLink",
     "RouteGroup",
     "RouteReport",
     "UnknownRouteKeyError",
@@ -234,32 +235,66 @@ _LINK_WINDOW_NS: Final = 86_400 * 10**9
 """A judged call is linked to a route that started at most this long before it."""
 
 
-def _feedback_per_route(run: Run, dialect: Dialect) -> tuple[str, list[object]]:
-    """SQL of (route row id, judgements, scored judgements, score sum) per judged route.
+@dataclass(frozen=True)
+class FeedbackLink:
+    """How a store links judgements (its ``feedback`` table, alias ``f``) to route records."""
+
+    route_key: str
+    """The ``records`` column that identifies a route record."""
+    judged_calls: str
+    """SQL of the judged calls (``SELECT f.score, c.* ...``: ``c`` a row of ``records``)."""
+    route_name_of_call: str
+    """SQL of the route name in the judged call's attributes (``c.attributes``), as text."""
+    params: list[object]
+    """Parameters of ``route_name_of_call``."""
+
+
+_SQLITE_FEEDBACK_LINK: Final = FeedbackLink(
+    route_key="id",
+    judged_calls="SELECT f.score, c.* FROM feedback f JOIN records c ON c.record_id = f.record_id",
+    route_name_of_call="(c.attributes ->> ?)",
+    params=[f'$."{sc.ROUTE_NAME}"'],
+)
+
+
+def _feedback_link(run: Run, dialect: Dialect) -> FeedbackLink | None:
+    """The store's link, ``None`` when it keeps no feedback (a dialect links through its
+    ``feedback_link(run)`` method, when it has one)."""
+    if dialect is not SQLITE:
+        link = getattr(dialect, "feedback_link", None)
+        return None if link is None else cast(FeedbackLink | None, link(run))
+    if not any(
+        True for _ in run("SELECT 1 FROM sqlite_master WHERE type = 'table' AND name = 'feedback'", [])
+    ):
+        return None
+    return _SQLITE_FEEDBACK_LINK
+
+
+def _feedback_per_route(run: Run, dialect: Dialect) -> tuple[str, str, list[object]]:
+    """SQL of (route row key, judgements, scored judgements, score sum) per judged route, the
+    ``records`` column that key is, and the parameters.
 
     A judgement's call is linked to the route of the call's ``llmmeter.route.name`` whose run
     contains the call's start (the latest such one, in the same trace when both have one; the
-    record has no other link to its route). Only the SQLite store keeps feedback."""
-    if dialect is not SQLITE or not any(
-        True for _ in run("SELECT 1 FROM sqlite_master WHERE type = 'table' AND name = 'feedback'", [])
-    ):
-        return _NO_FEEDBACK, []
+    record has no other link to its route)."""
+    link = _feedback_link(run, dialect)
+    if link is None:
+        return _NO_FEEDBACK, "record_id", []
     route_of_call = (
-        "SELECT r.id FROM records r WHERE r.kind = 'step' AND r.operation = ? "
-        "AND r.name = (c.attributes ->> ?) "
+        f"SELECT r.{link.route_key} FROM records r WHERE r.kind = 'step' AND r.operation = {dialect.param} "
+        f"AND r.name = {link.route_name_of_call} "
         f"AND r.start_time_unix_ns BETWEEN c.start_time_unix_ns - {_LINK_WINDOW_NS} AND c.start_time_unix_ns "
-        "AND c.start_time_unix_ns <= r.start_time_unix_ns + CAST(COALESCE(r.duration_s, 0) * 1e9 AS INTEGER) "
+        "AND c.start_time_unix_ns <= r.start_time_unix_ns + CAST(COALESCE(r.duration_s, 0) * 1e9 AS BIGINT) "
         "AND (NULLIF(r.trace_id, '') IS NULL OR NULLIF(c.trace_id, '') IS NULL OR r.trace_id = c.trace_id) "
         "ORDER BY r.start_time_unix_ns DESC LIMIT 1"
     )
     sql = (
         "SELECT route_id AS fb_route_id, COUNT(*) AS fb_count, COUNT(score) AS fb_scored, "
         "SUM(score) AS fb_score_sum FROM ("
-        f"SELECT f.score, ({route_of_call}) AS route_id "
-        "FROM feedback f JOIN records c ON c.record_id = f.record_id"
-        ") GROUP BY route_id"
+        f"SELECT c.score, ({route_of_call}) AS route_id FROM ({link.judged_calls}) c"
+        ") judged_routes GROUP BY route_id"
     )
-    return sql, [sc.ROUTE_OPERATION, f'$."{sc.ROUTE_NAME}"']
+    return sql, link.route_key, [sc.ROUTE_OPERATION, *link.params]
 
 
 def _summary(values: Sequence[float]) -> LatencySummary:
@@ -374,10 +409,10 @@ def _route_sql(
     """The one ``GROUP BY`` over the route records, joined to their feedback."""
     aggregates, aggregate_params = _aggregates(dialect, latency_outcome)
     selected = [sql for sql, _, _ in keys] or ["''"]
-    feedback, feedback_params = _feedback_per_route(run, dialect)
+    feedback, route_key, feedback_params = _feedback_per_route(run, dialect)
     sql = (
-        f"SELECT {', '.join(selected)}, {', '.join(aggregates)} "
-        f"FROM records LEFT JOIN ({feedback}) judged ON judged.fb_route_id = records.id WHERE {where[0]} "
+        f"SELECT {', '.join(selected)}, {', '.join(aggregates)} FROM records "
+        f"LEFT JOIN ({feedback}) judged ON judged.fb_route_id = records.{route_key} WHERE {where[0]} "
         f"GROUP BY {', '.join(str(i + 1) for i in range(len(selected)))}"
     )
     return sql, [*(p for _, ps, _ in keys for p in ps), *aggregate_params, *feedback_params, *where[1]]

@@ -41,10 +41,10 @@ import json
 import os
 import re
 import time
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, TypeVar
 
 from llmmeter._log import log_once
 from llmmeter.record import CallKind, CallRecord
@@ -75,11 +75,12 @@ __all__ = [
     "write_fleet_batch",
 ]
 
-FLEET_SCHEMA_VERSION = 1
+FLEET_SCHEMA_VERSION = 2
 """The layout this llmmeter writes, kept in ``llmmeter.schema_version``. Bump it, with a migration
 step, whenever :data:`~llmmeter.store.schema.COLUMNS` grows."""
 
 SCHEMA = "llmmeter"
+_T = TypeVar("_T")
 _MIGRATION_LOCK = 0x6C6C6D6D_00000001
 _PARTITION_LOCK = 0x6C6C6D6D_00000002
 _FIRST_BACKOFF_S = 0.05
@@ -185,9 +186,23 @@ _MIGRATIONS: dict[int, tuple[str, ...]] = {
         f"CREATE TABLE IF NOT EXISTS {SCHEMA}.quarantine (record_id TEXT UNIQUE, "
         "quarantined_at TIMESTAMPTZ NOT NULL DEFAULT now(), reason TEXT NOT NULL, record_json TEXT NOT NULL)",
     ),
+    2: (  # issue 14: budgets read only the rows inserted since their last read; feedback in the fleet
+        f"ALTER TABLE {SCHEMA}.records ADD COLUMN IF NOT EXISTS inserted_at TIMESTAMPTZ",
+        f"ALTER TABLE {SCHEMA}.records ALTER COLUMN inserted_at SET DEFAULT clock_timestamp()",
+        f"CREATE INDEX IF NOT EXISTS records_by_insertion ON {SCHEMA}.records USING brin (inserted_at)",
+        f"CREATE TABLE IF NOT EXISTS {SCHEMA}.feedback (feedback_id TEXT PRIMARY KEY, "
+        "time_unix_ns BIGINT NOT NULL, response_id TEXT NOT NULL, score DOUBLE PRECISION, label TEXT, "
+        "comment TEXT, record_id TEXT, trace_id TEXT, span_id TEXT)",
+        f"CREATE INDEX IF NOT EXISTS feedback_by_response_id ON {SCHEMA}.feedback (response_id)",
+    ),
 }
 """Each version's statements; every one is idempotent, so a migration interrupted half-way is
-simply run again."""
+simply run again.
+
+Version 2 adds ``records.inserted_at`` (set by the server; ``NULL`` on rows from before it, never
+read by the report), indexed with a small BRIN index so that budgets read only the rows inserted
+since their last read (:mod:`llmmeter.budgets`), and the ``feedback`` table
+(:mod:`llmmeter.feedback`), keyed by a feedback id so that a judgement delivered twice is stored once."""
 
 
 def fleet_schema_version(conn: psycopg.Connection[Any]) -> int | None:
@@ -557,9 +572,9 @@ class PostgresStore(SQLiteStore):
             self._back_if_away()
             return True
 
-    def _connection_to_fleet(self) -> psycopg.Connection[Any]:
+    def _connection_to_fleet(self, connect_timeout_s: float | None = None) -> psycopg.Connection[Any]:
         if self._fleet is None:
-            conn = connect(self._url, self._connect_timeout_s)
+            conn = connect(self._url, connect_timeout_s or self._connect_timeout_s)
             try:
                 prepare_fleet_database(conn)
             except BaseException:
@@ -613,3 +628,25 @@ class PostgresStore(SQLiteStore):
         if self._fleet is not None:
             _orphan_in_child(self._fleet)
         super()._forget_parent_after_fork()
+
+    # --- reads and writes beside the records (issue 14: budgets, feedback) ---------------------------
+    def run_on_fleet(self, work: Callable[[psycopg.Connection[Any]], _T], *, timeout_s: float) -> _T:
+        """``work(connection)`` in one transaction on this process's session with the database (the
+        writer's: one connection per process), each statement limited to ``timeout_s``. Waits at
+        most ``timeout_s`` for the batch the writer is sending (else :class:`TimeoutError`). Any
+        failure is raised, after dropping the session: whoever needs it next reconnects."""
+        if not self._io_lock.acquire(timeout=max(0.0, timeout_s)):
+            raise TimeoutError(f"the connection to {self._shown} stayed busy for {timeout_s:g} s")
+        failed = False
+        try:
+            conn = self._connection_to_fleet(min(timeout_s, self._connect_timeout_s))
+            with conn.transaction():
+                conn.execute(f"SET LOCAL statement_timeout = {max(1, round(timeout_s * 1000))}")
+                return work(conn)
+        except BaseException:
+            failed = True
+            raise
+        finally:
+            self._io_lock.release()
+            if failed:
+                self._disconnect()

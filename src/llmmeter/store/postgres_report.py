@@ -23,12 +23,16 @@ import json
 from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass
 from decimal import Decimal
-from typing import Any, Final
+from typing import TYPE_CHECKING, Any, Final
 
 from llmmeter.report.build import LATENCY_METRICS, label
 from llmmeter.report.sql import LatencyValues, Run
+from llmmeter.semconv import ROUTE_NAME
 from llmmeter.store.postgres import SCHEMA, _first_line, connect, fleet_schema_version, redacted
 from llmmeter.store.schema import StoreError
+
+if TYPE_CHECKING:
+    from llmmeter.report.routes import FeedbackLink
 
 __all__ = ["POSTGRESQL_DIALECT", "PostgresDialect", "reading_fleet_store"]
 
@@ -42,11 +46,18 @@ _BAD_ESCAPE: Final = (
 )
 """A NUL escape, a high surrogate escape without its low half, a low one without its high half."""
 _NON_NUMBER: Final = r"([:,\[]\s*)-?(NaN|Infinity)"
-_SAFE_ATTRIBUTES: Final = (
-    f"(CASE WHEN attributes ~ '{_ODD_JSON}' THEN regexp_replace(regexp_replace(attributes, "
-    f"'{_BAD_ESCAPE}', '\\\\ufffd', 'g'), '{_NON_NUMBER}', '\\1null', 'g')::json "
-    "ELSE attributes::json END)"
-)
+
+
+def _safe_json(column: str) -> str:
+    """SQL of the JSON text ``column`` as JSON PostgreSQL accepts, for every row."""
+    return (
+        f"(CASE WHEN {column} ~ '{_ODD_JSON}' THEN regexp_replace(regexp_replace({column}, "
+        f"'{_BAD_ESCAPE}', '\\\\ufffd', 'g'), '{_NON_NUMBER}', '\\1null', 'g')::json "
+        f"ELSE {column}::json END)"
+    )
+
+
+_SAFE_ATTRIBUTES: Final = _safe_json("attributes")
 """The ``attributes`` column as JSON PostgreSQL accepts, for every row."""
 
 
@@ -95,6 +106,25 @@ class PostgresDialect:
             f"SELECT DISTINCT k FROM (SELECT {_SAFE_ATTRIBUTES} AS a FROM records "
             "ORDER BY start_time_unix_ns DESC LIMIT 10000) r, json_object_keys(r.a) k "
             f"ORDER BY 1 LIMIT {int(limit)}"
+        )
+
+    def feedback_link(self, run: Run) -> FeedbackLink | None:
+        """How ``--kind route`` links the fleet's judgements (``llmmeter.feedback``) to route
+        records: through the judged call's record id, or its response id when the call was not
+        found as the judgement was given. ``None`` for a store without a feedback table."""
+        from llmmeter.report.routes import FeedbackLink
+
+        if not any(row[0] is not None for row in run("SELECT to_regclass('feedback')", [])):
+            return None
+        return FeedbackLink(
+            route_key="record_id",
+            judged_calls=(
+                "SELECT f.score, c.* FROM feedback f JOIN records c ON c.record_id = f.record_id "
+                "UNION ALL SELECT f.score, c.* FROM feedback f JOIN records c "
+                "ON c.response_id = f.response_id AND c.kind = 'llm' WHERE f.record_id IS NULL"
+            ),
+            route_name_of_call=f"({_safe_json('c.attributes')} ->> {self.param})",
+            params=[ROUTE_NAME],
         )
 
 
