@@ -41,7 +41,7 @@ from llmmeter.report.prometheus import (
     render_prometheus_report,
 )
 from llmmeter.report.sql import SQLITE, Dialect, Run, query_report, unknown_group_keys
-from llmmeter.report.text import printable, render_csv, render_json, render_table
+from llmmeter.report.text import printable
 from llmmeter.store import STORE_ENV_VAR, StoreError, read_records, resolve_store_path
 from llmmeter.store import cli as store_cli
 from llmmeter.store.read import reading_store
@@ -147,6 +147,14 @@ def _add_report_command(subparsers: argparse._SubParsersAction[argparse.Argument
         help="also price every group's token usage at MODEL's prices: baseline cost and savings",
     )
     parser.add_argument(
+        "--prices",
+        action="append",
+        default=[],
+        type=finops.price_file_argument,
+        metavar="FILE",
+        help="also price with this price file (repeatable): cache savings, training costs, baseline",
+    )
+    parser.add_argument(
         "--top",
         type=_positive_int,
         metavar="N",
@@ -231,7 +239,8 @@ def _local_report(args: argparse.Namespace) -> str:
             top=args.top,
             sort=sort,
         )
-        return render_html(report, records, finops.routing_sections(path, args))  # + routes (issue 14)
+        sections, figures = finops.routing_sections(path, args), finops.store_figures(path, report, args)
+        return render_html(report, records, sections, figures=figures)  # + routes, figures (issue 14)
     with _sql_source(args.store) as (run, dialect), _progress_line() as progress:
         _check_keys(run, dialect, args)
         report = query_report(
@@ -246,8 +255,8 @@ def _local_report(args: argparse.Namespace) -> str:
             sort=sort,
             progress=progress,
         )
-    renderers: dict[str, Renderer] = {"table": render_table, "json": render_json, "csv": render_csv}
-    return renderers[args.format](report)
+        figures = finops.report_figures(run, dialect, report, args)  # issue 14: cache, training
+    return finops.render(report, args.format, figures)
 
 
 def _record_kind(kind: ReportKind) -> CallKind | None:

@@ -171,7 +171,7 @@ def _list(args: argparse.Namespace, out: TextIO) -> int:
     if args.format == "json":
         print(json.dumps([_entry_json(entry) for entry in rows], indent=1), file=out)
     else:
-        _print_table([_entry_row(entry) for entry in rows], out)
+        _print_table(rows, out)
     return 0
 
 
@@ -222,9 +222,24 @@ def _fee_summary(price: ModelPrice) -> str:
     return "" if fee is None else f"{_money(fee)}/image"
 
 
-def _print_table(rows: list[tuple[str, ...]], out: TextIO) -> None:
-    widths = [max(len(column), *(len(row[i]) for row in rows)) for i, column in enumerate(_LIST_COLUMNS)]
-    for row in [_LIST_COLUMNS, *rows]:
+def _training(entry: PriceEntry) -> str:
+    """``300 USD/30d from 2026-11-01``: a fine-tune's declared training cost, or nothing."""
+    price = entry.price
+    if price.training_cost is None:
+        return ""
+    cost = f"{_plain(price.training_cost)} {price.currency}"
+    return f"{cost}/{price.amortize_days}d from {price.amortization_start}"
+
+
+def _print_table(entries: list[PriceEntry], out: TextIO) -> None:
+    """The entries as aligned columns; a ``training`` column when one declares a training cost."""
+    columns: tuple[str, ...] = _LIST_COLUMNS
+    rows = [_entry_row(entry) for entry in entries]
+    if any(entry.price.training_cost is not None for entry in entries):
+        columns = (*columns, "training")
+        rows = [(*row, _training(entry)) for row, entry in zip(rows, entries, strict=True)]
+    widths = [max(len(column), *(len(row[i]) for row in rows)) for i, column in enumerate(columns)]
+    for row in [columns, *rows]:
         print(
             "  ".join(cell.ljust(width) for cell, width in zip(row, widths, strict=True)).rstrip(), file=out
         )
@@ -367,11 +382,22 @@ def describe(resolved: ResolvedPrice, *, provider: str | None = None) -> list[st
         lines += _rate_lines(price)
     if price.effective_from or price.effective_to:
         lines.append(f"in force:   {price.effective_from or '...'} to {price.effective_to or 'now'}")
+    if price.training_cost is not None and price.amortize_days is not None:
+        daily = (price.training_cost / price.amortize_days).quantize(Decimal("1e-6")).normalize()
+        lines.append(
+            f"training:   {_plain(price.training_cost)} {price.currency} over {price.amortize_days} days "
+            f"from {price.amortization_start} ({_plain(daily)} {price.currency} a day)"
+        )
     lines.append(f"source:     {price.source_url or 'not given'}")
     lines.append(f"checked on: {price.checked_on or 'not given'}")
     if price.notes:
         lines.append(f"notes:      {price.notes}")
     return lines
+
+
+def _plain(amount: Decimal) -> str:
+    """``300``, ``0.15``: an amount without exponent or trailing zeros."""
+    return f"{amount.normalize():f}"
 
 
 def why_unpriced(registry: PricingRegistry, model: str, provider: str | None, at: dt.datetime | None) -> str:

@@ -151,6 +151,16 @@ class ServiceTierPrice(_RateOverrides):
     exempt: tuple[RateName, ...] = ()
 
 
+def _not_a_boolean(value: Any) -> Any:
+    if isinstance(value, bool):
+        raise ValueError("must be a whole number of days, not a boolean")
+    return value
+
+
+_MAX_AMORTIZE_DAYS = 36_600
+"""A hundred years: any longer ``amortize_days`` is a typo."""
+
+
 class _PriceBase(_Strict):
     effective_from: dt.date | None = None
     """First day (UTC) this price applies to, inclusive. ``None``: since forever."""
@@ -162,6 +172,15 @@ class _PriceBase(_Strict):
     checked_on: dt.date | None = None
     """When the price was last checked against its source."""
     notes: str | None = None
+    training_cost: Rate | None = None
+    """A fine-tune's one-off training cost (in :attr:`currency`), amortized evenly per day over
+    :attr:`amortize_days` from :attr:`trained_on`; the report shows each window's share."""
+    amortize_days: Annotated[int, BeforeValidator(_not_a_boolean)] | None = Field(
+        default=None, gt=0, le=_MAX_AMORTIZE_DAYS
+    )
+    """Days the training cost is spread over (required with :attr:`training_cost`)."""
+    trained_on: dt.date | None = None
+    """First day (UTC) of the amortization; default :attr:`effective_from`."""
 
     @model_validator(mode="after")
     def _dates_in_order(self) -> _PriceBase:
@@ -172,6 +191,26 @@ class _PriceBase(_Strict):
         ):
             raise ValueError("effective_to must be after effective_from")
         return self
+
+    @model_validator(mode="after")
+    def _training_declared_whole(self) -> _PriceBase:
+        if self.training_cost is None:
+            if self.amortize_days is not None or self.trained_on is not None:
+                raise ValueError("amortize_days and trained_on need a training_cost")
+            return self
+        if self.amortize_days is None:
+            raise ValueError("training_cost needs amortize_days: the days to spread it over")
+        if self.amortization_start is None:
+            raise ValueError("training_cost needs trained_on (or effective_from): when amortization starts")
+        return self
+
+    @property
+    def amortization_start(self) -> dt.date | None:
+        """The first day of the training cost's amortization: :attr:`trained_on`, else
+        :attr:`effective_from`; ``None`` without a training cost."""
+        if self.training_cost is None:
+            return None
+        return self.trained_on or self.effective_from
 
     def in_force(self, day: dt.date) -> bool:
         """Whether this price applies to a call made on ``day`` (UTC)."""

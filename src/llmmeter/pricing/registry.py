@@ -26,8 +26,11 @@ from collections.abc import Iterator, Mapping
 from decimal import Context, Decimal
 from functools import cache, reduce
 
+from pydantic import ValidationError
+
 from llmmeter.pricing.models import GpuHourPrice, ModelPrice
 from llmmeter.pricing.sources import (
+    AnyPrice,
     BundledSource,
     FileSource,
     PriceEntry,
@@ -219,19 +222,47 @@ class PricingRegistry:
 
     # -- configuration -------------------------------------------------------------------
 
-    def register(self, model: str, price: ModelPrice | GpuHourPrice, *, provider: str | None = None) -> None:
+    def register(
+        self,
+        model: str,
+        price: ModelPrice | GpuHourPrice,
+        *,
+        provider: str | None = None,
+        training_cost: Decimal | str | int | None = None,
+        amortize_days: int | None = None,
+        trained_on: dt.date | str | None = None,
+    ) -> None:
         """Price ``model`` (a name, a glob such as ``acme-*`` or ``re:<regex>``) above every other layer.
 
         A registration replaces an earlier one for the same model and provider whose effective
         dates overlap. ``provider=None`` matches calls to any provider.
+
+        ``training_cost`` (a fine-tune's one-off cost, in the price's currency) is amortized
+        evenly per day over ``amortize_days`` from ``trained_on`` (default: the price's
+        ``effective_from``): ``llmmeter report`` shows each window's share beside the usage cost
+        of the model's groups. Bad values raise ``ValueError`` with one line.
         """
         if not isinstance(price, ModelPrice | GpuHourPrice):
             raise TypeError(f"price must be a ModelPrice or GpuHourPrice, not {type(price).__name__}")
+        declared = {"training_cost": training_cost, "amortize_days": amortize_days, "trained_on": trained_on}
+        if any(value is not None for value in declared.values()):
+            price = _with_training(price, declared)
         entry = PriceEntry(model=model, price=price, provider=normalize_provider(provider))
         with self._lock:
             self._registered = [old for old in self._registered if not _same_slot(old, entry)] + [entry]
             self._user = TableSource(self._registered, label="user")
             self._rebuild()
+
+    def entries(self) -> list[PriceEntry]:
+        """Every price entry of the registrations, the loaded files and the bundled table, highest
+        precedence first (plugged sources answer lookups but cannot list what they hold)."""
+        with self._lock:
+            tables = [self._user, *self._files, *([self._bundled] if self._bundled is not None else [])]
+        return [entry for table in tables for entry in table.entries]
+
+    def training_costs(self) -> list[PriceEntry]:
+        """The entries of :meth:`entries` that declare a fine-tune's training cost."""
+        return [entry for entry in self.entries() if entry.price.training_cost is not None]
 
     def load(self, path: str | os.PathLike[str]) -> None:
         """Load a YAML or JSON price file above the bundled table (all-or-nothing).
@@ -663,6 +694,18 @@ def _family_names(name: str) -> Iterator[tuple[str, str, str | None]]:
         if family != name and family:
             yield family, via, name
             return
+
+
+def _with_training(price: AnyPrice, declared: Mapping[str, object]) -> AnyPrice:
+    """``price`` with a training cost declared (validated as a price file's fields are)."""
+    fields = {**price.model_dump(exclude_unset=True), **{k: v for k, v in declared.items() if v is not None}}
+    try:
+        return type(price).model_validate(fields)
+    except ValidationError as exc:
+        error = exc.errors()[0]
+        where = ".".join(str(part) for part in error["loc"])
+        message = str(error["msg"]).removeprefix("Value error, ")
+        raise ValueError(f"{where + ': ' if where else ''}{message}") from None
 
 
 def _same_slot(old: PriceEntry, new: PriceEntry) -> bool:

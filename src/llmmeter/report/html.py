@@ -18,6 +18,7 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from datetime import datetime
 from decimal import Decimal
+from typing import TYPE_CHECKING
 
 from llmmeter.record import USAGE_COUNT_FIELDS, CallRecord
 from llmmeter.report.build import (
@@ -39,6 +40,9 @@ from llmmeter.report.text import (
     usage_table_cells,
     window_label,
 )
+
+if TYPE_CHECKING:
+    from llmmeter.report.figures import Figures
 
 __all__ = ["render_html"]
 
@@ -489,24 +493,31 @@ _BOX_LEGEND = (
 )
 
 
-def _tables(report: Report) -> list[str]:
+def _tables(report: Report, figures: Figures | None) -> list[str]:
     if not report.groups:
         return ["<h2>Tokens and cost</h2>", _empty("No records in this window.")]
     return [
         "<h2>Tokens and cost</h2>",
-        _table_html(usage_table_cells(report)),
+        _table_html(usage_table_cells(report, figures)),
         f"<h2>{_esc(LATENCY_TITLE)}</h2>",
         _table_html(latency_table_cells(report)),
     ]
 
 
-def render_html(report: Report, records: Sequence[CallRecord], extra_sections: Sequence[str] = ()) -> str:
+def render_html(
+    report: Report,
+    records: Sequence[CallRecord],
+    extra_sections: Sequence[str] = (),
+    *,
+    figures: Figures | None = None,
+) -> str:
     """The report as one self-contained HTML page with SVG charts.
 
     ``records`` are those the report was built from (already limited to its time window); they
     feed the charts that need more than the aggregates (cost over time, latency distributions).
     ``extra_sections`` are more HTML fragments (escaped already) shown after the tables: the
-    routing section of :mod:`llmmeter.report.finops`.
+    routing section of :mod:`llmmeter.report.finops`. ``figures`` (cache savings, amortized
+    training cost) add their columns to the tokens-and-cost table and their notes.
     """
     chosen = of_kind(records, report.kind)
     currency = _main_currency(report)
@@ -521,13 +532,13 @@ def render_html(report: Report, records: Sequence[CallRecord], extra_sections: S
         ("Duration per model", _latency_by_model(chosen, "duration")),
         ("Tokens by kind and modality", _tokens_by_kind(chosen, report)),
     ]
-    notes = [*report_notes(report), _BOX_LEGEND]
+    notes = [*report_notes(report, figures), _BOX_LEGEND]
     subtitle = f"{what} · {window_label(report)}{by}"
     body = [
         f"<h1>llmmeter report</h1><div class='muted'>{_esc(subtitle)}</div>",
         _cards(report, currency),
         *(f"<h2>{_esc(title)}</h2>{content}" for title, content in sections),
-        *_tables(report),
+        *_tables(report, figures),
         *extra_sections,
         "<h2>Notes</h2><ul>" + "".join(f"<li>{_esc(note)}</li>" for note in notes) + "</ul>",
     ]

@@ -32,11 +32,11 @@ from llmmeter.pricing.registry import PricingRegistry, UsageInconsistentError, p
 from llmmeter.pricing.sources import ResolvedPrice
 from llmmeter.record import USAGE_COUNT_FIELDS, Usage
 from llmmeter.report.build import Report, parse_group_keys
+from llmmeter.report.figures import DAY_NS, llm_window
 from llmmeter.report.routes import grid
 from llmmeter.report.sql import SQLITE, Dialect, Run
 from llmmeter.report.sql import _key as group_key_sql  # the report's own group keys and labels
 from llmmeter.report.text import decimal_text, format_money, json_text, printable
-from llmmeter.store.read import unix_ns
 
 __all__ = [
     "BaselineError",
@@ -46,8 +46,6 @@ __all__ = [
     "query_savings",
     "render_savings_table",
 ]
-
-_DAY_NS: Final = 86_400 * 10**9
 
 
 class BaselineError(ValueError):
@@ -140,7 +138,9 @@ def query_savings(
     keys = [group_key_sql(dialect, key) for key in group_by]
     # A prompt-size tier depends on one request's input tokens: such a baseline prices call by call.
     per_call = isinstance(price, ModelPrice) and bool(price.tiers)
-    sql, params = _savings_sql(dialect, keys, price.currency, per_call, _where(dialect.param, since, until))
+    sql, params = _savings_sql(
+        dialect, keys, price.currency, per_call, llm_window(dialect.param, since, until)
+    )
     dialect.prepare(run)
     report = SavingsReport(baseline_model, price.currency, group_by)
     width = len(keys)
@@ -165,7 +165,7 @@ def _savings_sql(
     labels = [
         *(key.sql for key in keys),
         f"CASE WHEN {comparable} THEN 1 ELSE 0 END",
-        f"CASE WHEN {comparable} THEN start_time_unix_ns / {_DAY_NS} END",
+        f"CASE WHEN {comparable} THEN start_time_unix_ns / {DAY_NS} END",
         f"CASE WHEN {comparable} THEN service_tier END",
         f"CASE WHEN {comparable} THEN id END" if per_call else "NULL",
     ]
@@ -201,17 +201,6 @@ def _add_row(
         group.baseline_unpriced_calls += calls
     else:
         group.baseline = baseline if group.baseline is None else group.baseline + baseline
-
-
-def _where(param: str, since: dt.datetime | None, until: dt.datetime | None) -> tuple[str, list[object]]:
-    conditions, params = ["COALESCE(kind, 'llm') = 'llm'"], list[object]()
-    if since is not None:
-        conditions.append(f"start_time_unix_ns >= {param}")
-        params.append(unix_ns(since))
-    if until is not None:
-        conditions.append(f"start_time_unix_ns < {param}")
-        params.append(unix_ns(until))
-    return " AND ".join(conditions), params
 
 
 def _price_on(

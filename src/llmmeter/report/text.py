@@ -27,7 +27,7 @@ import textwrap
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from decimal import Decimal
-from typing import Any, Final
+from typing import TYPE_CHECKING, Any, Final
 
 from llmmeter.record import USAGE_COUNT_FIELDS
 from llmmeter.report.build import (
@@ -37,6 +37,9 @@ from llmmeter.report.build import (
     Report,
 )
 from llmmeter.report.labels import LATENCY_LABELS, token_label
+
+if TYPE_CHECKING:
+    from llmmeter.report.figures import Figures, GroupFigures
 
 __all__ = [
     "LATENCY_TITLE",
@@ -170,9 +173,43 @@ class _Column:
     cell: Callable[[GroupStats], str]
     optional: bool = False
     """Left out of the terminal table when it does not fit (it is in JSON and CSV)."""
+    keep: int = 0
+    """Among optional columns, those with the lowest ``keep`` are left out first."""
 
 
-def _usage_columns(report: Report) -> list[_Column]:
+def _row_figures(report: Report, figures: Figures) -> dict[int, GroupFigures]:
+    """Each row's figures (a group, the ``other`` row, the total), by ``id()`` of its stats."""
+    rows = {id(stats): figures.of([stats.key]) for stats in report.groups}
+    if report.other is not None:
+        shown = {stats.key for stats in report.groups}
+        rows[id(report.other)] = figures.of(key for key in figures.groups if key not in shown)
+    rows[id(report.total)] = figures.total()
+    return rows
+
+
+def _figure_columns(report: Report, figures: Figures | None) -> list[_Column]:
+    """``cache saved`` and ``training`` money columns, when some row has such a figure."""
+    if figures is None:
+        return []
+    rows = _row_figures(report, figures)
+    columns = []
+    for title, currencies, amounts in (
+        ("cache saved", figures.cache_currencies, lambda g: g.cache_savings),
+        ("training", figures.training_currencies, lambda g: g.training_cost_share),
+    ):
+        for currency in currencies:
+            columns.append(
+                _Column(
+                    title if len(currencies) == 1 else f"{title} ({currency})",
+                    lambda s, c=currency, of=amounts: _format_cost(of(rows[id(s)]).get(c)),  # type: ignore[misc]
+                    optional=True,
+                    keep=1,
+                )
+            )
+    return columns
+
+
+def _usage_columns(report: Report, figures: Figures | None = None) -> list[_Column]:
     currencies = report.currencies
     totals = report.total
     columns = [_Column("calls", lambda s: _format_count(s.calls))]
@@ -196,7 +233,7 @@ def _usage_columns(report: Report) -> list[_Column]:
         header = f"cost ({currency})" if currency else "cost"
         columns.append(_Column(header, lambda s, c=currency: _format_cost(s.cost.get(c))))  # type: ignore[misc]
     columns.append(_Column("unpriced", lambda s: _format_count(s.unpriced_calls)))
-    return columns
+    return columns + _figure_columns(report, figures)
 
 
 def _labeled_rows(report: Report, *, with_total: bool) -> list[tuple[list[str], GroupStats]]:
@@ -231,16 +268,19 @@ def _key_headers(report: Report) -> list[str]:
     return [printable(key) for key in report.group_by] or ["group"]
 
 
-def usage_table_cells(report: Report) -> TableCells:
-    """The tokens-and-cost table as formatted cells, every column (the HTML report's table)."""
-    return _usage_cells(report, _usage_columns(report), None)
+def usage_table_cells(report: Report, figures: Figures | None = None) -> TableCells:
+    """The tokens-and-cost table as formatted cells, every column (the HTML report's table);
+    with ``figures``, the cache savings and training cost columns too."""
+    return _usage_cells(report, _usage_columns(report, figures), None)
 
 
-def _fitted_usage_cells(report: Report, width: int) -> tuple[TableCells, list[str], int]:
+def _fitted_usage_cells(
+    report: Report, width: int, figures: Figures | None = None
+) -> tuple[TableCells, list[str], int]:
     """The usage table within ``width`` columns, the headers of the columns left out, and the
-    width the key cells were cut to. Optional columns go first (the last one first), then the
-    key cells are cut, down to :data:`_MIN_KEY_WIDTH`."""
-    columns = _usage_columns(report)
+    width the key cells were cut to. Optional columns go first (the lowest ``keep``, then the
+    last one first), then the key cells are cut, down to :data:`_MIN_KEY_WIDTH`."""
+    columns = _usage_columns(report, figures)
     key_columns = max(len(report.group_by), 1)
     headers, rows, _ = _usage_cells(report, columns, None)
     natural = [max(len(cell) for cell in column) for column in zip(headers, *rows, strict=True)]
@@ -255,7 +295,7 @@ def _fitted_usage_cells(report: Report, width: int) -> tuple[TableCells, list[st
     while table_width() > width:
         optional = [i for i in kept if columns[i].optional]
         if optional:
-            kept.remove(optional[-1])
+            kept.remove(max(optional, key=lambda i: (-columns[i].keep, i)))
         elif key_width > _MIN_KEY_WIDTH:
             key_width -= 1
         else:
@@ -305,19 +345,20 @@ def _grid(headers: Sequence[str], rows: Sequence[Sequence[str]], left_columns: i
 _WHAT: Final = {"llm": "LLM calls", "step": "steps", "all": "records (LLM calls and steps)"}
 
 
-def render_table(report: Report, width: int = TABLE_WIDTH) -> str:
+def render_table(report: Report, width: int = TABLE_WIDTH, figures: Figures | None = None) -> str:
     """The report as aligned text tables for a terminal, within ``width`` columns: usage and
-    cost, then latency, then the notes a reader needs."""
+    cost (with ``figures``: cache savings and training cost), then latency, then the notes a
+    reader needs."""
     by = f", by {', '.join(printable(key) for key in report.group_by)}" if report.group_by else ""
     title = f"llmmeter report: {report.total.calls:,} {_WHAT[report.kind]}, {window_label(report)}{by}"
     lines = [title, ""]
     if not report.groups:
         lines.append("No records in this window.")
         return "\n".join(lines) + "\n"
-    usage, dropped, key_width = _fitted_usage_cells(report, width)
+    usage, dropped, key_width = _fitted_usage_cells(report, width, figures)
     lines += ["Tokens and cost", *_grid(*usage), ""]
     lines += [LATENCY_TITLE, *_grid(*_latency_cells(report, key_width)), ""]
-    notes = report_notes(report)
+    notes = report_notes(report, figures)
     if dropped:
         notes.append(f"Not shown to fit {width} columns: {', '.join(dropped)} (see --format json or csv).")
     lines.append("Notes:")
@@ -334,7 +375,7 @@ _LATENCY_POPULATION: Final = {
 }
 
 
-def report_notes(report: Report) -> list[str]:
+def report_notes(report: Report, figures: Figures | None = None) -> list[str]:
     """What a reader must know to read the numbers right (cost coverage, method, caveats)."""
     notes = [
         "Cost sums priced calls only; 'unpriced' counts calls with token counts but no price "
@@ -359,6 +400,28 @@ def report_notes(report: Report) -> list[str]:
         )
     for key in report.unmatched_keys:
         notes.append(f"No record has a value for '{printable(key)}'.")
+    return notes + (_figure_notes(figures) if figures is not None else [])
+
+
+def _figure_notes(figures: Figures) -> list[str]:
+    notes = []
+    if figures.cache_currencies:
+        notes.append(
+            "'cache saved': the cached input at the full input rate minus at the cached rate, less what "
+            "cache writes cost above the input rate (negative: the writes were not read back enough to pay "
+            "for themselves), at each call's model's price of its day; '–': no cached tokens in priced calls."
+        )
+    for amortization in figures.amortizations:
+        name = printable(amortization.model)
+        declared = (
+            f"{name}: training cost {decimal_text(amortization.training_cost)} {amortization.currency} "
+            f"over {amortization.amortize_days} days from {amortization.trained_on}"
+        )
+        share = f"{decimal_text(amortization.window_share)} {amortization.currency}"
+        if amortization.allocated:
+            notes.append(f"'training': {declared}; {share} in this window, split by its calls' tokens.")
+        elif amortization.window_share:
+            notes.append(f"{declared}; {share} in this window, which has no call to it to charge.")
     return notes
 
 
@@ -366,7 +429,9 @@ def report_notes(report: Report) -> list[str]:
 # JSON and CSV
 
 
-def _group_json(stats: GroupStats, group_by: Sequence[str], report: Report) -> dict[str, Any]:
+def _group_json(
+    stats: GroupStats, group_by: Sequence[str], report: Report, extra: dict[str, Any] | None = None
+) -> dict[str, Any]:
     return {
         "key": dict(zip(group_by, stats.key, strict=True)),
         "calls": stats.calls,
@@ -379,6 +444,7 @@ def _group_json(stats: GroupStats, group_by: Sequence[str], report: Report) -> d
         "cost": {c: None if c not in stats.cost else decimal_text(stats.cost[c]) for c in report.currencies},
         "priced_calls": stats.priced_calls,
         "unpriced_calls": stats.unpriced_calls,
+        **(extra or {}),
         "cost_status": dict(sorted(stats.cost_status.items())),
         "latency_s": {
             metric: {"count": summary.count, **{f"p{p}": v for p, v in summary.percentiles.items()}}
@@ -387,17 +453,55 @@ def _group_json(stats: GroupStats, group_by: Sequence[str], report: Report) -> d
     }
 
 
-def _other_json(report: Report) -> dict[str, Any] | None:
+def _other_json(report: Report, extra: dict[str, Any] | None) -> dict[str, Any] | None:
     if report.other is None:
         return None
-    document = _group_json(report.other, (), report)
+    document = _group_json(report.other, (), report, extra)
     del document["key"]
     return {"groups": report.other.folded_groups, **document}
 
 
-def render_json(report: Report) -> str:
+def _amounts_json(amounts: dict[str, Decimal], currencies: Sequence[str]) -> dict[str, str | None]:
+    return {c: None if c not in amounts else decimal_text(amounts[c]) for c in currencies}
+
+
+def _figures_json(group: GroupFigures, figures: Figures) -> dict[str, Any]:
+    """A group's figures, each by currency: every group has the same currencies (``null``: none)."""
+    cache, training = figures.cache_currencies, figures.training_currencies
+    return {
+        "cache_savings": _amounts_json(group.cache_savings, cache),
+        "cache_read_savings": _amounts_json(group.cache_read_savings, cache),
+        "cache_write_premium": _amounts_json(group.cache_write_premium, cache),
+        "training_cost_share": _amounts_json(group.training_cost_share, training),
+    }
+
+
+def _amortizations_json(figures: Figures) -> list[dict[str, Any]]:
+    return [
+        {
+            "model": a.model,
+            "provider": a.provider,
+            "currency": a.currency,
+            "training_cost": decimal_text(a.training_cost),
+            "amortize_days": a.amortize_days,
+            "trained_on": a.trained_on.isoformat(),
+            "window_share": decimal_text(a.window_share),
+            "allocated": a.allocated,
+        }
+        for a in figures.amortizations
+    ]
+
+
+def render_json(report: Report, figures: Figures | None = None) -> str:
     """The report as JSON. Costs are decimal strings (exact); latencies are seconds; every group
-    has the same token and currency keys (``null`` where unobserved)."""
+    has the same token and currency keys (``null`` where unobserved). With ``figures``, every
+    group has ``cache_savings``, ``cache_read_savings``, ``cache_write_premium`` and
+    ``training_cost_share`` too, and the document lists the ``training_costs`` it amortized."""
+    rows = _row_figures(report, figures) if figures is not None else {}
+
+    def extra(stats: GroupStats) -> dict[str, Any] | None:
+        return None if figures is None else _figures_json(rows[id(stats)], figures)
+
     document = {
         "kind": report.kind,
         "since": report.since.isoformat() if report.since else None,
@@ -406,9 +510,10 @@ def render_json(report: Report) -> str:
         "sort": report.sort,
         "percentile_method": report.percentile_method,
         "latency_outcome": report.latency_outcome,
-        "groups": [_group_json(g, report.group_by, report) for g in report.groups],
-        "other": _other_json(report),
-        "total": _group_json(report.total, (), report),
+        **({} if figures is None else {"training_costs": _amortizations_json(figures)}),
+        "groups": [_group_json(g, report.group_by, report, extra(g)) for g in report.groups],
+        "other": _other_json(report, None if report.other is None else extra(report.other)),
+        "total": _group_json(report.total, (), report, extra(report.total)),
     }
     return json_text(_json_lines(document)) + "\n"
 
@@ -433,7 +538,35 @@ def _json_lines(document: dict[str, Any]) -> str:
 _LATENCY_CSV_PARTS: Final = ("count", *(f"p{p}_s" for p in PERCENTILES))
 
 
-def _csv_columns(report: Report) -> list[str]:
+def _figure_csv_columns(figures: Figures | None) -> list[str]:
+    if figures is None:
+        return []
+    cache, training = figures.cache_currencies or ("USD",), figures.training_currencies or ("USD",)
+    return [
+        *(f"{name}_{c}" for c in cache for name in _CACHE_CSV_FIGURES),
+        *(f"training_cost_share_{c}" for c in training),
+    ]
+
+
+_CACHE_CSV_FIGURES: Final = ("cache_savings", "cache_read_savings", "cache_write_premium")
+
+
+def _figure_csv_cells(group: GroupFigures | None, figures: Figures | None) -> list[object]:
+    if figures is None or group is None:
+        return []
+    cache, training = figures.cache_currencies or ("USD",), figures.training_currencies or ("USD",)
+    amounts = {
+        "cache_savings": group.cache_savings,
+        "cache_read_savings": group.cache_read_savings,
+        "cache_write_premium": group.cache_write_premium,
+    }
+    return [
+        *(_blank(amounts[name].get(c)) for c in cache for name in _CACHE_CSV_FIGURES),
+        *(_blank(group.training_cost_share.get(c)) for c in training),
+    ]
+
+
+def _csv_columns(report: Report, figures: Figures | None = None) -> list[str]:
     currencies = report.currencies or ("USD",)
     return [
         *(csv_text_cell(key) for key in report.group_by),
@@ -447,11 +580,18 @@ def _csv_columns(report: Report) -> list[str]:
         *(f"cost_{currency}" for currency in currencies),
         "priced_calls",
         "unpriced_calls",
+        *_figure_csv_columns(figures),
         *(f"{metric}_{part}" for metric in LATENCY_METRICS for part in _LATENCY_CSV_PARTS),
     ]
 
 
-def _csv_row(stats: GroupStats, key_cells: Sequence[object], report: Report) -> list[object]:
+def _csv_row(
+    stats: GroupStats,
+    key_cells: Sequence[object],
+    report: Report,
+    figures: Figures | None = None,
+    group: GroupFigures | None = None,
+) -> list[object]:
     currencies = report.currencies or ("USD",)
     latency: list[object] = []
     for metric in LATENCY_METRICS:
@@ -469,6 +609,7 @@ def _csv_row(stats: GroupStats, key_cells: Sequence[object], report: Report) -> 
         *(_blank(stats.cost.get(currency)) for currency in currencies),
         stats.priced_calls,
         stats.unpriced_calls,
+        *_figure_csv_cells(group, figures),
         *latency,
     ]
 
@@ -491,17 +632,22 @@ def decimal_text(amount: Decimal) -> str:
     return f"{normalized:f}" if normalized else "0"
 
 
-def render_csv(report: Report) -> str:
+def render_csv(report: Report, figures: Figures | None = None) -> str:
     """The report as CSV, one row per group (then ``other`` with ``--top``; no total row).
-    Empty cell = not observed; text cells are neutralised against formula injection."""
+    Empty cell = not observed; text cells are neutralised against formula injection. With
+    ``figures``: ``cache_savings_<CUR>``, ``cache_read_savings_<CUR>``,
+    ``cache_write_premium_<CUR>`` and ``training_cost_share_<CUR>`` columns."""
+    rows = _row_figures(report, figures) if figures is not None else {}
     buffer = io.StringIO()
     writer = csv.writer(buffer, lineterminator="\n")
-    writer.writerow(_csv_columns(report))
+    writer.writerow(_csv_columns(report, figures))
     for stats in report.groups:
-        writer.writerow(_csv_row(stats, [_blank(_csv_key(v)) for v in stats.key], report))
+        keys = [_blank(_csv_key(v)) for v in stats.key]
+        writer.writerow(_csv_row(stats, keys, report, figures, rows.get(id(stats))))
     if report.other is not None:
         label = f"(other: {report.other.folded_groups} groups)"
-        writer.writerow(_csv_row(report.other, [label] * len(report.group_by), report))
+        other = report.other
+        writer.writerow(_csv_row(other, [label] * len(report.group_by), report, figures, rows.get(id(other))))
     return buffer.getvalue()
 
 

@@ -1,0 +1,428 @@
+"""Always-on FinOps figures beside a report's usage: what prompt caching saved, and each window's
+share of fine-tunes' training costs (issue 14 §3 and §6).
+
+**Cache savings.** One ``GROUP BY`` sums the token counts of the window's LLM calls per report
+group, model (response and request model, provider: the names the call was priced by), UTC day
+and service tier. Each sum is priced at that model's price of that day with the cost engine that
+priced the calls (:func:`~llmmeter.pricing.registry.price_usage`) three times: as it is, with the
+cache reads billed as plain input, and with the cache writes billed as plain input too. Token
+prices are linear in every count and the arithmetic is exact ``Decimal``, so this equals pricing
+each call and adding up. A call above the smallest prompt-size threshold of any price the
+registry lists gets a row of its own (its tier depends on its own prompt size).
+
+* ``cache_read_savings``: what the cache reads would have cost at the full input rate, minus
+  what they cost at the cached rate;
+* ``cache_write_premium``: what the cache writes cost above the full input rate (Anthropic bills
+  writes at 1.25x or 2x input; negative if a price makes writes cheaper);
+* ``cache_savings = cache_read_savings - cache_write_premium``: what this usage would have cost
+  with no prompt caching at all, minus what it cost. Negative when writes were not read back
+  enough to pay for themselves: that is what the prices say.
+
+Each is absent where the group's priced calls had no such tokens, and leaves out calls whose
+model has no token price that day (unpriced, or priced by GPU time: caching changes no token
+bill there), as the cost column leaves out unpriced calls.
+
+**Training cost.** A price declaring ``training_cost`` spreads it evenly over ``amortize_days``
+days from ``trained_on``. A report window ``[since, until)`` (``until`` unset: now; ``since``
+unset: the amortization's start) takes ``training_cost * overlap / amortize_days``, the overlap
+counted to the microsecond. That share is split across the report's groups in proportion to
+the tokens (input plus output) their calls to the fine-tune used in the window, by call count
+when none reported tokens; shares are rounded to 10 decimal places so that they add up exactly to
+the window's share. A fine-tune with no call in the window allocates nothing to any group
+(:attr:`Amortization.allocated` is false; the report says so).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import datetime as dt
+import math
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass, field
+from decimal import Decimal
+from fractions import Fraction
+from typing import Any, Final
+
+from llmmeter.pricing.models import GpuHourPrice, ModelPrice
+from llmmeter.pricing.registry import PricingRegistry, UsageInconsistentError, price_usage
+from llmmeter.pricing.sources import PriceEntry, ResolvedPrice
+from llmmeter.record import USAGE_COUNT_FIELDS, Usage
+from llmmeter.report.build import Report
+from llmmeter.report.sql import SQLITE, Dialect, Run
+from llmmeter.report.sql import _key as group_key_sql  # the report's own group keys and labels
+from llmmeter.store.read import unix_ns
+
+__all__ = [
+    "Amortization",
+    "Figures",
+    "GroupFigures",
+    "llm_window",
+    "query_figures",
+    "window_share",
+]
+
+Key = tuple[str | None, ...]
+
+DAY_NS: Final = 86_400 * 10**9
+_DAY_US: Final = 86_400 * 10**6
+_PLACES: Final = 10
+"""Decimal places of a group's share of a training cost (the shares add up to the window's)."""
+_CACHE_FIELDS: Final = ("cache_read_input_tokens", "cache_write_input_tokens")
+
+
+def _added(target: dict[str, Decimal], currency: str, amount: Decimal) -> None:
+    target[currency] = target.get(currency, Decimal(0)) + amount
+
+
+@dataclass(slots=True)
+class GroupFigures:
+    """One group's figures by currency; a currency a figure has no entry for is absent, not 0."""
+
+    cache_read_savings: dict[str, Decimal] = field(default_factory=dict)
+    """Cache reads at the full input rate minus at the cached rate."""
+    cache_write_premium: dict[str, Decimal] = field(default_factory=dict)
+    """Cache writes at their rate minus at the full input rate."""
+    training_cost_share: dict[str, Decimal] = field(default_factory=dict)
+    """The window's amortized training cost of the fine-tunes the group called, its share."""
+
+    @property
+    def cache_savings(self) -> dict[str, Decimal]:
+        """``cache_read_savings - cache_write_premium``, per currency either has."""
+        currencies = sorted(set(self.cache_read_savings) | set(self.cache_write_premium))
+        reads, writes, zero = self.cache_read_savings, self.cache_write_premium, Decimal(0)
+        return {c: reads.get(c, zero) - writes.get(c, zero) for c in currencies}
+
+    def add(self, other: GroupFigures) -> None:
+        """Add ``other``'s figures (the ``other`` row, the total)."""
+        for mine, theirs in (
+            (self.cache_read_savings, other.cache_read_savings),
+            (self.cache_write_premium, other.cache_write_premium),
+            (self.training_cost_share, other.training_cost_share),
+        ):
+            for currency, amount in theirs.items():
+                _added(mine, currency, amount)
+
+
+@dataclass(frozen=True, slots=True)
+class Amortization:
+    """One declared training cost over the report's window."""
+
+    model: str
+    """The price table key that declares it (a name or a pattern)."""
+    provider: str | None
+    currency: str
+    training_cost: Decimal
+    amortize_days: int
+    trained_on: dt.date
+    window_share: Decimal
+    """The part of the training cost that falls in the window (10 decimal places)."""
+    allocated: bool
+    """Whether calls in the window took the share (else no group shows it)."""
+
+
+@dataclass(slots=True)
+class Figures:
+    """The figures of a report's groups, keyed as the report's groups are."""
+
+    groups: dict[Key, GroupFigures] = field(default_factory=dict)
+    amortizations: list[Amortization] = field(default_factory=list)
+
+    def of(self, keys: Iterable[Key]) -> GroupFigures:
+        """The figures of the groups of ``keys`` added up (groups without figures add nothing)."""
+        summed = GroupFigures()
+        for key in keys:
+            figures = self.groups.get(key)
+            if figures is not None:
+                summed.add(figures)
+        return summed
+
+    def total(self) -> GroupFigures:
+        """Every group's figures added up."""
+        return self.of(self.groups)
+
+    @property
+    def cache_currencies(self) -> tuple[str, ...]:
+        """The currencies any cache figure is in, sorted."""
+        total = self.total()
+        return tuple(sorted(set(total.cache_read_savings) | set(total.cache_write_premium)))
+
+    @property
+    def training_currencies(self) -> tuple[str, ...]:
+        """The currencies any group's training share is in, sorted."""
+        return tuple(sorted(self.total().training_cost_share))
+
+
+# ---------------------------------------------------------------------------------------------
+# Training cost over a window
+
+
+def window_share(price: ModelPrice | GpuHourPrice, since: dt.datetime | None, until: dt.datetime) -> Fraction:
+    """The exact part of ``price``'s training cost amortized within ``[since, until)``."""
+    start_day = price.amortization_start
+    if price.training_cost is None or price.amortize_days is None or start_day is None:
+        return Fraction(0)
+    start = dt.datetime.combine(start_day, dt.time(), dt.UTC)
+    end = start + dt.timedelta(days=price.amortize_days)
+    low = start if since is None else max(start, since)
+    high = min(end, until)
+    if high <= low:
+        return Fraction(0)
+    overlap_us = (high - low) // dt.timedelta(microseconds=1)
+    return Fraction(price.training_cost) * overlap_us / (price.amortize_days * _DAY_US)
+
+
+def _units(amount: Fraction) -> int:
+    return round(amount * 10**_PLACES)
+
+
+def _from_units(units: int) -> Decimal:
+    return Decimal(units).scaleb(-_PLACES)
+
+
+def _split(units: int, weights: dict[Key, int]) -> dict[Key, Decimal]:
+    """``units`` split in proportion to ``weights`` (largest remainders get the odd units)."""
+    whole = sum(weights.values())
+    exact = {key: Fraction(units * weight, whole) for key, weight in weights.items()}
+    shares = {key: math.floor(value) for key, value in exact.items()}
+    left = units - sum(shares.values())
+    by_remainder = sorted(exact, key=lambda key: (-(exact[key] - shares[key]), _sortable(key)))
+    for key in by_remainder[:left]:
+        shares[key] += 1
+    return {key: _from_units(share) for key, share in shares.items()}
+
+
+def _sortable(key: Key) -> tuple[tuple[bool, str], ...]:
+    return tuple((value is None, value or "") for value in key)
+
+
+def _declaration(entry_model: str, provider: str | None, price: ModelPrice | GpuHourPrice) -> tuple[Any, ...]:
+    """What identifies one declared training cost, whether found in a table or by a lookup."""
+    return (entry_model, provider, price.currency, price.training_cost, price.amortize_days, price.trained_on)
+
+
+@dataclass
+class _Usage:
+    """Tokens and calls of one group on one fine-tune."""
+
+    tokens: int = 0
+    calls: int = 0
+
+
+@dataclass
+class _Training:
+    """What the window's calls to one fine-tune used, by group."""
+
+    entry_model: str
+    provider: str | None
+    price: ModelPrice | GpuHourPrice
+    by_group: dict[Key, _Usage] = field(default_factory=dict)
+
+    def add(self, key: Key, usage: Usage, calls: int) -> None:
+        used = self.by_group.setdefault(key, _Usage())
+        used.tokens += (usage.input_tokens or 0) + (usage.output_tokens or 0)
+        used.calls += calls
+
+    def weights(self) -> dict[Key, int]:
+        by_tokens = {key: used.tokens for key, used in self.by_group.items()}
+        if any(by_tokens.values()):
+            return {key: tokens for key, tokens in by_tokens.items() if tokens}
+        return {key: used.calls for key, used in self.by_group.items() if used.calls}
+
+
+def _amortize(
+    figures: Figures,
+    declared: Sequence[PriceEntry],
+    used: dict[tuple[Any, ...], _Training],
+    since: dt.datetime | None,
+    until: dt.datetime,
+) -> None:
+    """Each declared training cost's window share, split across the groups that called it."""
+    seen: set[tuple[Any, ...]] = set()
+    listed = [_Training(e.model, e.provider, e.price) for e in declared]
+    for training in [*listed, *used.values()]:
+        identity = _declaration(training.entry_model, training.provider, training.price)
+        if identity in seen:
+            continue
+        seen.add(identity)
+        training = used.get(identity, training)
+        price = training.price
+        units = _units(window_share(price, since, until))
+        weights = training.weights()
+        if units and weights:
+            for key, share in _split(units, weights).items():
+                group = figures.groups.setdefault(key, GroupFigures())
+                _added(group.training_cost_share, price.currency, share)
+        assert price.training_cost is not None and price.amortize_days is not None
+        figures.amortizations.append(
+            Amortization(
+                model=training.entry_model,
+                provider=training.provider,
+                currency=price.currency,
+                training_cost=price.training_cost,
+                amortize_days=price.amortize_days,
+                trained_on=price.amortization_start or dt.date.min,
+                window_share=_from_units(units),
+                allocated=bool(units and weights),
+            )
+        )
+
+
+# ---------------------------------------------------------------------------------------------
+# Cache savings of one row
+
+
+def _untiered(resolved: ResolvedPrice, memo: dict[int, ResolvedPrice]) -> ResolvedPrice:
+    """``resolved`` without prompt-size tiers: for a row of calls that are all below them."""
+    price = resolved.price
+    if not isinstance(price, ModelPrice) or not price.tiers:
+        return resolved
+    found = memo.get(id(resolved))
+    if found is None:
+        found = dataclasses.replace(resolved, price=price.model_copy(update={"tiers": ()}))
+        memo[id(resolved)] = found
+    return found
+
+
+def _amount(resolved: ResolvedPrice, usage: Usage, service_tier: str | None) -> Decimal:
+    cost = price_usage(resolved, usage, service_tier=service_tier)
+    return Decimal(0) if cost is None else cost.amount
+
+
+def _add_cache(group: GroupFigures, resolved: ResolvedPrice, usage: Usage, service_tier: str | None) -> None:
+    """Add one row's cache read savings and cache write premium at ``resolved``."""
+    reads, writes = (getattr(usage, name) or 0 for name in _CACHE_FIELDS)
+    if not (reads or writes) or not isinstance(resolved.price, ModelPrice):
+        return
+    no_reads = dataclasses.replace(usage, cache_read_input_tokens=0, audio_cache_read_input_tokens=0)
+    uncached = dataclasses.replace(no_reads, cache_write_input_tokens=0, cache_write_1h_input_tokens=0)
+    try:
+        actual, without_reads, without_cache = (
+            _amount(resolved, u, service_tier) for u in (usage, no_reads, uncached)
+        )
+    except UsageInconsistentError:  # parts above totals: this row's cache figures are unknown
+        return
+    currency = resolved.price.currency
+    if reads:
+        _added(group.cache_read_savings, currency, without_reads - actual)
+    if writes:
+        _added(group.cache_write_premium, currency, without_reads - without_cache)
+
+
+# ---------------------------------------------------------------------------------------------
+# The query
+
+
+def llm_window(param: str, since: dt.datetime | None, until: dt.datetime | None) -> tuple[str, list[object]]:
+    """The ``WHERE`` of a report's LLM calls in ``[since, until)``, and its parameters."""
+    conditions, params = ["COALESCE(kind, 'llm') = 'llm'"], list[object]()
+    if since is not None:
+        conditions.append(f"start_time_unix_ns >= {param}")
+        params.append(unix_ns(since))
+    if until is not None:
+        conditions.append(f"start_time_unix_ns < {param}")
+        params.append(unix_ns(until))
+    return " AND ".join(conditions), params
+
+
+def _tier_floor(entries: Sequence[PriceEntry]) -> int | None:
+    """The smallest prompt-size threshold of any listed price: calls at most this big are in no tier."""
+    prices = [entry.price for entry in entries if isinstance(entry.price, ModelPrice)]
+    return min((tier.above_input_tokens for price in prices for tier in price.tiers), default=None)
+
+
+def _figures_sql(
+    dialect: Dialect, keys: Sequence[Any], floor: int | None, cache_only: bool, report: Report
+) -> tuple[str, list[object]]:
+    where, where_params = llm_window(dialect.param, report.since, report.until)
+    if cache_only:
+        where += " AND (" + " OR ".join(f"{name} > 0" for name in _CACHE_FIELDS) + ")"
+    labels = [
+        *(key.sql for key in keys),
+        "response_model",
+        "request_model",
+        "provider",
+        f"start_time_unix_ns / {DAY_NS}",
+        "service_tier",
+        "NULL" if floor is None else f"CASE WHEN input_tokens > {dialect.param} THEN record_id END",
+    ]
+    aggregates = ["COUNT(*)", *(f"SUM({name})" for name in USAGE_COUNT_FIELDS)]
+    sql = (
+        f"SELECT {', '.join(labels)}, {', '.join(aggregates)} FROM records WHERE {where} "
+        f"GROUP BY {', '.join(str(i + 1) for i in range(len(labels)))}"
+    )
+    floor_params: list[object] = [] if floor is None else [floor]
+    return sql, [*(p for key in keys for p in key.params), *floor_params, *where_params]
+
+
+class _Resolver:
+    """The price a call was priced at (response model first, then request model), per day."""
+
+    def __init__(self, registry: PricingRegistry) -> None:
+        self._registry = registry
+        self._memo: dict[tuple[Any, ...], ResolvedPrice | None] = {}
+
+    def __call__(self, names: Sequence[Any], provider: str | None, day: int) -> ResolvedPrice | None:
+        key = (*names, provider, day)
+        if key not in self._memo:
+            at = dt.datetime.fromtimestamp(day * 86_400, dt.UTC)
+            self._memo[key] = next(
+                (
+                    found
+                    for name in dict.fromkeys(n for n in names if n)
+                    if (found := self._registry.lookup(name, provider=provider, at=at)) is not None
+                ),
+                None,
+            )
+        return self._memo[key]
+
+
+def query_figures(
+    run: Run,
+    report: Report,
+    *,
+    dialect: Dialect = SQLITE,
+    registry: PricingRegistry | None = None,
+    now: dt.datetime | None = None,
+) -> Figures:
+    """The cache savings and training cost shares of ``report``'s groups, from the store ``run``
+    reads (the same window and group keys; LLM calls only: a ``step`` report has none).
+
+    ``now`` ends a window without ``until`` (default: the current time)."""
+    registry = registry or PricingRegistry.default()
+    figures = Figures()
+    if report.kind == "step":
+        return figures
+    entries = registry.entries()
+    declared = [entry for entry in entries if entry.price.training_cost is not None]
+    has_cache = any(report.total.tokens.get(name) for name in _CACHE_FIELDS)
+    if not has_cache and not declared:
+        return figures  # nothing to compute: no second scan
+    keys = [group_key_sql(dialect, key) for key in report.group_by]
+    sql, params = _figures_sql(dialect, keys, _tier_floor(entries), not declared, report)
+    resolve, untiered = _Resolver(registry), dict[int, ResolvedPrice]()
+    used: dict[tuple[Any, ...], _Training] = {}
+    width = len(keys)
+    for row in run(sql, params):
+        key = tuple(
+            dialect.attribute_label(value) if k.is_attribute else value
+            for k, value in zip(keys, row[:width], strict=True)
+        )
+        response_model, request_model, provider, day, service_tier, own_row = row[width : width + 6]
+        calls, *sums = row[width + 6 :]
+        resolved = resolve((response_model, request_model), provider, int(day))
+        if resolved is None:
+            continue
+        counts: dict[str, Any] = {
+            n: int(v) for n, v in zip(USAGE_COUNT_FIELDS, sums, strict=True) if v is not None
+        }
+        usage = Usage(**counts)
+        if any(getattr(usage, name) for name in _CACHE_FIELDS):
+            priced = resolved if own_row is not None else _untiered(resolved, untiered)
+            _add_cache(figures.groups.setdefault(key, GroupFigures()), priced, usage, service_tier)
+        price = resolved.price
+        if price.training_cost is not None:
+            identity = _declaration(resolved.model, resolved.provider, price)
+            training = used.setdefault(identity, _Training(resolved.model, resolved.provider, price))
+            training.add(key, usage, int(calls))
+    _amortize(figures, declared, used, report.since, report.until or now or dt.datetime.now(dt.UTC))
+    return figures
