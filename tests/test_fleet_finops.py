@@ -157,6 +157,30 @@ def test_rows_committed_after_a_read_still_count_once(
     assert book.spent(budget, {"user_id": "u-2"}) == Decimal(1)
 
 
+@pytest.mark.skipif(not hasattr(os, "fork"), reason="no fork() here")
+def test_a_forked_child_counts_its_parents_spend_once(
+    client: openai.OpenAI, telemetry: Telemetry, postgres_url: str
+) -> None:
+    """gunicorn --preload: after the fork the parent's spend is another process's spend, read from
+    the fleet store, not also this process's own."""
+    settings = telemetry.reconfigure(store=postgres_url, pricing=registry(), budgets=[SEARCH_BUDGET])
+    book = book_of(settings)
+    with llmmeter.attributes(team="search"):
+        ask(client)
+    assert llmmeter.flush(10) and book.refresh(10)
+    pid = os.fork()
+    if pid == 0:  # the child: report through the exit code only
+        code = 1
+        try:
+            refreshed = book.refresh(10)
+            code = 0 if refreshed and book.spent(SEARCH_BUDGET, {"team": "search"}) == CALL_COST else 3
+        finally:
+            os._exit(code)
+    _, status = os.waitpid(pid, 0)
+    assert os.waitstatus_to_exitcode(status) == 0
+    assert book.spent(SEARCH_BUDGET, {"team": "search"}) == CALL_COST
+
+
 def _now_ns() -> int:
     import time
 

@@ -374,6 +374,11 @@ class BudgetBook:
         for slot, total in reached:
             self._notify(slot, total)
 
+    def forget_own_spend(self) -> None:
+        """Start this process's spend afresh (a forked child: the parent's is read from the store)."""
+        self._lock = threading.Lock()  # the parent's may have been held at the fork
+        self._local = {}
+
     def current_periods(self) -> Iterator[tuple[int, int]]:
         """(budget index, start of its current period in unix seconds), for each budget."""
         now = time.time_ns()
@@ -546,8 +551,8 @@ class _FleetProcesses:
         """Start a read when the interval has passed and none is running; never waits for it."""
         if time.monotonic() < self.due_at:
             return
-        if os.getpid() != self._pid:  # a forked child: the parent's lock and thread are not ours
-            self._pid, self._starting, self._thread = os.getpid(), threading.Lock(), None
+        if os.getpid() != self._pid:
+            self._forget_parent()
         if not self._starting.acquire(blocking=False):
             return
         try:
@@ -561,6 +566,13 @@ class _FleetProcesses:
             return
         finally:
             self._starting.release()
+
+    def _forget_parent(self) -> None:
+        """In a forked child: the parent's lock and thread are not ours, and the parent's spend,
+        counted as this process's before the fork, is now another process's: read it all again."""
+        self._pid, self._starting, self._thread = os.getpid(), threading.Lock(), None
+        self._settled, self._settled_until = {}, None
+        self.book.forget_own_spend()
 
     def refresh_now(self, timeout: float) -> bool:
         """Start a read now (after the one in progress) and wait for it at most ``timeout``."""
