@@ -141,6 +141,26 @@ def test_the_total_adds_up_the_groups(
     assert (total["compared_calls"], total["not_compared_calls"]) == (3, 2)
 
 
+def test_cache_savings_of_calls_through_the_real_client_equal_their_cached_tokens_priced_by_hand(
+    store: tuple[Path, list[CallRecord]], capsys: pytest.CaptureFixture[str]
+) -> None:
+    path, records = store
+    for args in ([], ["--baseline-model", LARGE]):  # always on, with or without a baseline
+        assert main(["report", "--store", str(path), "--by", "model,team", "--format", "json", *args]) == 0
+        groups = groups_of(capsys.readouterr().out)
+        cached = sum(
+            r.usage.cache_read_input_tokens or 0 for r in records if r.usage and r.request_model == SMALL
+        )
+        # The server reported 4 cached tokens: gpt-4o-mini bills them 0.075 instead of 0.15 per million.
+        assert cached == 4
+        search = groups[SMALL, "search"]
+        assert (
+            Decimal(search["cache_savings"]["USD"]) == cached * (Decimal("0.15") - Decimal("0.075")) / MILLION
+        )
+        assert search["cache_write_premium"] == {"USD": None}  # OpenAI bills no cache writes
+        assert groups[LARGE, "support"]["cache_savings"] == {"USD": None}  # nothing cached: absent, not 0
+
+
 def test_csv_gets_baseline_columns_and_the_table_a_savings_section(
     store: tuple[Path, list[CallRecord]], capsys: pytest.CaptureFixture[str]
 ) -> None:
