@@ -9,6 +9,7 @@ without the cost engine.
 from __future__ import annotations
 
 import csv
+import dataclasses
 import datetime as dt
 import io
 import json
@@ -22,8 +23,8 @@ from typing import Any
 import pytest
 
 from llmmeter.cli import main
-from llmmeter.pricing.models import ModelPrice
-from llmmeter.pricing.registry import PricingRegistry
+from llmmeter.pricing.models import ModelPrice, PromptTier, ServiceTierPrice
+from llmmeter.pricing.registry import CacheTokens, PricingRegistry, cache_figures, price_usage
 from llmmeter.record import CallRecord, Cost, CostStatus, Timings, Usage, UsageSource
 from llmmeter.report.figures import Figures, query_figures
 from llmmeter.report.sql import query_report
@@ -274,6 +275,56 @@ def test_csv_has_the_figures_as_columns_and_html_in_its_table(report: Report, tm
     code, _, _ = report("--by", "team", "--format", "html", "-o", str(page))
     assert code == 0
     assert "cache saved" in page.read_text(encoding="utf-8")
+
+
+@pytest.mark.parametrize("seed", range(3))
+def test_cache_figures_equal_the_cost_engine_billing_the_usage_with_and_without_its_cache_parts(
+    seed: int,
+) -> None:
+    rng = random.Random(seed)
+    price = ModelPrice(
+        input_per_mtok="3",
+        cached_input_per_mtok="0.3",
+        cache_write_per_mtok="3.75",
+        cache_write_1h_per_mtok="6",
+        audio_input_per_mtok="40",
+        cached_audio_input_per_mtok="2.5",
+        output_per_mtok="15",
+        tiers=[PromptTier(above_input_tokens=200_000, input_per_mtok="6", cached_input_per_mtok="0.6")],
+        service_tiers={"batch": ServiceTierPrice(factor="0.5")},
+    )
+    registry = PricingRegistry()
+    registry.register("acme-claude", price)
+    resolved = registry.lookup("acme-claude")
+    assert resolved is not None
+    for _ in range(200):
+        input_tokens = rng.randint(1, 400_000)
+        reads = rng.randint(0, input_tokens // 2)
+        writes = rng.randint(0, input_tokens - reads)
+        cached_audio = rng.randint(0, reads // 3)
+        usage = Usage(
+            input_tokens=input_tokens,
+            output_tokens=rng.randint(0, 900),
+            audio_input_tokens=cached_audio + rng.randint(0, input_tokens - reads - writes),
+            cache_read_input_tokens=reads,
+            audio_cache_read_input_tokens=cached_audio,
+            cache_write_input_tokens=writes,
+            cache_write_1h_input_tokens=rng.randint(0, writes),
+        )
+        tier = rng.choice([None, "batch"])
+        tokens = CacheTokens(
+            input_tokens,
+            reads,
+            usage.audio_cache_read_input_tokens or 0,
+            writes,
+            usage.cache_write_1h_input_tokens or 0,
+        )
+        found = cache_figures(resolved, tokens, service_tier=tier, prompt_tokens=input_tokens)
+        no_reads = dataclasses.replace(usage, cache_read_input_tokens=0, audio_cache_read_input_tokens=0)
+        uncached = dataclasses.replace(no_reads, cache_write_input_tokens=0, cache_write_1h_input_tokens=0)
+        billed = [price_usage(resolved, u, service_tier=tier) for u in (usage, no_reads, uncached)]
+        actual, without_reads, without_cache = (cost.amount for cost in billed if cost is not None)
+        assert found == (without_reads - actual, without_reads - without_cache)
 
 
 def test_a_report_of_a_window_without_cached_tokens_runs_no_second_query(store: Path) -> None:

@@ -40,7 +40,14 @@ from llmmeter.pricing.sources import (
 )
 from llmmeter.record import CallKind, CallRecord, Cost, CostStatus, MediaUnits, Usage, UsageSource
 
-__all__ = ["PricingRegistry", "UsageInconsistentError", "is_self_hosted", "normalize_provider"]
+__all__ = [
+    "CacheTokens",
+    "PricingRegistry",
+    "UsageInconsistentError",
+    "cache_figures",
+    "is_self_hosted",
+    "normalize_provider",
+]
 
 _log = logging.getLogger("llmmeter.pricing")
 
@@ -751,6 +758,65 @@ def price_usage(
     if media is None and images is not None:
         media = MediaUnits(images=images)
     return _plan_of(resolved).cost(usage, service_tier, duration_s, media)
+
+
+@dataclasses.dataclass(frozen=True, slots=True)
+class CacheTokens:
+    """The prompt-cache parts of one call's (or a sum of calls') input tokens."""
+
+    input_tokens: int
+    """All input tokens (cache reads and writes included)."""
+    cache_read: int = 0
+    audio_cache_read: int = 0
+    """The part of ``cache_read`` that is audio."""
+    cache_write: int = 0
+    cache_write_1h: int = 0
+    """The part of ``cache_write`` written with a one-hour TTL."""
+
+
+def cache_figures(
+    resolved: ResolvedPrice,
+    tokens: CacheTokens,
+    *,
+    service_tier: str | None = None,
+    prompt_tokens: int | None = None,
+) -> tuple[Decimal, Decimal] | None:
+    """What prompt caching changed in the bill of ``tokens`` at ``resolved``: the cache reads at the
+    full input rate minus at their cached rate, and the cache writes at their rate minus at the
+    full input rate, exact (the rate card the cost engine bills with, so ``price_usage`` of the
+    usage without its cache parts minus with them gives the same two amounts).
+
+    ``prompt_tokens`` is one request's input size, which picks its prompt-size tier (``None``:
+    no tier, for a sum of requests that are all below them). ``None`` for a price not per token
+    (GPU time) and for cache parts larger than their totals.
+    """
+    price = resolved.price
+    if not isinstance(price, ModelPrice):
+        return None
+    text_reads = tokens.cache_read - tokens.audio_cache_read
+    writes_5m = tokens.cache_write - tokens.cache_write_1h
+    if min(text_reads, tokens.audio_cache_read, writes_5m, tokens.cache_write_1h) < 0 or (
+        tokens.cache_read + tokens.cache_write > tokens.input_tokens
+    ):
+        return None
+    plan = _plan_of(resolved)
+    if prompt_tokens is None or prompt_tokens <= plan.untiered_up_to:
+        card = plan.cards.get(service_tier) or plan._untiered_card(price, service_tier)
+    else:
+        card = plan._card(price, prompt_tokens, service_tier)
+    rates = card[0]
+    full = rates["input_per_mtok"]
+    read_savings = _add(
+        _multiply(text_reads, full - rates["cached_input_per_mtok"]),
+        _multiply(
+            tokens.audio_cache_read, rates["audio_input_per_mtok"] - rates["cached_audio_input_per_mtok"]
+        ),
+    )
+    write_premium = _add(
+        _multiply(writes_5m, rates["cache_write_per_mtok"] - full),
+        _multiply(tokens.cache_write_1h, rates["cache_write_1h_per_mtok"] - full),
+    )
+    return _divide(read_savings, _MILLION), _divide(write_premium, _MILLION)
 
 
 class _PricePlan:

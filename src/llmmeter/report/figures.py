@@ -3,12 +3,13 @@ share of fine-tunes' training costs (issue 14 §3 and §6).
 
 **Cache savings.** One ``GROUP BY`` sums the token counts of the window's LLM calls per report
 group, model (response and request model, provider: the names the call was priced by), UTC day
-and service tier. Each sum is priced at that model's price of that day with the cost engine that
-priced the calls (:func:`~llmmeter.pricing.registry.price_usage`) three times: as it is, with the
-cache reads billed as plain input, and with the cache writes billed as plain input too. Token
-prices are linear in every count and the arithmetic is exact ``Decimal``, so this equals pricing
-each call and adding up. A call above the smallest prompt-size threshold of any price the
-registry lists gets a row of its own (its tier depends on its own prompt size).
+and service tier. Each sum's cache parts are priced at that model's price of that day with the
+rate card the cost engine bills with
+(:func:`~llmmeter.pricing.registry.cache_figures`: the same amounts as pricing the usage with
+and without its cache parts). Token prices are linear in every count and the arithmetic is exact
+``Decimal``, so this equals pricing each call and adding up. A call above the smallest
+prompt-size threshold of any price the registry lists gets a row of its own (its tier depends on
+its own prompt size).
 
 * ``cache_read_savings``: what the cache reads would have cost at the full input rate, minus
   what they cost at the cached rate;
@@ -34,7 +35,6 @@ the window's share. A fine-tune with no call in the window allocates nothing to 
 
 from __future__ import annotations
 
-import dataclasses
 import datetime as dt
 import math
 from collections.abc import Iterable, Sequence
@@ -44,9 +44,8 @@ from fractions import Fraction
 from typing import Any, Final
 
 from llmmeter.pricing.models import GpuHourPrice, ModelPrice
-from llmmeter.pricing.registry import PricingRegistry, UsageInconsistentError, price_usage
+from llmmeter.pricing.registry import CacheTokens, PricingRegistry, cache_figures
 from llmmeter.pricing.sources import PriceEntry, ResolvedPrice
-from llmmeter.record import USAGE_COUNT_FIELDS, Usage
 from llmmeter.report.build import Report
 from llmmeter.report.sql import SQLITE, Dialect, Run
 from llmmeter.report.sql import _key as group_key_sql  # the report's own group keys and labels
@@ -68,6 +67,15 @@ _DAY_US: Final = 86_400 * 10**6
 _PLACES: Final = 10
 """Decimal places of a group's share of a training cost (the shares add up to the window's)."""
 _CACHE_FIELDS: Final = ("cache_read_input_tokens", "cache_write_input_tokens")
+_SUMMED: Final = (
+    "input_tokens",
+    "output_tokens",
+    "cache_read_input_tokens",
+    "audio_cache_read_input_tokens",
+    "cache_write_input_tokens",
+    "cache_write_1h_input_tokens",
+)
+"""The token counts a row sums, in this order."""
 
 
 def _added(target: dict[str, Decimal], currency: str, amount: Decimal) -> None:
@@ -217,9 +225,9 @@ class _Training:
     price: ModelPrice | GpuHourPrice
     by_group: dict[Key, _Usage] = field(default_factory=dict)
 
-    def add(self, key: Key, usage: Usage, calls: int) -> None:
+    def add(self, key: Key, tokens: int, calls: int) -> None:
         used = self.by_group.setdefault(key, _Usage())
-        used.tokens += (usage.input_tokens or 0) + (usage.output_tokens or 0)
+        used.tokens += tokens
         used.calls += calls
 
     def weights(self) -> dict[Key, int]:
@@ -271,41 +279,23 @@ def _amortize(
 # Cache savings of one row
 
 
-def _untiered(resolved: ResolvedPrice, memo: dict[int, ResolvedPrice]) -> ResolvedPrice:
-    """``resolved`` without prompt-size tiers: for a row of calls that are all below them."""
-    price = resolved.price
-    if not isinstance(price, ModelPrice) or not price.tiers:
-        return resolved
-    found = memo.get(id(resolved))
-    if found is None:
-        found = dataclasses.replace(resolved, price=price.model_copy(update={"tiers": ()}))
-        memo[id(resolved)] = found
-    return found
-
-
-def _amount(resolved: ResolvedPrice, usage: Usage, service_tier: str | None) -> Decimal:
-    cost = price_usage(resolved, usage, service_tier=service_tier)
-    return Decimal(0) if cost is None else cost.amount
-
-
-def _add_cache(group: GroupFigures, resolved: ResolvedPrice, usage: Usage, service_tier: str | None) -> None:
+def _add_cache(
+    group: GroupFigures,
+    resolved: ResolvedPrice,
+    tokens: CacheTokens,
+    service_tier: str | None,
+    prompt_tokens: int | None,
+) -> None:
     """Add one row's cache read savings and cache write premium at ``resolved``."""
-    reads, writes = (getattr(usage, name) or 0 for name in _CACHE_FIELDS)
-    if not (reads or writes) or not isinstance(resolved.price, ModelPrice):
+    found = cache_figures(resolved, tokens, service_tier=service_tier, prompt_tokens=prompt_tokens)
+    if found is None:  # not priced per token, or parts above totals: unknown, left out
         return
-    no_reads = dataclasses.replace(usage, cache_read_input_tokens=0, audio_cache_read_input_tokens=0)
-    uncached = dataclasses.replace(no_reads, cache_write_input_tokens=0, cache_write_1h_input_tokens=0)
-    try:
-        actual, without_reads, without_cache = (
-            _amount(resolved, u, service_tier) for u in (usage, no_reads, uncached)
-        )
-    except UsageInconsistentError:  # parts above totals: this row's cache figures are unknown
-        return
+    read_savings, write_premium = found
     currency = resolved.price.currency
-    if reads:
-        _added(group.cache_read_savings, currency, without_reads - actual)
-    if writes:
-        _added(group.cache_write_premium, currency, without_reads - without_cache)
+    if tokens.cache_read:
+        _added(group.cache_read_savings, currency, read_savings)
+    if tokens.cache_write:
+        _added(group.cache_write_premium, currency, write_premium)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -345,13 +335,35 @@ def _figures_sql(
         "service_tier",
         "NULL" if floor is None else f"CASE WHEN input_tokens > {dialect.param} THEN record_id END",
     ]
-    aggregates = ["COUNT(*)", *(f"SUM({name})" for name in USAGE_COUNT_FIELDS)]
+    aggregates = ["COUNT(*)", *(f"SUM({name})" for name in _SUMMED)]
     sql = (
         f"SELECT {', '.join(labels)}, {', '.join(aggregates)} FROM records WHERE {where} "
         f"GROUP BY {', '.join(str(i + 1) for i in range(len(labels)))}"
     )
     floor_params: list[object] = [] if floor is None else [floor]
     return sql, [*(p for key in keys for p in key.params), *floor_params, *where_params]
+
+
+class _Labels:
+    """A row's group key as the report labels it (an attribute's JSON decoded once per value)."""
+
+    def __init__(self, dialect: Dialect, keys: Sequence[Any]) -> None:
+        self._dialect = dialect
+        self._attribute = [key.is_attribute for key in keys]
+        self._memo: dict[Any, str | None] = {}
+
+    def __call__(self, raw: Sequence[Any]) -> Key:
+        return tuple(
+            self._one(value) if is_attribute else value
+            for is_attribute, value in zip(self._attribute, raw, strict=True)
+        )
+
+    def _one(self, value: Any) -> str | None:
+        try:
+            return self._memo[value]
+        except KeyError:
+            found = self._memo[value] = self._dialect.attribute_label(value)
+            return found
 
 
 class _Resolver:
@@ -399,30 +411,25 @@ def query_figures(
         return figures  # nothing to compute: no second scan
     keys = [group_key_sql(dialect, key) for key in report.group_by]
     sql, params = _figures_sql(dialect, keys, _tier_floor(entries), not declared, report)
-    resolve, untiered = _Resolver(registry), dict[int, ResolvedPrice]()
+    resolve, label = _Resolver(registry), _Labels(dialect, keys)
     used: dict[tuple[Any, ...], _Training] = {}
     width = len(keys)
     for row in run(sql, params):
-        key = tuple(
-            dialect.attribute_label(value) if k.is_attribute else value
-            for k, value in zip(keys, row[:width], strict=True)
-        )
         response_model, request_model, provider, day, service_tier, own_row = row[width : width + 6]
-        calls, *sums = row[width + 6 :]
         resolved = resolve((response_model, request_model), provider, int(day))
         if resolved is None:
             continue
-        counts: dict[str, Any] = {
-            n: int(v) for n, v in zip(USAGE_COUNT_FIELDS, sums, strict=True) if v is not None
-        }
-        usage = Usage(**counts)
-        if any(getattr(usage, name) for name in _CACHE_FIELDS):
-            priced = resolved if own_row is not None else _untiered(resolved, untiered)
-            _add_cache(figures.groups.setdefault(key, GroupFigures()), priced, usage, service_tier)
+        key = label(row[:width])
+        calls, input_tokens, output_tokens, *cache = (int(value or 0) for value in row[width + 6 :])
+        tokens = CacheTokens(input_tokens, *cache)
+        if tokens.cache_read or tokens.cache_write:
+            prompt_tokens = None if own_row is None else input_tokens  # own row: one call above a tier
+            group = figures.groups.setdefault(key, GroupFigures())
+            _add_cache(group, resolved, tokens, service_tier, prompt_tokens)
         price = resolved.price
         if price.training_cost is not None:
             identity = _declaration(resolved.model, resolved.provider, price)
             training = used.setdefault(identity, _Training(resolved.model, resolved.provider, price))
-            training.add(key, usage, int(calls))
+            training.add(key, input_tokens + output_tokens, calls)
     _amortize(figures, declared, used, report.since, report.until or now or dt.datetime.now(dt.UTC))
     return figures
