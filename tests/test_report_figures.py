@@ -467,6 +467,9 @@ def test_prices_show_and_list_name_the_training_cost(
     assert "training:   300 USD over 30 days from 2026-11-01 (10 USD a day)" in shown
     assert main(["prices", "list", "--file", str(prices), "--match", "ft:acme*", "--format", "json"]) == 0
     (listed,) = json.loads(capsys.readouterr().out)
+    assert main(["prices", "list", "--file", str(prices), "--match", "ft:acme*"]) == 0
+    header, row = capsys.readouterr().out.splitlines()[:2]
+    assert header.endswith("training") and row.endswith("300 USD/30d from 2026-11-01")
     assert (listed["training_cost"], listed["amortize_days"], listed["trained_on"]) == (
         "300",
         30,

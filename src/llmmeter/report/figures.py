@@ -171,8 +171,8 @@ def window_share(price: ModelPrice | GpuHourPrice, since: dt.datetime | None, un
         return Fraction(0)
     start = dt.datetime.combine(start_day, dt.time(), dt.UTC)
     end = start + dt.timedelta(days=price.amortize_days)
-    low = start if since is None else max(start, since)
-    high = min(end, until)
+    low = start if since is None else max(start, since.astimezone(dt.UTC))  # naive: local, as unix_ns
+    high = min(end, until.astimezone(dt.UTC))
     if high <= low:
         return Fraction(0)
     overlap_us = (high - low) // dt.timedelta(microseconds=1)
@@ -237,6 +237,41 @@ class _Training:
         return {key: used.calls for key, used in self.by_group.items() if used.calls}
 
 
+def _each_declaration(
+    declared: Sequence[PriceEntry], used: dict[tuple[Any, ...], _Training]
+) -> list[_Training]:
+    """Every declared training cost once: with the window's use of it, if any (a plugged source's
+    declarations are known only from the calls that resolved to them)."""
+    seen: dict[tuple[Any, ...], _Training] = {}
+    for training in [*(_Training(e.model, e.provider, e.price) for e in declared), *used.values()]:
+        identity = _declaration(training.entry_model, training.provider, training.price)
+        seen.setdefault(identity, used.get(identity, training))
+    return list(seen.values())
+
+
+def _amortization(
+    training: _Training, since: dt.datetime | None, until: dt.datetime
+) -> tuple[Amortization, dict[Key, Decimal]]:
+    """One declared training cost over the window, and its share of it by group."""
+    price = training.price
+    start, cost, days = price.amortization_start, price.training_cost, price.amortize_days
+    assert start is not None and cost is not None and days is not None  # validated together
+    units = _units(window_share(price, since, until))
+    weights = training.weights()
+    shares = _split(units, weights) if units and weights else {}
+    amortization = Amortization(
+        model=training.entry_model,
+        provider=training.provider,
+        currency=price.currency,
+        training_cost=cost,
+        amortize_days=days,
+        trained_on=start,
+        window_share=_from_units(units),
+        allocated=bool(shares),
+    )
+    return amortization, shares
+
+
 def _amortize(
     figures: Figures,
     declared: Sequence[PriceEntry],
@@ -245,34 +280,15 @@ def _amortize(
     until: dt.datetime,
 ) -> None:
     """Each declared training cost's window share, split across the groups that called it."""
-    seen: set[tuple[Any, ...]] = set()
-    listed = [_Training(e.model, e.provider, e.price) for e in declared]
-    for training in [*listed, *used.values()]:
-        identity = _declaration(training.entry_model, training.provider, training.price)
-        if identity in seen:
-            continue
-        seen.add(identity)
-        training = used.get(identity, training)
-        price = training.price
-        units = _units(window_share(price, since, until))
-        weights = training.weights()
-        if units and weights:
-            for key, share in _split(units, weights).items():
-                group = figures.groups.setdefault(key, GroupFigures())
-                _added(group.training_cost_share, price.currency, share)
-        assert price.training_cost is not None and price.amortize_days is not None
-        figures.amortizations.append(
-            Amortization(
-                model=training.entry_model,
-                provider=training.provider,
-                currency=price.currency,
-                training_cost=price.training_cost,
-                amortize_days=price.amortize_days,
-                trained_on=price.amortization_start or dt.date.min,
-                window_share=_from_units(units),
-                allocated=bool(units and weights),
+    for training in _each_declaration(declared, used):
+        amortization, shares = _amortization(training, since, until)
+        figures.amortizations.append(amortization)
+        for key, share in shares.items():
+            _added(
+                figures.groups.setdefault(key, GroupFigures()).training_cost_share,
+                amortization.currency,
+                share,
             )
-        )
 
 
 # ---------------------------------------------------------------------------------------------
