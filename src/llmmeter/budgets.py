@@ -52,6 +52,7 @@ import os
 import sqlite3
 import threading
 import time
+import weakref
 from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
@@ -81,6 +82,8 @@ REFRESH_S: Final = 10.0
 """Default seconds between two reads of other processes' spend from a shared store."""
 FLEET_READ_TIMEOUT_S: Final = 5.0
 """How long one read of the fleet store may take (connecting, then each statement)."""
+FLEET_FIRST_READ_TIMEOUT_S: Final = 60.0
+"""The same for a process's first read, which sums every row of the budgets' current periods."""
 SETTLE_S: Final = 60.0
 """A fleet row is read again until it was inserted this long before a read: a writer's transaction
 commits well within it, so a row committed late is never missed (the rows in this margin are
@@ -384,12 +387,21 @@ class BudgetBook:
         now = time.time_ns()
         return ((index, budget.period_of(now)[0]) for index, budget in enumerate(self.budgets))
 
-    def slots_of(self, start_ns: int, attributes: Mapping[str, Any]) -> Iterator[_Slot]:
-        """The slots a call that started at ``start_ns`` with ``attributes`` counts in."""
+    def slots_of(
+        self, start_ns: int, attributes: Mapping[str, Any], periods: dict[tuple[int, int], int] | None = None
+    ) -> Iterator[_Slot]:
+        """The slots a call that started at ``start_ns`` with ``attributes`` counts in (``periods``:
+        a cache of period starts by budget index and start, for many calls of the same hours)."""
         for index, budget in enumerate(self.budgets):
             key = budget.key_of(attributes)
-            if key is not None:
-                yield (index, key, budget.period_of(start_ns)[0])
+            if key is None:
+                continue
+            start = None if periods is None else periods.get((index, start_ns))
+            if start is None:
+                start = budget.period_of(start_ns)[0]
+                if periods is not None:
+                    periods[index, start_ns] = start
+            yield (index, key, start)
 
     def _forget_old_periods(self) -> None:
         now = time.time_ns()
@@ -539,27 +551,44 @@ class _FleetProcesses:
         """Reads that answered (for tests and diagnostics)."""
         self._settled: dict[_Slot, Decimal] = {}
         self._settled_until: datetime | None = None
+        self._pid = os.getpid()
+        self._new_thread_state()
+
+    def _new_thread_state(self) -> None:
+        self._wake = threading.Event()
+        self._done = threading.Condition()
+        self._attempts = 0
+        self._reading = False
+        self._last_ok = False
         self._thread: threading.Thread | None = None
         self._starting = threading.Lock()
-        self._pid = os.getpid()
+        self._one_read = threading.Lock()
 
     def start(self) -> None:
-        """The first read, right away (at ``configure()``), off the caller's thread."""
+        """The reading thread, and the first read, right away (at ``configure()``)."""
         self.refresh_if_due()
 
     def refresh_if_due(self) -> None:
-        """Start a read when the interval has passed and none is running; never waits for it."""
+        """Wake the reading thread when the interval has passed; never waits for the read."""
         if time.monotonic() < self.due_at:
             return
+        self.due_at = time.monotonic() + self.interval
         if os.getpid() != self._pid:
             self._forget_parent()
+        self._wake.set()
+        thread = self._thread
+        if thread is None or not thread.is_alive():
+            self._start_thread()
+
+    def _start_thread(self) -> None:
         if not self._starting.acquire(blocking=False):
-            return
+            return  # another caller is starting it
         try:
-            if time.monotonic() < self.due_at or (self._thread is not None and self._thread.is_alive()):
+            if self._thread is not None and self._thread.is_alive():
                 return
-            self.due_at = time.monotonic() + self.interval
-            thread = threading.Thread(target=self._read_logged, name="llmmeter-budget-read", daemon=True)
+            arguments = (weakref.ref(self), self._wake)
+            thread = threading.Thread(target=_keep_reading, args=arguments, name="llmmeter-budget-read")
+            thread.daemon = True
             thread.start()
             self._thread = thread
         except RuntimeError:  # interpreter shutdown: no new threads
@@ -568,31 +597,53 @@ class _FleetProcesses:
             self._starting.release()
 
     def _forget_parent(self) -> None:
-        """In a forked child: the parent's lock and thread are not ours, and the parent's spend,
+        """In a forked child: the parent's thread and locks are not ours, and the parent's spend,
         counted as this process's before the fork, is now another process's: read it all again."""
-        self._pid, self._starting, self._thread = os.getpid(), threading.Lock(), None
+        self._pid = os.getpid()
+        self._new_thread_state()
         self._settled, self._settled_until = {}, None
         self.book.forget_own_spend()
 
     def refresh_now(self, timeout: float) -> bool:
-        """Start a read now (after the one in progress) and wait for it at most ``timeout``."""
+        """Have a read start now (after the one in progress) and wait for it at most ``timeout``;
+        ``True`` when it answered."""
         deadline = time.monotonic() + max(0.0, timeout)
-        self._wait(timeout)
-        answered = self.reads
+        if os.getpid() != self._pid:
+            self._forget_parent()
+        with self._done:
+            wanted = self._attempts + (2 if self._reading else 1)
         self.due_at = 0.0
         self.refresh_if_due()
-        self._wait(deadline - time.monotonic())
-        return self.reads > answered
+        with self._done:
+            while self._attempts < wanted:
+                remaining = deadline - time.monotonic()
+                if remaining <= 0:
+                    return False
+                self._done.wait(remaining)
+            return self._last_ok
 
-    def _wait(self, timeout: float) -> None:
-        thread = self._thread
-        if thread is not None:
-            thread.join(max(0.0, timeout))
+    def read_once(self) -> None:
+        """One read, on the reading thread; wakes whoever waits in :meth:`refresh_now`."""
+        with self._one_read:  # one at a time, should two threads ever have been started
+            self._read_once_locked()
 
-    def _read_logged(self) -> None:
+    def _read_once_locked(self) -> None:
+        with self._done:
+            self._reading = True
+        ok = False
+        try:
+            ok = self._read_logged()
+        finally:
+            with self._done:
+                self._reading, self._last_ok = False, ok
+                self._attempts += 1
+                self._done.notify_all()
+
+    def _read_logged(self) -> bool:
         with guard("reading other processes' spend from the fleet store"):
             try:
                 self._read()
+                return True
             except Exception as exc:
                 if not is_fleet_failure(exc):
                     raise
@@ -604,21 +655,25 @@ class _FleetProcesses:
                     first_line(exc),
                     self.interval,
                 )
+        return False
 
     def _read(self) -> None:
         periods = dict(self.book.current_periods())
         since_ns = min(periods.values()) * 1_000_000_000
         own = f"{record_module._id_prefix}."
-        mark, rows = self.store.run_on_fleet(
-            lambda conn: self._query(conn, since_ns, own), timeout_s=FLEET_READ_TIMEOUT_S
-        )
+        timeout = FLEET_READ_TIMEOUT_S if self._settled_until is not None else FLEET_FIRST_READ_TIMEOUT_S
+        mark, rows = self.store.run_on_fleet(lambda conn: self._query(conn, since_ns, own), timeout_s=timeout)
         self._settled = {
             slot: amount for slot, amount in self._settled.items() if slot[2] >= periods[slot[0]]
         }
         unsettled: dict[_Slot, Decimal] = {}
+        parsed: dict[str | None, Mapping[str, Any]] = {}  # few distinct attribute sets, many hours
+        hours: dict[tuple[int, int], int] = {}
         for attributes, hour, settled, amount in rows:
             into = self._settled if settled else unsettled
-            for slot in self.book.slots_of(int(hour) * _HOUR_NS, _attributes(attributes)):
+            if attributes not in parsed:
+                parsed[attributes] = _attributes(attributes)
+            for slot in self.book.slots_of(int(hour) * _HOUR_NS, parsed[attributes], hours):
                 into[slot] = into.get(slot, Decimal(0)) + Decimal(amount)
         self._settled_until = mark
         totals = dict(self._settled)
@@ -637,6 +692,24 @@ class _FleetProcesses:
         if self._settled_until is not None:
             params.append(self._settled_until)
         return mark, conn.execute(sql, params).fetchall()
+
+
+_IDLE_CHECK_S: Final = 30.0
+"""How often an idle reading thread checks that its budgets are still configured."""
+
+
+def _keep_reading(reader_ref: weakref.ref[_FleetProcesses], wake: threading.Event) -> None:
+    """The reading thread: one read each time it is woken; it ends once its budgets are gone
+    (reconfigured), holding them only while it reads."""
+    while True:
+        woken = wake.wait(_IDLE_CHECK_S)
+        reader = reader_ref()
+        if reader is None or reader._wake is not wake:  # gone, or a forked child's new thread
+            return
+        if woken:
+            wake.clear()
+            reader.read_once()
+        del reader
 
 
 def is_fleet_failure(exc: BaseException) -> bool:

@@ -189,7 +189,8 @@ _MIGRATIONS: dict[int, tuple[str, ...]] = {
     2: (  # issue 14: budgets read only the rows inserted since their last read; feedback in the fleet
         f"ALTER TABLE {SCHEMA}.records ADD COLUMN IF NOT EXISTS inserted_at TIMESTAMPTZ",
         f"ALTER TABLE {SCHEMA}.records ALTER COLUMN inserted_at SET DEFAULT clock_timestamp()",
-        f"CREATE INDEX IF NOT EXISTS records_by_insertion ON {SCHEMA}.records USING brin (inserted_at)",
+        f"CREATE INDEX IF NOT EXISTS records_by_insertion ON {SCHEMA}.records USING brin (inserted_at) "
+        "WITH (pages_per_range = 32, autosummarize = on)",
         f"CREATE TABLE IF NOT EXISTS {SCHEMA}.feedback (feedback_id TEXT PRIMARY KEY, "
         "time_unix_ns BIGINT NOT NULL, response_id TEXT NOT NULL, score DOUBLE PRECISION, label TEXT, "
         "comment TEXT, record_id TEXT, trace_id TEXT, span_id TEXT)",
@@ -200,8 +201,9 @@ _MIGRATIONS: dict[int, tuple[str, ...]] = {
 simply run again.
 
 Version 2 adds ``records.inserted_at`` (set by the server; ``NULL`` on rows from before it, never
-read by the report), indexed with a small BRIN index so that budgets read only the rows inserted
-since their last read (:mod:`llmmeter.budgets`), and the ``feedback`` table
+read by the report), indexed with a small BRIN index (each full range of 32 pages summarized by
+autovacuum as the next one starts) so that budgets read only the rows inserted since their last
+read (:mod:`llmmeter.budgets`), and the ``feedback`` table
 (:mod:`llmmeter.feedback`), keyed by a feedback id so that a judgement delivered twice is stored once."""
 
 
