@@ -19,10 +19,11 @@ Other processes' spend
     that interval; this process's own records are told apart by their record-id prefix, so
     nothing is counted twice. A local (SQLite) store is read on that call's thread (a read-only
     query with a 0.1 s busy timeout). A fleet (PostgreSQL) store is read on a thread of its own,
-    started at ``configure()`` and then by such a call, which never waits for it: each read asks
-    the server only for the rows inserted since the previous one (``records.inserted_at``), summed
-    per attribute set and hour, over this process's session with the server, each statement
-    limited to :data:`FLEET_READ_TIMEOUT_S`. A read that fails (server down, slow, refusing) is
+    started at ``configure()`` (the first read) and then woken by such a call, which never waits
+    for it: each read asks the server only for the rows inserted since the previous one
+    (``records.inserted_at``), summed per attribute set and hour, over this process's session
+    with the server, each statement limited to :data:`FLEET_READ_TIMEOUT_S`
+    (:data:`FLEET_FIRST_READ_TIMEOUT_S` for the first). A read that fails (server down, slow, refusing) is
     logged once and tried again an interval later; meanwhile the budgets go on with what they
     know.
 
