@@ -268,7 +268,7 @@ def _parse_entry(
     except ValidationError as exc:
         for error in exc.errors():
             field_name = ".".join(str(part) for part in error["loc"]) or None
-            problem(str(error["msg"]).removeprefix("Value error, "), model=model, field_name=field_name)
+            problem(error["msg"], model=model, field_name=field_name)
         return None
     return PriceEntry(model=model, price=price, provider=provider, origin=origin)
 
