@@ -274,7 +274,9 @@ def test_csv_has_the_figures_as_columns_and_html_in_its_table(report: Report, tm
     page = tmp_path / "report.html"
     code, _, _ = report("--by", "team", "--format", "html", "-o", str(page))
     assert code == 0
-    assert "cache saved" in page.read_text(encoding="utf-8")
+    html = page.read_text(encoding="utf-8")
+    assert '<th class="num">cache saved</th>' in html and '<th class="num">training</th>' in html
+    assert 'training (USD)</div><div class="big">70.0000</div>' in html  # the window's card
 
 
 @pytest.mark.parametrize("seed", range(3))

@@ -441,7 +441,19 @@ def _table_html(cells: tuple[list[str], list[list[str]], int]) -> str:
     return f"<table><thead>{row('th', headers)}</thead><tbody>{body}</tbody></table>"
 
 
-def _cards(report: Report, currency: str) -> str:
+def _figure_cards(figures: Figures | None, currency: str) -> list[tuple[str, str]]:
+    """Cards for the window's cache savings and amortized training cost, when it has them."""
+    if figures is None:
+        return []
+    total = figures.total()
+    return [
+        (f"{name} ({currency})", format_money(amounts[currency]))
+        for name, amounts in (("cache saved", total.cache_savings), ("training", total.training_cost_share))
+        if currency in amounts
+    ]
+
+
+def _cards(report: Report, currency: str, figures: Figures | None) -> str:
     total = report.total
     cost = total.cost.get(currency)
     ttft, duration = total.latency["ttft"].percentiles, total.latency["duration"].percentiles
@@ -449,6 +461,7 @@ def _cards(report: Report, currency: str) -> str:
         ("calls", f"{total.calls:,}"),
         ("errors", f"{total.errors:,}"),
         (f"cost ({currency})", format_money(cost) if cost is not None else "–"),
+        *_figure_cards(figures, currency),
         ("unpriced calls", f"{total.unpriced_calls:,}"),
         ("TTFT p50 / p95", f"{format_seconds(ttft[50])} / {format_seconds(ttft[95])}"),
         ("duration p50 / p95", f"{format_seconds(duration[50])} / {format_seconds(duration[95])}"),
@@ -536,7 +549,7 @@ def render_html(
     subtitle = f"{what} · {window_label(report)}{by}"
     body = [
         f"<h1>llmmeter report</h1><div class='muted'>{_esc(subtitle)}</div>",
-        _cards(report, currency),
+        _cards(report, currency, figures),
         *(f"<h2>{_esc(title)}</h2>{content}" for title, content in sections),
         *_tables(report, figures),
         *extra_sections,
