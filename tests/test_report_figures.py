@@ -15,6 +15,8 @@ import io
 import json
 import random
 import re
+import subprocess
+import sys
 from collections.abc import Callable, Iterator
 from decimal import Decimal
 from pathlib import Path
@@ -508,3 +510,20 @@ def test_the_fleet_store_gives_the_same_figures_as_the_local_store(
     assert [json.loads(out)[name] for name in ("groups", "total")] == [
         json.loads(local)[name] for name in ("groups", "total")
     ]
+
+
+def test_the_figures_benchmark_runs_and_prints_its_table() -> None:
+    done = subprocess.run(
+        [
+            sys.executable,
+            str(Path(__file__).resolve().parents[1] / "benchmarks" / "report_figures.py"),
+            "--quick",
+        ],
+        capture_output=True,
+        text=True,
+        timeout=300,
+        check=False,
+    )
+    assert done.returncode == 0, done.stderr[-2000:]
+    assert "| --by | report s | figures s | figures / report | figure groups |" in done.stdout
+    assert all(f"| {by} |" in done.stdout for by in ("model", "team", "user_id"))
