@@ -209,10 +209,6 @@ def _connect(path: Path, *, read_only: bool = False) -> sqlite3.Connection:
 def _target_of(store: SQLiteStore | None) -> _LocalStore | _FleetStore | None:
     """Where judgements go: the local store's file, the fleet store, or nowhere without a store."""
     if store is None:
-        log_once(
-            "feedback:no-store",
-            "llmmeter: feedback is not stored: the local store is off (configure(store=None))",
-        )
         return None
     from llmmeter.store.postgres import PostgresStore
 
