@@ -12,6 +12,7 @@ import os
 import subprocess
 import sys
 import textwrap
+import time
 from collections.abc import Iterator
 from datetime import UTC, datetime
 from decimal import Decimal
@@ -24,6 +25,8 @@ import pytest
 import llmmeter
 from llmmeter import semconv as sc
 from llmmeter.pricing import ModelPrice, PricingRegistry
+from llmmeter.record import CallRecord, Cost, Timings
+from llmmeter.store import SQLiteStore
 from llmmeter.testing import LocalOpenAIServer, Pacing
 
 from .conftest import Telemetry
@@ -296,3 +299,29 @@ def test_the_refresh_interval_comes_from_the_environment(monkeypatch: pytest.Mon
     monkeypatch.setenv(budgets.REFRESH_ENV_VAR, "soon")
     assert budgets._refresh_interval() == budgets.REFRESH_S
     assert os.environ[budgets.REFRESH_ENV_VAR] == "soon"
+
+
+def test_a_warn_budget_hears_of_other_processes_spend_too(
+    client: openai.OpenAI, telemetry: Telemetry, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    store = tmp_path / "shared.sqlite3"
+    another_process = SQLiteStore(store)
+    another_process.write(
+        CallRecord(
+            operation="chat",
+            provider="acme",
+            request_model=MODEL,
+            timings=Timings(start_time_unix_ns=time.time_ns(), duration_s=0.1),
+            cost=Cost(amount=CALL_COST),
+            attributes={"team": "search"},
+            record_id="another-process.1",
+        )
+    )
+    assert another_process.close()
+    monkeypatch.setenv("LLMMETER_BUDGET_REFRESH_S", "0")
+    events: list[llmmeter.BudgetEvent] = []
+    budget = llmmeter.Budget(limit_usd="16", match={"team": "search"}, action="warn")
+    telemetry.reconfigure(store=store, pricing=registry(), budgets=[budget], on_budget=events.append)
+    with llmmeter.attributes(team="search"):
+        ask(client)  # 7 here + 7 read from the store: 87.5 %
+    assert [(e.threshold, e.spent) for e in events] == [(Decimal("0.8"), 2 * CALL_COST)]
