@@ -12,6 +12,7 @@ from __future__ import annotations
 import json
 import logging
 import os
+import socket
 import subprocess
 import sys
 import textwrap
@@ -127,6 +128,29 @@ def test_with_the_fleet_store_down_calls_go_out_and_one_warning_says_why(
     with llmmeter.attributes(team="search"), pytest.raises(llmmeter.BudgetExceeded) as refused:
         ask(client)
     assert refused.value.spent == 3 * CALL_COST  # this process's own rows, read back, are not added
+
+
+def test_a_server_that_never_answers_holds_no_call(
+    client: openai.OpenAI, server: LocalOpenAIServer, telemetry: Telemetry, caplog: pytest.LogCaptureFixture
+) -> None:
+    caplog.set_level(logging.WARNING, logger="llmmeter")
+    with socket.socket() as silent:  # the kernel completes the handshake; nothing ever answers
+        silent.bind(("127.0.0.1", 0))
+        silent.listen(64)
+        url = f"postgresql://llmmeter@127.0.0.1:{silent.getsockname()[1]}/fleet"
+        settings = telemetry.reconfigure(
+            store=url, pricing=registry(), budgets=[SEARCH_BUDGET], exit_timeout=0.5
+        )
+        sent = len(server.requests)
+        with llmmeter.attributes(team="search"):
+            for _ in range(3):
+                ask(client)
+        assert len(server.requests) - sent == 3
+        assert not book_of(settings).refresh(0.2)  # the first read is still waiting for the server
+    assert not book_of(settings).refresh(10)  # closed: the read fails, and is logged
+    telemetry.reconfigure(store=None)
+    failures = [r for r in caplog.records if "budgets cannot read other processes' spend" in r.getMessage()]
+    assert len(failures) == 1 and url.split("@")[1] in failures[0].getMessage()
 
 
 def test_rows_committed_after_a_read_still_count_once(
