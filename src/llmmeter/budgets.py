@@ -23,9 +23,9 @@ Other processes' spend
     for it: each read asks the server only for the rows inserted since the previous one
     (``records.inserted_at``), summed per attribute set and hour, over this process's session
     with the server, each statement limited to :data:`FLEET_READ_TIMEOUT_S`
-    (:data:`FLEET_FIRST_READ_TIMEOUT_S` for the first). A read that fails (server down, slow, refusing) is
-    logged once and tried again an interval later; meanwhile the budgets go on with what they
-    know.
+    (:data:`FLEET_FIRST_READ_TIMEOUT_S` for the first). A read that fails (server down, slow,
+    refusing) is logged once and tried again an interval later; meanwhile the budgets go on with
+    what they know.
 
 How far a budget can overshoot
     Calls in flight are not counted until they finish: ``N`` calls started concurrently while the
@@ -35,14 +35,15 @@ How far a budget can overshoot
     plus one read, late), plus what their store writers have not written yet: normally well under
     a second, but with a fleet store that is down, everything spent while it is down (their
     records wait in their hosts' spools and count once delivered). A fleet process also counts
-    nothing of the others' until its first read has answered (milliseconds after ``configure()``
-    when the server is up).
+    nothing of the others' until its first read has answered, which sums the whole period
+    (``benchmarks/fleet_budget_read.py``: 2.2 s for 200,000 rows of the month).
 
 ``on_budget(event)``
     Called once per budget, key and period when the spend reaches 80 % and again at 100 % of the
-    limit (both ``warn`` and ``raise`` budgets), on the thread whose call crossed the threshold:
-    keep it quick (hand slow work, like a webhook, to a thread of your own). Its exceptions are
-    logged, never raised into the call. Without ``on_budget``, a warning is logged instead.
+    limit (both ``warn`` and ``raise`` budgets), on the thread whose call crossed the threshold
+    (or that read another process's spend crossing it): keep it quick (hand slow work, like a
+    webhook, to a thread of your own). Its exceptions are logged, never raised into the call.
+    Without ``on_budget``, a warning is logged instead.
 """
 
 from __future__ import annotations
