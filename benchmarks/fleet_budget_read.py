@@ -141,7 +141,7 @@ def report(url: str, rows: int, repeat: int, root: Path) -> str:
         f"| caller's thread: the same check(), no store | {without_store:.0f} ns |",
         f"| caller's thread: check() when a read is due (wakes the reading thread) | {due * 1e6:.1f} µs |",
         "",
-        f"team t1's spend read: {spent} USD (the other process's rows; expected {_expected(rows + 1_000 * repeat)})",
+        f"team t1's spend read: {spent} USD (expected {_expected(rows + 1_000 * repeat)})",
     ]
     return "\n".join(lines)
 
