@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import logging
 import os
+import sys
 import threading
 
 logger = logging.getLogger("llmmeter")
@@ -39,6 +40,25 @@ def internal_error(stage: str) -> None:
 class RaisedOnPurpose(Exception):
     """Base of the exceptions llmmeter raises into the application on purpose (a budget refusing a
     call, :class:`llmmeter.BudgetExceeded`): :class:`guard` lets them through."""
+
+
+def swallowed(stage: str) -> bool:
+    """The ``except Exception:`` form of :class:`guard`, for code run on every call (a ``try``
+    costs nothing until something raises; a ``with`` block costs three calls)::
+
+        try:
+            ...
+        except Exception:
+            if not swallowed("stage"):
+                raise
+
+    True when the exception being handled was logged (once) and may be dropped; False when it
+    must propagate (strict mode, or raised into the application on purpose).
+    """
+    if strict_mode() or isinstance(sys.exc_info()[1], RaisedOnPurpose):
+        return False
+    internal_error(stage)
+    return True
 
 
 class guard:  # lower-case: used like a function, `with guard("stage"):`

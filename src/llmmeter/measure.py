@@ -26,7 +26,7 @@ from opentelemetry import trace
 from opentelemetry.context import Context
 from opentelemetry.trace import Span
 
-from llmmeter._log import guard
+from llmmeter._log import guard, swallowed
 from llmmeter.config import Settings
 from llmmeter.context import current_attributes
 from llmmeter.pipeline import complete
@@ -173,12 +173,16 @@ class Measurement:
             record.attributes.update(attrs)
         if call_start_hook is not None:  # routes and budgets (llmmeter.routing)
             call_start_hook(self)
-        with guard("starting the span"):
+        try:
             self.span = span = settings.telemetry.start_span(record)
             span_context = span.get_span_context()
             if span_context.is_valid:
-                record.trace_id = format(span_context.trace_id, "032x")
-                record.span_id = format(span_context.span_id, "016x")
+                # to_bytes().hex(): the W3C lower-case hex at half the cost of format(..., "032x")
+                record.trace_id = span_context.trace_id.to_bytes(16, "big").hex()
+                record.span_id = span_context.span_id.to_bytes(8, "big").hex()
+        except Exception:
+            if not swallowed("starting the span"):
+                raise
         record.timings.start_time_unix_ns = time.time_ns()
         self._t0 = _perf_ns()
 
@@ -450,41 +454,59 @@ class Measurement:
         self._finished = True
         end = _perf_ns()
         record = self.record
-        with guard("finishing the measurement"):
-            record.outcome = outcome
-            if exc is not None and outcome is not Outcome.OK:
-                record.error_type = error_type_of(exc)
-            if outcome is Outcome.ABANDONED and self._t_last_chunk is not None:
-                end = self._t_last_chunk  # the last moment the call was observed alive
-            self._fill_timings(end)
-            observed = None
-            if fill is not None:
-                with guard("reading the response"):
-                    fill(record)
-            if read is not None:
-                with guard("reading the response"):
-                    observed = read()
-            reader = self.reader
-            if reader is not None:
-                with guard("reading the stream"):
-                    observed = reader.result()
-            if observed is not None:
-                apply_observed(record, observed)
-            if record.rollup_calls:
-                # Calls measured inside (a @metered function around an instrumented client): a
-                # step over them, so that no token is counted twice.
-                record.kind, record.usage = CallKind.STEP, None
-            elif observed is not None and observed.usage is not None:
-                record.kind = CallKind.LLM
-            if record.usage is None and self._responded(outcome, read is not None):
-                with guard("estimating tokens"):
-                    record.usage = estimate_usage(
-                        record.response_model or record.request_model,
-                        self.estimate_input,
-                        observed.output_text if observed is not None else None,
-                    )
-            self._fill_tpot()
+        try:
+            self._apply_response(record, outcome, exc, end, fill, read)
+        except Exception:
+            if not swallowed("finishing the measurement"):
+                raise
         complete(self.settings, record, self.span, self.parent)
+
+    def _apply_response(
+        self,
+        record: CallRecord,
+        outcome: Outcome,
+        exc: BaseException | None,
+        end: int,
+        fill: Callable[[CallRecord], None] | None,
+        read: Callable[[], Observed] | None,
+    ) -> None:
+        """Outcome, timings, and what the response or stream said (estimated when it said no usage)."""
+        record.outcome = outcome
+        if exc is not None and outcome is not Outcome.OK:
+            record.error_type = error_type_of(exc)
+        if outcome is Outcome.ABANDONED and self._t_last_chunk is not None:
+            end = self._t_last_chunk  # the last moment the call was observed alive
+        self._fill_timings(end)
+        observed = None
+        if fill is not None:
+            with guard("reading the response"):
+                fill(record)
+        if read is not None:
+            try:
+                observed = read()
+            except Exception:
+                if not swallowed("reading the response"):
+                    raise
+        reader = self.reader
+        if reader is not None:
+            with guard("reading the stream"):
+                observed = reader.result()
+        if observed is not None:
+            apply_observed(record, observed)
+        if record.rollup_calls:
+            # Calls measured inside (a @metered function around an instrumented client): a
+            # step over them, so that no token is counted twice.
+            record.kind, record.usage = CallKind.STEP, None
+        elif observed is not None and observed.usage is not None:
+            record.kind = CallKind.LLM
+        if record.usage is None and self._responded(outcome, read is not None):
+            with guard("estimating tokens"):
+                record.usage = estimate_usage(
+                    record.response_model or record.request_model,
+                    self.estimate_input,
+                    observed.text() if observed is not None else None,
+                )
+        self._fill_tpot()
 
     def _responded(self, outcome: Outcome, read_a_response: bool) -> bool:
         """Whether a response (whole, or at least one chunk) arrived: only then is usage estimated."""

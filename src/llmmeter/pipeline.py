@@ -30,7 +30,7 @@ from contextvars import ContextVar
 from dataclasses import dataclass, fields
 from typing import TYPE_CHECKING, Protocol, runtime_checkable
 
-from llmmeter._log import guard, internal_error, log_once, strict_mode
+from llmmeter._log import guard, internal_error, log_once, strict_mode, swallowed
 from llmmeter.record import CallKind, CallRecord, CostStatus
 
 if TYPE_CHECKING:
@@ -335,8 +335,11 @@ def complete(settings: Settings, record: CallRecord, span: Span | None, parent: 
         if settings.budgets is not None:  # issue 14: count the cost before the call returns
             settings.budgets.count(record)
     for durable in settings.durable_sinks:
-        with guard("journaling the record"):
+        try:
             durable.journal(record)
+        except Exception:
+            if not swallowed("journaling the record"):
+                raise
     if parent is not None and not parent.finished:
         with guard("rolling up into the enclosing step"):
             parent.add_child(record)

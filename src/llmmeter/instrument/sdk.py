@@ -33,13 +33,14 @@ from typing import Any, Protocol, TypeVar
 import wrapt
 
 from llmmeter import semconv
-from llmmeter._log import guard, log_once
+from llmmeter._log import guard, log_once, swallowed
 from llmmeter.config import Settings, get_settings
 from llmmeter.instrument.scope import enter as _attach
 from llmmeter.instrument.scope import leave as _detach
 from llmmeter.instrument.scope import should_measure as _should_measure
 from llmmeter.instrument.streams import AsyncMeteredStream, MeteredStream
 from llmmeter.measure import Measurement, outcome_of
+from llmmeter.providers.base import fields_of
 from llmmeter.providers.types import RequestSpec
 from llmmeter.record import CallRecord, Outcome
 
@@ -94,13 +95,18 @@ def _plan(
     if len(args) < 2:
         return None
     options = args[1]
-    if str(getattr(options, "method", "")).lower() != "post":
+    # One read of the options' fields: each attribute read of the SDK's pydantic model would go
+    # through its __getattr__ hook, on the caller's thread of every call.
+    option_fields = fields_of(options)
+    if str(option_fields.get("method", "")).lower() != "post":
         return None
-    body = options.json_data if isinstance(options.json_data, Mapping) else {}
+    body = option_fields.get("json_data")
+    if not isinstance(body, Mapping):
+        body = {}
     stream = bool(kwargs.get("stream", False))
     host, port, detected_provider, base_url = _server_of(adapter, client)
     ask_usage = settings.stream_usage and base_url not in _refuses_body_change
-    spec = adapter.plan(str(options.url), body, stream, ask_usage, getattr(options, "files", None))
+    spec = adapter.plan(str(option_fields.get("url")), body, stream, ask_usage, option_fields.get("files"))
     if spec is None:
         return None
     record = CallRecord(
@@ -130,7 +136,9 @@ _server_cache: dict[int, tuple[object, str | None, int | None, str, str]] = {}
 
 def _server_of(adapter: SdkAdapter, client: Any) -> tuple[str | None, int | None, str, str]:
     """(host, port, provider, base URL) of a client, computed once per base URL object."""
-    base_url = getattr(client, "base_url", None)
+    # The Stainless clients keep it in ``_base_url``; their ``base_url`` property may run an import
+    # statement on every read (openai 2.x), paid on the caller's thread of every call.
+    base_url = getattr(client, "_base_url", None) or getattr(client, "base_url", None)
     cached = _server_cache.get(id(base_url))
     if cached is not None and cached[0] is base_url:
         return cached[1], cached[2], cached[3], cached[4]
@@ -418,8 +426,11 @@ def measured_request(
     if not _should_measure():
         return wrapped(*args, **kwargs)
     started = None
-    with guard("planning the request"):
+    try:
         started = _begin(adapter, client, args, kwargs, provider)
+    except Exception:
+        if not swallowed("planning the request"):
+            raise
     if started is None:
         return wrapped(*args, **kwargs)
     plan, measurement = started
@@ -436,8 +447,11 @@ def measured_request(
         measurement.finish(outcome_of(exc), exc)
         raise
     _detach(token)
-    with guard("measuring the result"):
+    try:
         return _measured_result(result, plan, measurement)  # type: ignore[no-any-return]
+    except Exception:
+        if not swallowed("measuring the result"):
+            raise
     measurement.finish(Outcome.OK)
     return result
 
@@ -454,8 +468,11 @@ async def measured_async_request(
     if not _should_measure():
         return await wrapped(*args, **kwargs)
     started = None
-    with guard("planning the request"):
+    try:
         started = _begin(adapter, client, args, kwargs, provider)
+    except Exception:
+        if not swallowed("planning the request"):
+            raise
     if started is None:
         return await wrapped(*args, **kwargs)
     plan, measurement = started
@@ -472,8 +489,11 @@ async def measured_async_request(
         measurement.finish(outcome_of(exc), exc)
         raise
     _detach(token)
-    with guard("measuring the result"):
+    try:
         return _measured_result(result, plan, measurement)  # type: ignore[no-any-return]
+    except Exception:
+        if not swallowed("measuring the result"):
+            raise
     measurement.finish(Outcome.OK)
     return result
 

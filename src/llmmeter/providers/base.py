@@ -8,15 +8,18 @@ and catches an ``AttributeError`` (about 5 µs each), far too slow for a per-cal
 
 from __future__ import annotations
 
+import itertools
 from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass
+from itertools import compress, repeat
+from operator import is_
 from typing import Any
 
 from llmmeter.record import Cost, ServerTimings
 
 __all__ = [
+    "CountTable",
     "ResponseInfo",
-    "counts_from",
     "field",
     "fields_of",
     "int_or_none",
@@ -68,7 +71,7 @@ def fields_of(obj: Any) -> Mapping[str, Any]:
     """
     if obj is None:
         return _NO_FIELDS
-    if isinstance(obj, dict):
+    if type(obj) is dict or isinstance(obj, dict):
         return obj
     values = getattr(obj, "__dict__", None)
     if values is None:
@@ -98,16 +101,30 @@ class _AttributeView(Mapping[str, Any]):
         return 0
 
 
-CountTable = tuple[tuple[str, int, str], ...]
-"""``(Usage field, index of the source mapping, provider key)`` rows, read by :func:`counts_from`."""
+class CountTable:
+    """Where a provider's usage keeps each token count: ``(Usage field, index of the source
+    mapping, provider key)`` rows, read by :meth:`read`."""
 
+    __slots__ = ("_keys_by_source", "_targets", "rows")
 
-def counts_from(table: CountTable, sources: Sequence[Mapping[str, Any]]) -> dict[str, Any]:
-    """The token counts a table maps from provider fields; values that are not ints are left out.
+    def __init__(self, *rows: tuple[str, int, str]) -> None:
+        self.rows = rows
+        by_source = sorted(rows, key=lambda row: row[1])
+        self._targets = tuple(target for target, _, _ in by_source)
+        self._keys_by_source = tuple(
+            (source, tuple(key for _, _, key in group))
+            for source, group in itertools.groupby(by_source, key=lambda row: row[1])
+        )
 
-    One comprehension instead of a function call per field: this runs once per measured call.
-    """
-    return {target: value for target, source, key in table if type(value := sources[source].get(key)) is int}
+    def read(self, sources: Sequence[Mapping[str, Any]]) -> dict[str, Any]:
+        """The counts found in ``sources``; values that are not ints are left out."""
+        # Every step runs in C (map, zip, compress): this runs once per measured call, and a
+        # comprehension over the rows costs a dozen bytecodes per row.
+        values: list[Any] = []
+        for source, keys in self._keys_by_source:
+            values += map(sources[source].get, keys)
+        are_ints = map(is_, map(type, values), repeat(int))
+        return dict(compress(zip(self._targets, values, strict=True), are_ints))
 
 
 def items_of(value: Any) -> Sequence[Any]:

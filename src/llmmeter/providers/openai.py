@@ -23,7 +23,6 @@ from urllib.parse import urlsplit
 from llmmeter.providers.base import (
     CountTable,
     ResponseInfo,
-    counts_from,
     field,
     fields_of,
     items_of,
@@ -43,7 +42,7 @@ __all__ = [
 
 
 # (Usage field, source, key) -- sources: 0 = the usage, 1 = its input details, 2 = its output details.
-_COMPLETION_USAGE_COUNTS: CountTable = (
+_COMPLETION_USAGE_COUNTS = CountTable(
     ("input_tokens", 0, "prompt_tokens"),
     ("output_tokens", 0, "completion_tokens"),
     ("cache_read_input_tokens", 1, "cached_tokens"),
@@ -57,7 +56,7 @@ _COMPLETION_USAGE_COUNTS: CountTable = (
     ("accepted_prediction_tokens", 2, "accepted_prediction_tokens"),
     ("rejected_prediction_tokens", 2, "rejected_prediction_tokens"),
 )
-_RESPONSE_USAGE_COUNTS: CountTable = (
+_RESPONSE_USAGE_COUNTS = CountTable(
     ("input_tokens", 0, "input_tokens"),
     ("output_tokens", 0, "output_tokens"),
     ("cache_read_input_tokens", 1, "cached_tokens"),
@@ -94,7 +93,7 @@ def _usage_from_completion_usage(top: Mapping[str, Any]) -> Usage:
         fields_of(top.get("prompt_tokens_details")),
         fields_of(top.get("completion_tokens_details")),
     )
-    counts = counts_from(_COMPLETION_USAGE_COUNTS, sources)
+    counts = _COMPLETION_USAGE_COUNTS.read(sources)
     if "cache_read_input_tokens" not in counts:
         # DeepSeek's own name for it (newer DeepSeek versions fill cached_tokens too).
         cache_hits = top.get("prompt_cache_hit_tokens")
@@ -108,7 +107,7 @@ def _usage_from_response_usage(top: Mapping[str, Any]) -> Usage:
     if inputs is None:
         inputs = top.get("input_token_details")  # the audio transcription spelling
     sources = (top, fields_of(inputs), fields_of(top.get("output_tokens_details")))
-    return Usage(**counts_from(_RESPONSE_USAGE_COUNTS, sources))
+    return Usage(**_RESPONSE_USAGE_COUNTS.read(sources))
 
 
 def provider_cost_from_openai_usage(usage: Any) -> Cost | None:
@@ -145,9 +144,14 @@ def _exact_decimal(value: Any) -> Decimal | None:
     return number if number.is_finite() else None
 
 
+_SERVER_TIMING_KEYS = frozenset(("queue_time", "prompt_time", "completion_time"))
+
+
 def server_timings_from_openai_usage(usage: Any) -> ServerTimings | None:
     """Server-side timings found in an OpenAI-style usage (Groq: ``queue_time``...), or ``None``."""
     values = fields_of(usage)
+    if _SERVER_TIMING_KEYS.isdisjoint(values):  # OpenAI's own usage: none of them
+        return None
     queue = _seconds(values.get("queue_time"))
     prefill = _seconds(values.get("prompt_time"))
     decode = _seconds(values.get("completion_time"))

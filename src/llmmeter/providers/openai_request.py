@@ -266,7 +266,7 @@ def read_openai_response(response: Any) -> Observed:
     observed = Observed(
         usage=usage_from_openai_fields(usage_values) if usage is not None else None,
         info=response_info_from_openai_fields(top, usage_values),
-        output_text=_output_text(response, top),
+        text_of=lambda: _output_text(response, top),
     )
     if _may_be_vllm(response, top):
         if looks_like_vllm(response):

@@ -52,6 +52,15 @@ class Observed:
     """The generated text (streams keep it anyway; used for content capture and estimates)."""
     media: MediaUnits | None = None
     """Images generated, audio seconds, characters read aloud (media endpoints only)."""
+    text_of: Callable[[], str | None] | None = None
+    """Reads the generated text out of a whole response when it is asked for (:meth:`text`):
+    a response with usage and no content capture never needs it."""
+
+    def text(self) -> str | None:
+        """The generated text: :attr:`output_text`, else what :attr:`text_of` reads (once)."""
+        if self.output_text is None and self.text_of is not None:
+            self.output_text, self.text_of = self.text_of(), None
+        return self.output_text
 
 
 class StreamReader(Protocol):
@@ -123,8 +132,8 @@ def apply_observed(record: CallRecord, observed: Observed) -> None:
         record.provider = observed.provider
     if observed.media is not None:
         record.media = observed.media
-    if record.content is not None and observed.output_text:
-        record.content[semconv.OUTPUT_MESSAGES] = output_messages(observed.output_text)
+    if record.content is not None and (text := observed.text()):
+        record.content[semconv.OUTPUT_MESSAGES] = output_messages(text)
 
 
 def output_messages(text: str) -> list[dict[str, Any]]:
