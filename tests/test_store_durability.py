@@ -19,6 +19,7 @@ from pathlib import Path
 import pytest
 
 import llmmeter
+from llmmeter.cli import main as cli_main
 from llmmeter.record import CallRecord, CostStatus, Timings, Usage
 from llmmeter.store import SQLiteStore, read_records
 
@@ -103,6 +104,52 @@ def test_a_record_the_database_refuses_goes_alone_to_quarantine_with_its_reason(
     assert store.stats.quarantined == 1
     assert len([r for r in caplog.records if "quarantine" in r.getMessage()]) == 1
     store.close()
+
+
+def test_the_report_says_how_many_records_were_refused_and_store_quarantine_lists_them(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    path = tmp_path / "refused.sqlite3"
+    store = SQLiteStore(path)
+    batch = [record(f"r{i}") for i in range(20)]
+    batch[3].timings = Timings(start_time_unix_ns=None)  # type: ignore[arg-type]  # NOT NULL column
+    for item in batch:
+        store.write(item)
+    assert store.flush(10)
+    store.close()
+
+    assert cli_main(["report", "--store", str(path), "--format", "json"]) == 0
+    captured = capsys.readouterr()
+    assert json.loads(captured.out)["total"]["calls"] == 19
+    assert "1 records the store refused are not in this report" in captured.err
+    assert "llmmeter store quarantine" in captured.err
+
+    assert cli_main(["store", "quarantine", str(path), "--format", "json"]) == 0
+    listed = json.loads(capsys.readouterr().out)
+    assert listed["count"] == 1
+    [entry] = listed["records"]
+    assert entry["record_id"] == batch[3].record_id and "NOT NULL" in entry["reason"]
+    assert json.loads(entry["record"])["name"] == "r3"
+
+    assert cli_main(["store", "quarantine", str(path)]) == 0
+    table = capsys.readouterr().out
+    assert table.startswith("1 records in the quarantine of") and batch[3].record_id in table
+
+
+def test_a_store_with_nothing_refused_reports_without_a_quarantine_line(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    path = tmp_path / "clean.sqlite3"
+    store = SQLiteStore(path)
+    store.write(record("only"))
+    assert store.flush(10)
+    store.close()
+    assert cli_main(["report", "--store", str(path)]) == 0
+    assert "refused" not in capsys.readouterr().err
+    assert cli_main(["store", "quarantine", str(path)]) == 0
+    assert capsys.readouterr().out.strip() == f"0 records in the quarantine of {path}"
+    assert cli_main(["store", "quarantine", str(tmp_path / "missing.sqlite3")]) == 2
+    assert capsys.readouterr().err.startswith("llmmeter: no llmmeter store at")
 
 
 # -- a locked file is waited for, never dropped -----------------------------------------------

@@ -23,8 +23,10 @@ import pytest
 from llmmeter.record import CallKind, CallRecord, Cost, Outcome, Timings, Usage
 from llmmeter.store import SQLiteStore, read_records
 from llmmeter.store.postgres import FLEET_SCHEMA_VERSION, PostgresStore, read_fleet_records
+from llmmeter.store.quarantine import read_quarantine
 
 from .postgres_cluster import PostgresCluster, postgres_cluster, postgres_url
+from .report_support import assert_same_report
 
 __all__ = ["postgres_cluster", "postgres_url"]  # the fixtures, used by name below
 
@@ -403,6 +405,10 @@ def test_odd_values_are_stored_with_their_batch_and_an_impossible_one_is_quarant
     assert record_id == batch[40].record_id and "bigint" in reason
     assert store.stats.quarantined == 1
 
+    count, listed = read_quarantine(postgres_url)
+    assert count == 1 and [q.record_id for q in listed] == [batch[40].record_id]
+    assert "bigint" in listed[0].reason and json.loads(listed[0].record_json)["name"] == "r40"
+
 
 def test_llmmeter_store_env_var_selects_the_fleet_store(
     postgres_url: str, spool: Path, monkeypatch: pytest.MonkeyPatch
@@ -527,7 +533,7 @@ def fleet_of_records(postgres_url: str, tmp_path: Path) -> list[CallRecord]:
 def test_the_fleet_report_equals_the_report_of_the_records_for_every_grouping(
     postgres_url: str, fleet_of_records: list[CallRecord]
 ) -> None:
-    from llmmeter.report import build_report, render_json
+    from llmmeter.report import build_report
     from llmmeter.report.sql import query_report
     from llmmeter.store.postgres_report import POSTGRESQL_DIALECT, reading_fleet_store
 
@@ -537,13 +543,13 @@ def test_the_fleet_report_equals_the_report_of_the_records_for_every_grouping(
             with reading_fleet_store(postgres_url) as run:
                 computed_by_the_server = query_report(run, dialect=POSTGRESQL_DIALECT, by=by, top=top)
             in_memory = build_report(records, by=by, top=top)
-            assert render_json(computed_by_the_server) == render_json(in_memory), (by, top)
+            assert_same_report(computed_by_the_server, in_memory)
 
 
 def test_the_fleet_report_of_steps_and_of_everything_equals_the_report_of_the_records(
     postgres_url: str, tmp_path: Path
 ) -> None:
-    from llmmeter.report import build_report, render_json
+    from llmmeter.report import build_report
     from llmmeter.report.sql import query_report
     from llmmeter.store.postgres_report import POSTGRESQL_DIALECT, reading_fleet_store
 
@@ -568,8 +574,7 @@ def test_the_fleet_report_of_steps_and_of_everything_equals_the_report_of_the_re
     for kind in ("step", "all"):
         with reading_fleet_store(postgres_url) as run:
             computed_by_the_server = query_report(run, dialect=POSTGRESQL_DIALECT, by="name", kind=kind)
-        in_memory = render_json(build_report(records, by="name", kind=kind))
-        assert render_json(computed_by_the_server) == in_memory, kind
+        assert_same_report(computed_by_the_server, build_report(records, by="name", kind=kind))
 
 
 def test_the_fleet_report_command_gives_each_users_exact_tokens_and_cost(

@@ -44,6 +44,7 @@ from llmmeter.report.sql import SQLITE, Dialect, Run, query_report, unknown_grou
 from llmmeter.report.text import printable
 from llmmeter.store import STORE_ENV_VAR, StoreError, read_records, resolve_store_path
 from llmmeter.store import cli as store_cli
+from llmmeter.store.quarantine import quarantine_count
 from llmmeter.store.read import reading_store
 
 __all__ = ["main", "parse_time"]
@@ -240,6 +241,8 @@ def _local_report(args: argparse.Namespace) -> str:
             sort=sort,
         )
         sections, figures = finops.routing_sections(path, args), finops.store_figures(path, report, args)
+        with reading_store(path) as run:
+            _note_quarantine(run)
         return render_html(report, records, sections, figures=figures)  # + routes, figures (issue 14)
     with _sql_source(args.store) as (run, dialect), _progress_line() as progress:
         _check_keys(run, dialect, args)
@@ -256,7 +259,19 @@ def _local_report(args: argparse.Namespace) -> str:
             progress=progress,
         )
         figures = finops.report_figures(run, dialect, report, args)  # issue 14: cache, training
+        _note_quarantine(run)
     return finops.render(report, args.format, figures)
+
+
+def _note_quarantine(run: Run) -> None:
+    """Say on stderr how many records the store refused: they are not in the report."""
+    count = quarantine_count(run)
+    if count:
+        print(
+            f"llmmeter: {count} records the store refused are not in this report "
+            "(`llmmeter store quarantine` lists them with the reason)",
+            file=sys.stderr,
+        )
 
 
 def _record_kind(kind: ReportKind) -> CallKind | None:

@@ -24,6 +24,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Protocol
 
+from llmmeter.store import STORE_ENV_VAR
 from llmmeter.store.journal import Batch
 from llmmeter.store.postgres import (
     connect,
@@ -36,7 +37,7 @@ from llmmeter.store.postgres import (
 )
 from llmmeter.store.schema import COLUMN_NAMES, StoreError, prepare_for_writing, schema_version
 
-__all__ = ["CopyResult", "add_subcommand", "copy_command", "copy_records"]
+__all__ = ["CopyResult", "add_subcommand", "copy_command", "copy_records", "quarantine_command"]
 
 _BATCH = 2_000
 _RECORD_ID_INDEX = COLUMN_NAMES.index("record_id")
@@ -197,9 +198,11 @@ def _copy(source: str, destination: str, source_is_fleet: bool, destination_is_f
 
 # --- the command ------------------------------------------------------------------------------------
 def add_subcommand(subparsers: Any) -> None:
-    """Add ``store copy`` to an ``argparse`` subparsers object."""
-    store = subparsers.add_parser("store", help="move records between stores")
-    commands = store.add_subparsers(dest="store_command", metavar="{copy}", required=True)
+    """Add ``store copy`` and ``store quarantine`` to an ``argparse`` subparsers object."""
+    store = subparsers.add_parser(
+        "store", help="move records between stores; list the records a store refused"
+    )
+    commands = store.add_subparsers(dest="store_command", metavar="{copy,quarantine}", required=True)
     copy = commands.add_parser(
         "copy",
         help="copy the records of one store into another, skipping those already there",
@@ -209,6 +212,7 @@ def add_subcommand(subparsers: Any) -> None:
     copy.add_argument("source", metavar="SRC", help="store path or postgresql://user@host/db")
     copy.add_argument("destination", metavar="DST", help="store path or postgresql://user@host/db")
     copy.set_defaults(func=copy_command)
+    _add_quarantine_command(commands)
 
 
 def copy_command(args: argparse.Namespace) -> int:
@@ -223,4 +227,68 @@ def copy_command(args: argparse.Namespace) -> int:
         f"llmmeter: copied {result.inserted} new records from {_describe(args.source)} to "
         f"{_describe(args.destination)} ({result.already_there} already there{refused})"
     )
+    return 0
+
+
+def _add_quarantine_command(commands: Any) -> None:
+    quarantine = commands.add_parser(
+        "quarantine",
+        help="list the records the store refused, with the reason (they are not in the report)",
+        description="A record the database could not take, even made storable, is kept in the "
+        "store's quarantine table with the reason instead of being dropped. Newest first.",
+    )
+    quarantine.add_argument(
+        "store",
+        metavar="STORE",
+        nargs="?",
+        help=f"store path or postgresql:// URL (default: ${STORE_ENV_VAR}, else the local store)",
+    )
+    quarantine.add_argument("--format", choices=("table", "json"), default="table")
+    quarantine.add_argument("--limit", type=_count_argument, default=50, help="list at most N (default 50)")
+    quarantine.set_defaults(func=quarantine_command)
+
+
+def _count_argument(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a whole number, got {text!r}") from None
+    if value < 0:
+        raise argparse.ArgumentTypeError(f"expected 0 or more, got {value}")
+    return value
+
+
+def quarantine_command(args: argparse.Namespace) -> int:
+    """Run ``llmmeter store quarantine``: the refused records, newest first, and how many."""
+    import os
+
+    from llmmeter.report.text import printable
+    from llmmeter.store import resolve_store_path
+    from llmmeter.store.quarantine import read_quarantine
+
+    target = args.store or os.environ.get(STORE_ENV_VAR) or str(resolve_store_path(None))
+    try:
+        count, records = read_quarantine(target, limit=args.limit)
+    except StoreError as exc:
+        print(f"llmmeter: {exc}", file=sys.stderr)
+        return 2
+    if args.format == "json":
+        listed = [
+            {
+                "record_id": record.record_id,
+                "quarantined_at": record.quarantined_at.isoformat(),
+                "reason": record.reason,
+                "record": record.record_json,
+            }
+            for record in records
+        ]
+        print(json.dumps({"count": count, "records": listed}, indent=2, ensure_ascii=True))
+        return 0
+    print(f"{count} records in the quarantine of {_describe(target)}" + (":" if records else ""))
+    for record in records:
+        when = record.quarantined_at.strftime("%Y-%m-%d %H:%M:%S")
+        reason = printable(record.reason)
+        print(f"  {when}  {printable(record.record_id or '(no id)')}  {reason[:200]}")
+    if count > len(records):
+        print(f"  ... {count - len(records)} more (--limit)")
     return 0
