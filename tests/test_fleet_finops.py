@@ -181,6 +181,26 @@ def test_rows_committed_after_a_read_still_count_once(
     assert book.spent(budget, {"user_id": "u-2"}) == Decimal(1)
 
 
+def test_a_warn_budget_is_told_when_another_hosts_spend_crosses_its_threshold(
+    telemetry: Telemetry, postgres_url: str, tmp_path: Path
+) -> None:
+    events: list[llmmeter.BudgetEvent] = []
+    budget = llmmeter.Budget(limit_usd="4", per="hour", match={"user_id": "*"}, action="warn")
+    settings = telemetry.reconfigure(
+        store=postgres_url, pricing=registry(), budgets=[budget], on_budget=events.append
+    )
+    another_host = PostgresStore(postgres_url, spool_dir=tmp_path / "another-host")
+    try:
+        write(another_host, "u-1", "3.5", "another-host.1")  # 87.5 % of u-1's hour
+        write(another_host, "u-2", "1", "another-host.2")
+    finally:
+        another_host.close()
+    assert book_of(settings).refresh(10)
+    assert [(e.key, e.threshold, e.spent) for e in events] == [
+        ({"user_id": "u-1"}, Decimal("0.8"), Decimal("3.5"))
+    ]
+
+
 @pytest.mark.skipif(not hasattr(os, "fork"), reason="no fork() here")
 def test_a_forked_child_counts_its_parents_spend_once(
     client: openai.OpenAI, telemetry: Telemetry, postgres_url: str

@@ -20,8 +20,9 @@ stored all the same, linked by its response id.
 With a fleet (PostgreSQL) store, the call is looked up on the server (each statement limited to
 :data:`FLEET_TIMEOUT_S`) and the judgement goes to the fleet's ``feedback`` table: first into a
 small local outbox beside the store's spool (``feedback.sqlite3``, so that it survives a server
-that is down, and the process), then to the server at once, ``feedback()`` waiting at most
-:data:`FLEET_TIMEOUT_S` for it. A judgement the server did not take (logged once) waits in the
+that is down, and the process), then to the server: by ``feedback()`` itself when the server
+answered the lookup (each wait and statement limited to :data:`FLEET_TIMEOUT_S`), else by a
+thread of its own, never waited for. A judgement the server did not take (logged once) waits in the
 outbox and goes with the next ``feedback()`` of a process using the same spool; each has a
 unique id, so none is stored twice. The route report links a fleet judgement to its call by
 record id, or by response id when the call was not found when it was given.
@@ -309,8 +310,8 @@ class _FleetStore:
         return _call_of(row)
 
     def keep(self, item: Feedback) -> None:
-        """Put ``item`` in the outbox, then deliver the outbox, waiting a little when the server
-        answered the lookup (not at all when it did not)."""
+        """Put ``item`` in the outbox, then deliver the outbox: on this thread when the server
+        answered the lookup a moment ago, else on a thread of its own (no waiting for it)."""
         conn = _connect(self.outbox)
         try:
             conn.execute(_CREATE_OUTBOX)
@@ -318,13 +319,23 @@ class _FleetStore:
             _insert(conn, "outbox", _OUTBOX_COLUMNS, values)
         finally:
             conn.close()
-        delivery = threading.Thread(target=self.deliver, name="llmmeter-feedback", daemon=True)
-        delivery.start()
-        delivery.join(FLEET_TIMEOUT_S * 2 if self.answered else 0)
+        if self.answered:
+            self.deliver()
+        else:
+            threading.Thread(target=self.deliver, name="llmmeter-feedback", daemon=True).start()
 
     def deliver(self) -> None:
-        """Send what the outbox holds to the server, removing what it took (never raises)."""
-        with _delivering, guard("delivering feedback to the fleet store"):
+        """Send what the outbox holds to the server, removing what it took (never raises). Waits
+        at most :data:`FLEET_TIMEOUT_S` for a delivery in progress (which then sends it too)."""
+        if not _delivering.acquire(timeout=FLEET_TIMEOUT_S):
+            return
+        try:
+            self._deliver_logged()
+        finally:
+            _delivering.release()
+
+    def _deliver_logged(self) -> None:
+        with guard("delivering feedback to the fleet store"):
             try:
                 self._deliver()
             except Exception as exc:
