@@ -13,9 +13,9 @@ and reports its wall time and peak RSS (``ru_maxrss`` of the child), best and me
     python benchmarks/report_scale.py --quick              # 20,000 records: seconds
     python benchmarks/report_scale.py --store PATH         # keep (or reuse) the generated store
 
-Rows are written straight into SQLite in the store's own layout (``llmmeter.store.schema``) from
-one template record, varied per row: generating through the record pipeline would take longer
-than the report being measured.
+Rows are written straight into SQLite in the store's own layout (``llmmeter.store.schema``, with
+the report's columns the writer adds) from one template record, varied per row: generating
+through the record pipeline would take longer than the report being measured.
 """
 
 from __future__ import annotations
@@ -34,7 +34,14 @@ from decimal import Decimal
 from pathlib import Path
 
 from llmmeter.record import CallRecord, Cost, CostStatus, Timings, Usage
-from llmmeter.store.schema import COLUMN_NAMES, INSERT_RECORD, prepare_for_writing, record_to_row, to_json
+from llmmeter.store.schema import (
+    COLUMN_NAMES,
+    INSERT_RECORD,
+    prepare_for_writing,
+    record_to_row,
+    to_json,
+    with_report_columns,
+)
 
 MODELS = {  # model: (USD per 1M input tokens, per 1M output tokens); None = no price
     "gpt-4o": (Decimal("2.5"), Decimal("10")),
@@ -138,7 +145,10 @@ def generate(path: Path, records: int, seed: int = 7) -> None:
     start_ns = time.time_ns() - (DAYS - 1) * 86_400 * 10**9
     batch = 50_000
     for first in range(0, records, batch):
-        rows = [_row(template, i, rng, start_ns, span_ns) for i in range(first, min(first + batch, records))]
+        rows = [
+            with_report_columns(_row(template, i, rng, start_ns, span_ns))
+            for i in range(first, min(first + batch, records))
+        ]
         conn.execute("BEGIN")
         conn.executemany(INSERT_RECORD, rows)
         conn.execute("COMMIT")

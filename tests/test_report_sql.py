@@ -9,9 +9,11 @@ below, and against :func:`build_report` over the same records read back.
 
 from __future__ import annotations
 
+import array
 import json
 import math
 import random
+import sqlite3
 import time
 from collections import defaultdict
 from collections.abc import Iterator
@@ -33,9 +35,24 @@ from llmmeter.record import (
 )
 from llmmeter.report import build_report, render_csv, render_json, render_table
 from llmmeter.report.labels import missing_token_labels
-from llmmeter.report.sql import Run, query_report, unknown_group_keys
+from llmmeter.report.sql import Run, query_report, summarize, unknown_group_keys
 from llmmeter.store import SQLiteStore, read_records
 from llmmeter.store.read import reading_store
+from llmmeter.store.report_columns import (
+    bucket_value,
+    cost_units,
+    latency_bucket,
+    units_to_decimal,
+)
+from llmmeter.store.schema import (
+    COLUMN_NAMES,
+    COLUMNS,
+    SCHEMA_VERSION,
+    prepare_for_writing,
+    record_to_row,
+    schema_version,
+)
+from tests.report_support import LATENCY_BOUND, assert_same_report
 
 NOW_NS = time.time_ns()
 HOUR_NS = 3600 * 10**9
@@ -156,7 +173,8 @@ def test_counts_tokens_exact_costs_and_percentiles_equal_an_independent_truth(st
         summary = group.latency["duration"]
         assert summary.count == len(durations[model])
         for p in (50, 95, 99):
-            assert summary.percentiles[p] == pytest.approx(exact_percentile(durations[model], p), rel=1e-12)
+            exact = exact_percentile(durations[model], p)
+            assert summary.percentiles[p] == pytest.approx(exact, rel=LATENCY_BOUND)
 
 
 @pytest.mark.parametrize("kind", ["llm", "step", "all"])
@@ -167,7 +185,7 @@ def test_the_database_report_equals_the_in_memory_one(store: Path, run: Run, kin
     in_sql = query_report(run, by=by, kind=kind)  # type: ignore[arg-type]
     in_memory = build_report(records, by=by, kind=kind)  # type: ignore[arg-type]
 
-    assert render_json(in_sql) == render_json(in_memory)
+    assert_same_report(in_sql, in_memory)
 
 
 @pytest.mark.parametrize("outcome", ["ok", "error", "aborted", "all"])
@@ -183,7 +201,7 @@ def test_top_n_folds_the_rest_into_other_with_its_own_percentiles(
     assert in_sql.other.folded_groups == in_memory.other.folded_groups > 0  # type: ignore[union-attr]
     assert [g.calls for g in in_sql.groups] == sorted((g.calls for g in in_sql.groups), reverse=True)
     assert sum(g.calls for g in in_sql.groups) + in_sql.other.calls == in_sql.total.calls
-    assert render_json(in_sql) == render_json(in_memory)
+    assert_same_report(in_sql, in_memory)
 
 
 def test_time_window_bounds_the_records(store: Path, run: Run) -> None:
@@ -192,8 +210,8 @@ def test_time_window_bounds_the_records(store: Path, run: Run) -> None:
     since = datetime.now(UTC) - timedelta(hours=24)
     records = read_records(store, since=since)
 
-    assert render_json(query_report(run, since=since, by="team")) == render_json(
-        build_report(records, since=since, by="team")
+    assert_same_report(
+        query_report(run, since=since, by="team"), build_report(records, since=since, by="team")
     )
 
 
@@ -241,3 +259,101 @@ def test_the_scale_benchmark_runs_and_prints_its_table() -> None:
     assert done.returncode == 0, done.stderr[-2000:]
     assert "| records | wall s (best) | wall s (median) | CPU s (median) | peak RSS MB (max) |" in done.stdout
     assert "| 20,000 |" in done.stdout
+
+
+# -- stores written by an older llmmeter ------------------------------------------------------
+
+
+def version_2_store(path: Path, records: list[CallRecord]) -> Path:
+    """A store file as llmmeter wrote it before the report's columns (schema version 2)."""
+    conn = sqlite3.connect(path, isolation_level=None)
+    columns = ", ".join(f"{name} {sql_type}" for name, sql_type in COLUMNS)
+    conn.execute("CREATE TABLE meta (key TEXT PRIMARY KEY, value TEXT NOT NULL)")
+    conn.execute(f"CREATE TABLE records (id INTEGER PRIMARY KEY, {columns})")
+    conn.execute("CREATE UNIQUE INDEX records_by_record_id ON records (record_id)")
+    conn.execute("INSERT INTO meta VALUES ('schema_version', '2')")
+    placeholders = ", ".join("?" for _ in COLUMN_NAMES)
+    conn.executemany(
+        f"INSERT INTO records ({', '.join(COLUMN_NAMES)}) VALUES ({placeholders})",
+        [record_to_row(record) for record in records],
+    )
+    conn.close()
+    return path
+
+
+@pytest.mark.parametrize("by", ["user_id,team", "model", "user"])
+def test_a_version_2_store_reports_the_same_without_being_migrated(
+    store: Path, tmp_path: Path, by: str
+) -> None:
+    records = read_records(store)
+    old = version_2_store(tmp_path / "v2.sqlite3", records)
+
+    with reading_store(old) as runner:  # read-only: the report's columns read as NULL
+        in_sql = query_report(runner, by=by, kind="all", top=3)
+
+    assert_same_report(in_sql, build_report(records, by=by, kind="all", top=3))
+    assert schema_version(sqlite3.connect(old)) == 2
+
+
+def test_a_migrated_store_reports_its_old_and_new_rows_alike(store: Path, tmp_path: Path) -> None:
+    records = read_records(store)
+    old = version_2_store(tmp_path / "v2.sqlite3", records[:700])
+    writer = SQLiteStore(old)  # migrates: new columns, NULL on the 700 old rows
+    for record in records[700:]:
+        writer.write(record)
+    assert writer.flush()
+    writer.close()
+    conn = sqlite3.connect(old)
+    forms = dict(conn.execute("SELECT report_form IS NULL, COUNT(*) FROM records GROUP BY 1").fetchall())
+    prepare_for_writing(conn)  # idempotent: a second migration changes nothing
+
+    assert schema_version(conn) == SCHEMA_VERSION == 3
+    assert forms == {1: 700, 0: len(records) - 700}
+    with reading_store(old) as runner:
+        for kind in ("llm", "all"):
+            in_sql = query_report(runner, by="user_id,team", kind=kind)  # type: ignore[arg-type]
+            assert_same_report(in_sql, build_report(records, by="user_id,team", kind=kind))  # type: ignore[arg-type]
+
+
+# -- the report's columns ------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("amount", "units"),
+    [
+        ("0.0045", 4_500_000_000),
+        ("1.5E-7", 150_000),
+        ("12", 12 * 10**12),
+        ("-0.25", -250_000_000_000),
+        ("0.000000000001", 1),
+        ("0.0000000000015", None),  # finer than 10^-12: summed as a decimal
+        ("1E+10", None),  # beyond 64 bits of 10^-12
+        ("NaN", None),
+        (None, None),
+    ],
+)
+def test_a_cost_is_stored_as_integer_units_only_when_exact(amount: str | None, units: int | None) -> None:
+    assert cost_units(amount) == units
+    if units is not None:
+        assert units_to_decimal(units) == Decimal(amount or 0)
+
+
+def test_every_latency_reads_back_within_the_stated_bound() -> None:
+    rng = random.Random(5)
+    values = [rng.lognormvariate(-3, 3) for _ in range(20_000)] + [1e-9, 0.3, 1.0, 3600.0, 1e-300, 1.7e308]
+
+    for value in values:
+        assert bucket_value(latency_bucket(value)) == pytest.approx(value, rel=LATENCY_BOUND)
+        assert bucket_value(latency_bucket(-value)) == pytest.approx(-value, rel=LATENCY_BOUND)
+    assert [bucket_value(latency_bucket(v)) for v in (0.0, math.inf, -math.inf)] == [0.0, math.inf, -math.inf]
+    assert math.isnan(bucket_value(latency_bucket(math.nan)))
+
+
+def test_percentiles_of_zero_negative_and_infinite_latencies_keep_their_order() -> None:
+    values = [-2.0, 0.0, 0.0, 0.5, math.inf]
+
+    summary = summarize(array.array("i", [latency_bucket(v) for v in reversed(values)]))
+
+    assert summary.count == 5
+    assert summary.percentiles[50] == 0.0
+    assert summary.percentiles[99] == math.inf

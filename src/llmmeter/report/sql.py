@@ -3,36 +3,52 @@
 :func:`query_report` gives the same :class:`~llmmeter.report.build.Report` as
 :func:`~llmmeter.report.build.build_report` over the same records, without loading them: one
 ``GROUP BY`` scan returns a row per group (and cost status and currency) with its counts, token
-sums, exact cost sum, and the latency values of the group, which Python sorts to take the
-percentiles (and merges for the total and the ``other`` row of ``--top``). Memory grows with the
-number of *latency values* (8 bytes each), never with whole records.
+sums, exact cost sum and the latency buckets of the group. No Python function runs per row on a
+store written by this llmmeter: the store keeps the common group keys, the cost as an exact
+integer and the latency buckets in columns of their own
+(:mod:`llmmeter.store.report_columns`), so SQLite's own aggregates do the work, and they run on
+a thread per CPU over row-id ranges (SQLite releases the GIL). Rows written by an older llmmeter
+are read from the record's columns in the same statement, more slowly.
 
 The SQL here is shared by every backend. What differs between databases sits behind
 :class:`Dialect` (a handful of methods): the parameter placeholder, how to read an attribute out
-of the JSON ``attributes`` column, how to sum decimal-text costs exactly, and how to hand a
-group's latency values back. :data:`SQLITE` is the local store's; a PostgreSQL backend supplies
-its own (e.g. ``attributes::jsonb -> key``, ``sum(cost_amount::numeric)``,
-``array_agg(x)``) and calls :func:`query_report` with a runner over its connection.
+of the JSON ``attributes`` column, how to sum costs exactly, and how to hand a group's latencies
+back. :data:`SQLITE` is the local store's; PostgreSQL's is
+:data:`~llmmeter.store.postgres_report.POSTGRESQL_DIALECT`.
 
-Percentiles are **exact**: the same linear interpolation between closest ranks as
-:func:`~llmmeter.report.build.percentile` (``numpy.percentile``'s default), over the same values.
+Costs are **exact**: integer sums of 10^-12 units where every amount is exactly that, decimal
+sums of the others (PostgreSQL: ``NUMERIC``). Percentiles are **within 0.05 %** of the exact ones:
+each latency is counted in a log-spaced bucket whose value is within 0.05 % of every value in it
+(:mod:`llmmeter.store.report_columns` describes the method), then the same linear interpolation
+between closest ranks as :func:`~llmmeter.report.build.percentile` (``numpy.percentile``'s
+default) is taken over the bucket values at those ranks. Bucket counts add up exactly, so the
+total and ``--top``'s ``other`` row are merged histograms, and memory grows with the number of
+groups and distinct buckets, not with the number of records.
 """
 
 from __future__ import annotations
 
 import array
+import contextlib
 import itertools
 import json
-from collections.abc import Callable, Iterable, Sequence
+import math
+import os
+from bisect import bisect_right
+from collections import Counter
+from collections.abc import Callable, Iterable, Iterator, Sequence
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from datetime import datetime
 from decimal import Decimal
+from itertools import accumulate
 from typing import Any, Final, Protocol
 
 from llmmeter.record import USAGE_COUNT_FIELDS
 from llmmeter.report.build import (
     GROUP_KEYS,
     LATENCY_METRICS,
+    PERCENTILES,
     USER_ATTRIBUTE_KEYS,
     GroupStats,
     LatencyOutcome,
@@ -41,17 +57,27 @@ from llmmeter.report.build import (
     ReportKind,
     SortOrder,
     attribute_name,
+    interpolate,
     label,
     parse_group_keys,
     sort_and_fold,
     unmatched_keys,
 )
-from llmmeter.store.read import unix_ns
+from llmmeter.store.read import SQLiteRun, unix_ns
+from llmmeter.store.report_columns import (
+    attribute_column,
+    bucket_value,
+    latency_bucket,
+    units_to_decimal,
+)
 
 __all__ = [
+    "BUCKETED_PERCENTILE_METHOD",
     "SQLITE",
     "Dialect",
+    "Histogram",
     "LatencyValues",
+    "Part",
     "Run",
     "SQLiteDialect",
     "query_report",
@@ -66,6 +92,19 @@ Progress = Callable[[str], None]
 
 LatencyValues = dict[str, "array.array[float]"]
 """One group's observed latency values by metric (``ttft``, ``tpot``, ``duration``), any order."""
+
+Histogram = Counter[int]
+"""Latency values counted by bucket: the total's and ``other``'s, whatever their size."""
+
+
+@dataclass(frozen=True)
+class Part:
+    """One part of the report's scan, run on a thread of its own: a runner and a row condition."""
+
+    run: Run
+    where: str = "1 = 1"
+    params: Sequence[object] = ()
+    close: Callable[[], None] = lambda: None
 
 
 class Dialect(Protocol):
@@ -103,6 +142,33 @@ class Dialect(Protocol):
 
     def attribute_keys(self, limit: int) -> str:
         """SQL listing up to ``limit`` distinct attribute keys of recent records (for a message)."""
+        ...
+
+    def parts(self, run: Run) -> list[Part]:
+        """The report's scan split into parts that run at once (one part: no split)."""
+        ...
+
+    def exact_cost(self, amount: str, units: str) -> tuple[str, ...]:
+        """Aggregates giving the exact sum of the decimal ``amount``, for the rows where the
+        store has its integer form ``units`` (a SQLite column) or for all (a decimal type), and
+        the count of rows with an amount left to add with :meth:`decimal_sum`."""
+        ...
+
+    def read_exact_cost(self, values: Sequence[Any]) -> tuple[Decimal | None, int]:
+        """The sum (``None``: no amount) and the rows left, from :meth:`exact_cost`'s values."""
+        ...
+
+    def decimal_sum(self, amount: str) -> str:
+        """An aggregate giving the exact sum of the decimal ``amount``, read with ``Decimal(str())``."""
+        ...
+
+    def latency_buckets(self, metrics: Sequence[str], latency_rows: str) -> tuple[str, ...]:
+        """Aggregates handing back the latencies of ``metrics`` (``ttft``...) on the rows where
+        ``latency_rows`` holds, in any form :meth:`read_latency_buckets` reads."""
+        ...
+
+    def read_latency_buckets(self, values: Sequence[Any]) -> list[array.array[int]]:
+        """Per metric, the bucket of each value."""
         ...
 
 
@@ -150,6 +216,40 @@ class _CostAndLatency:
         return handle
 
 
+class _DecimalSum:
+    """SQLite aggregate ``llmmeter_decimal_sum(amount)``: decimal texts added exactly."""
+
+    def __init__(self) -> None:
+        self.total: Decimal | None = None
+
+    def step(self, amount: str | None) -> None:
+        if amount is not None:
+            self.total = Decimal(amount) if self.total is None else self.total + Decimal(amount)
+
+    def finalize(self) -> str | None:
+        return None if self.total is None else str(self.total)
+
+
+def _sqlite_bucket(value: float | None) -> int | None:
+    try:
+        return latency_bucket(value)
+    except (TypeError, ValueError):  # a value an odd writer stored as text
+        return None
+
+
+_SHARD_MIN_ROWS: Final = 100_000
+"""Below this many rows a report is quick on one thread."""
+_MAX_THREADS: Final = 4
+_UNITS_SPLIT: Final = 30
+"""Integer costs are summed as their high and low bits apart: no 64-bit overflow at any size."""
+
+
+def _sqlite_run(run: Run) -> SQLiteRun:
+    if not isinstance(run, SQLiteRun):
+        raise TypeError("the SQLite report needs the runner of llmmeter.store.read.reading_store")
+    return run
+
+
 @dataclass(frozen=True)
 class SQLiteDialect:
     """SQLite 3.38+ (the ``->`` JSON operator), as Python's ``sqlite3`` has."""
@@ -157,16 +257,22 @@ class SQLiteDialect:
     param: str = "?"
 
     def prepare(self, run: Run) -> None:
-        """Register ``llmmeter_cost_latency`` on the connection behind ``run`` (a
-        :class:`~llmmeter.store.read.SQLiteRun`)."""
-        connection = getattr(run, "connection", None)
-        if connection is None:
-            raise TypeError("the SQLite report needs the runner of llmmeter.store.read.reading_store")
+        """Register the report's Python functions (used on rows older llmmeters wrote) on the
+        connection behind ``run`` (a :class:`~llmmeter.store.read.SQLiteRun`)."""
+        # Any: typeshed's aggregate protocol knows only one-integer aggregates.
+        connection: Any = _sqlite_run(run).connection
         connection.create_aggregate("llmmeter_cost_latency", 2 + len(LATENCY_METRICS), _CostAndLatency)
+        connection.create_aggregate("llmmeter_decimal_sum", 1, _DecimalSum)
+        connection.create_function("llmmeter_latency_bucket", 1, _sqlite_bucket, deterministic=True)
 
     def attribute(self, key: str) -> tuple[str, list[object]]:
-        """The attribute's JSON text (``->``): one JSON call per row, whole even with a NUL inside."""
-        return "attributes -> ?", ['$."' + key + '"']
+        """The attribute's JSON text: its column when the store keeps one (rows of this llmmeter),
+        else ``->`` (one JSON call per row, whole even with a NUL inside)."""
+        column = attribute_column(key)
+        path = '$."' + key + '"'
+        if column is None:
+            return "attributes -> ?", [path]
+        return f"CASE WHEN report_form IS NULL THEN attributes -> ? ELSE {column} END", [path]
 
     def attribute_label(self, value: Any) -> str | None:
         """See :meth:`Dialect.attribute_label`."""
@@ -187,6 +293,54 @@ class SQLiteDialect:
             "SELECT DISTINCT j.key FROM (SELECT attributes FROM records ORDER BY id DESC LIMIT 10000) r, "
             f"json_each(r.attributes) j ORDER BY 1 LIMIT {int(limit)}"
         )
+
+    def parts(self, run: Run) -> list[Part]:
+        """Row-id ranges, one per CPU (at most 4), each on a read-only connection of its own."""
+        low, high = next(iter(run("SELECT min(id), max(id) FROM records", [])))
+        threads = min(os.cpu_count() or 1, _MAX_THREADS)
+        if low is None or threads < 2 or high - low < _SHARD_MIN_ROWS:
+            return [Part(run)]
+        edges = [low + (high + 1 - low) * i // threads for i in range(threads + 1)]
+        parts = []
+        parts = [Part(run, "id >= ? AND id < ?", edges[:2])]
+        for first, end in itertools.pairwise(edges[1:]):
+            another = _sqlite_run(run).another()
+            self.prepare(another)
+            parts.append(Part(another, "id >= ? AND id < ?", (first, end), another.close))
+        return parts
+
+    def exact_cost(self, amount: str, units: str) -> tuple[str, ...]:
+        """The integer units summed in two halves (exact at any size, no Python per row), and
+        the count of rows whose amount is not a whole number of units."""
+        mask = (1 << _UNITS_SPLIT) - 1
+        return (
+            f"SUM({units} >> {_UNITS_SPLIT})",
+            f"SUM({units} & {mask})",
+            f"SUM(CASE WHEN {amount} IS NOT NULL AND {units} IS NULL THEN 1 ELSE 0 END)",
+        )
+
+    def read_exact_cost(self, values: Sequence[Any]) -> tuple[Decimal | None, int]:
+        """See :meth:`Dialect.read_exact_cost`."""
+        high, low, left = values
+        if high is None:
+            return None, int(left or 0)
+        return units_to_decimal((int(high) << _UNITS_SPLIT) + int(low)), int(left or 0)
+
+    def decimal_sum(self, amount: str) -> str:
+        """A Python aggregate, for the few rows whose amount has no integer form."""
+        return f"llmmeter_decimal_sum({amount})"
+
+    def latency_buckets(self, metrics: Sequence[str], latency_rows: str) -> tuple[str, ...]:
+        """Each metric's stored buckets (computed here for older rows), comma-separated text."""
+        return tuple(
+            f"group_concat(CASE WHEN report_form IS NULL THEN llmmeter_latency_bucket({metric}_s) "
+            f"ELSE {metric}_bucket END) FILTER (WHERE {latency_rows})"
+            for metric in metrics
+        )
+
+    def read_latency_buckets(self, values: Sequence[Any]) -> list[array.array[int]]:
+        """See :meth:`Dialect.read_latency_buckets`."""
+        return [array.array("i", map(int, text.split(",")) if text else ()) for text in values]
 
 
 SQLITE: Final = SQLiteDialect()
@@ -305,7 +459,14 @@ _LATENCY_CONDITIONS: Final = {
 }
 
 
-def _aggregates(dialect: Dialect, kind: ReportKind, latency_outcome: LatencyOutcome) -> list[str]:
+def _units(kind: ReportKind) -> str:
+    """The integer form of :func:`_amount` (SQLite's report columns)."""
+    if kind == "llm":
+        return "cost_units"
+    return "CASE WHEN cost_amount IS NOT NULL THEN cost_units WHEN kind = 'step' THEN rollup_cost_units END"
+
+
+def _counts(kind: ReportKind) -> list[str]:
     source = _usage_column("usage_source", kind)
     has_usage = f"({source} IS NOT NULL AND {source} <> 'missing')"
     amount = _amount(kind)
@@ -320,7 +481,6 @@ def _aggregates(dialect: Dialect, kind: ReportKind, latency_outcome: LatencyOutc
     if kind != "llm":
         priced = f"CASE WHEN {step} THEN {step_priced} ELSE {priced} END"
         unpriced = f"CASE WHEN {step} THEN {rollup_unpriced} ELSE {unpriced} END"
-    latencies = [f"{metric}_s" for metric in LATENCY_METRICS]
     return [
         "COUNT(*)",
         "SUM(CASE WHEN outcome = 'error' THEN 1 ELSE 0 END)",
@@ -331,13 +491,12 @@ def _aggregates(dialect: Dialect, kind: ReportKind, latency_outcome: LatencyOutc
         f"SUM(CASE WHEN {source} = 'estimated' THEN 1 ELSE 0 END)",
         f"SUM({priced})",
         f"SUM({unpriced})",
-        *dialect.cost_and_latency(amount, latencies, _LATENCY_CONDITIONS[latency_outcome]),
     ]
 
 
 _TOKENS: Final = slice(4, 4 + len(USAGE_COUNT_FIELDS))
 _AFTER_TOKENS: Final = 4 + len(USAGE_COUNT_FIELDS)
-_COST_AND_LATENCY: Final = _AFTER_TOKENS + 4
+_COUNTS: Final = _AFTER_TOKENS + 4
 
 
 def _add_row(stats: GroupStats, status: str, values: Sequence[Any]) -> None:
@@ -345,9 +504,7 @@ def _add_row(stats: GroupStats, status: str, values: Sequence[Any]) -> None:
     status and currency)."""
     # int(): PostgreSQL's SUM of a BIGINT expression (a step's rolled-up calls) is NUMERIC.
     calls, errors, aborted, llm_calls = (int(value or 0) for value in values[:4])
-    missing, estimated, priced, unpriced = (
-        int(value or 0) for value in values[_AFTER_TOKENS:_COST_AND_LATENCY]
-    )
+    missing, estimated, priced, unpriced = (int(value or 0) for value in values[_AFTER_TOKENS:_COUNTS])
     stats.calls += calls
     stats.errors += errors
     stats.aborted += aborted
@@ -363,16 +520,41 @@ def _add_row(stats: GroupStats, status: str, values: Sequence[Any]) -> None:
             tokens[name] = tokens.get(name, 0) + int(count)
 
 
+def _add_cost(stats: GroupStats, currency: str | None, amount: Decimal | None) -> None:
+    if amount is not None and currency is not None:
+        stats.cost[currency] = stats.cost.get(currency, Decimal(0)) + amount
+
+
+def _no_histograms() -> dict[str, Histogram]:
+    return {metric: Counter() for metric in LATENCY_METRICS}
+
+
+def _no_buckets() -> dict[str, array.array[int]]:
+    return {metric: array.array("i") for metric in LATENCY_METRICS}
+
+
 @dataclass
 class _Group:
-    """A group as the scan returns it: its sums, and its latency values until they are ranked."""
+    """A group as the scan returns it: its sums, and its latency buckets until they are ranked."""
 
     stats: GroupStats
-    latency: LatencyValues = field(default_factory=_no_values)
+    latency: dict[str, array.array[int]] = field(default_factory=_no_buckets)
 
-    def add_latency(self, values: LatencyValues) -> None:
-        for metric, observed in values.items():
-            self.latency[metric].extend(observed)
+
+@dataclass
+class _Scan:
+    """The groups of a report being added up from the scan's rows, and the total's histograms."""
+
+    groups: dict[tuple[str | None, ...], _Group] = field(default_factory=dict)
+    total_latency: dict[str, Histogram] = field(default_factory=_no_histograms)
+    decimal_rows: int = 0
+    """Rows whose amount the integer sums left out (see :meth:`Dialect.exact_cost`)."""
+
+    def group(self, key: tuple[str | None, ...]) -> _Group:
+        found = self.groups.get(key)
+        if found is None:
+            found = self.groups[key] = _Group(GroupStats(key=key))
+        return found
 
 
 @dataclass
@@ -388,29 +570,73 @@ class _Query:
     def __post_init__(self) -> None:
         self.keys = [_key(self.dialect, key) for key in self.group_by]
 
-    def scan(self, run: Run) -> dict[tuple[str | None, ...], _Group]:
-        """Counts, token and exact cost sums, and latency values per group: one scan of the window."""
+    def _statement(
+        self, aggregates: Sequence[str], where: str, params: Sequence[object]
+    ) -> tuple[str, list[object]]:
+        """``SELECT`` the group labels (keys, cost status, currency) and ``aggregates`` over the
+        window's rows where ``where`` holds, a row per group."""
+        window, window_params = self.window.where(self.dialect.param)
         kind = self.window.kind
-        where, where_params = self.window.where(self.dialect.param)
-        params = [*(p for key in self.keys for p in key.params), *where_params]
         labels = [*(key.sql for key in self.keys), "COALESCE(cost_status, 'no_usage')", _currency(kind)]
-        aggregates = _aggregates(self.dialect, kind, self.latency_outcome)
         sql = (
-            f"SELECT {', '.join(labels)}, {', '.join(aggregates)} FROM records WHERE {where} "
+            f"SELECT {', '.join(labels)}, {', '.join(aggregates)} FROM records WHERE {window} AND {where} "
             f"GROUP BY {', '.join(str(i + 1) for i in range(len(labels)))}"
         )
-        groups: dict[tuple[str | None, ...], _Group] = {}
+        return sql, [*(p for key in self.keys for p in key.params), *window_params, *params]
+
+    def _aggregates(self) -> tuple[list[str], int]:
+        kind = self.window.kind
+        cost = self.dialect.exact_cost(_amount(kind), _units(kind))
+        latency = self.dialect.latency_buckets(LATENCY_METRICS, _LATENCY_CONDITIONS[self.latency_outcome])
+        return [*_counts(kind), *cost, *latency], len(cost)
+
+    def scan(self, parts: Sequence[Part]) -> _Scan:
+        """Counts, token and exact cost sums, and latency histograms per group: one scan of the
+        window, its parts on threads of their own (the database works without the GIL)."""
+        aggregates, cost_width = self._aggregates()
+        statements = [self._statement(aggregates, part.where, part.params) for part in parts]
+        scan = _Scan()
+        if len(parts) == 1:
+            self._add_rows(scan, parts[0].run(*statements[0]), cost_width)
+            return scan
+        with ThreadPoolExecutor(max_workers=len(parts), thread_name_prefix="llmmeter-report") as pool:
+            results = [
+                pool.submit(_fetch_all, part.run, *statement)
+                for part, statement in zip(parts, statements, strict=True)
+            ]
+            for result in results:
+                self._add_rows(scan, result.result(), cost_width)
+        return scan
+
+    def _add_rows(self, scan: _Scan, rows: Iterable[Sequence[Any]], cost_width: int) -> None:
+        width = len(self.keys)
+        read_cost, read_buckets = self.dialect.read_exact_cost, self.dialect.read_latency_buckets
+        total = scan.total_latency
+        for row in rows:
+            group = scan.group(self._label(row[:width]))
+            currency, values = row[width + 1], row[width + 2 :]
+            _add_row(group.stats, row[width], values)
+            amount, left = read_cost(values[_COUNTS : _COUNTS + cost_width])
+            _add_cost(group.stats, currency, amount)
+            scan.decimal_rows += left
+            buckets = read_buckets(values[_COUNTS + cost_width :])
+            for metric, observed in zip(LATENCY_METRICS, buckets, strict=True):
+                if observed:
+                    group.latency[metric].extend(observed)
+                    total[metric].update(observed)
+
+    def add_decimal_costs(self, scan: _Scan, run: Run) -> None:
+        """Add the amounts the integer sums left out, exactly (a second, narrower statement)."""
+        kind = self.window.kind
+        amount, units = _amount(kind), _units(kind)
+        sql, params = self._statement(
+            [self.dialect.decimal_sum(amount)], f"{amount} IS NOT NULL AND {units} IS NULL", ()
+        )
         width = len(self.keys)
         for row in run(sql, params):
-            key = self._label(row[:width])
-            status, currency, values = row[width], row[width + 1], row[width + 2 :]
-            group = groups.setdefault(key, _Group(GroupStats(key=key)))
-            _add_row(group.stats, status, values)
-            amount, latency = self.dialect.decode(values[_COST_AND_LATENCY:])
-            if amount is not None and currency is not None:
-                group.stats.cost[currency] = group.stats.cost.get(currency, Decimal(0)) + amount
-            group.add_latency(latency)
-        return groups
+            total = row[width + 2]
+            if total is not None:
+                _add_cost(scan.group(self._label(row[:width])).stats, row[width + 1], Decimal(str(total)))
 
     def _label(self, raw: Sequence[Any]) -> tuple[str | None, ...]:
         return tuple(
@@ -419,24 +645,85 @@ class _Query:
         )
 
 
-def _summaries(values: LatencyValues) -> dict[str, LatencySummary]:
-    return {metric: LatencySummary.of(values[metric]) for metric in LATENCY_METRICS}
+def _fetch_all(run: Run, sql: str, params: Sequence[object]) -> list[Sequence[Any]]:
+    return list(run(sql, params))
 
 
-def _merged_summaries(groups: Sequence[_Group]) -> dict[str, LatencySummary]:
-    """The percentiles of several groups' values together, one metric at a time (a million
-    values take 8 MB as an array, 32 MB as the sorted list)."""
-    summaries = {}
-    for metric in LATENCY_METRICS:
-        merged: array.array[float] = array.array("d")
-        for group in groups:
-            merged.extend(group.latency[metric])
-        summaries[metric] = LatencySummary.of(merged)
-    return summaries
+BUCKETED_PERCENTILE_METHOD: Final = (
+    "linear interpolation between closest ranks (numpy.percentile default 'linear', Hyndman & Fan "
+    "type 7) over the observed values counted in log-spaced buckets: within 0.05 % of exact"
+)
+"""How :func:`query_report` computes percentiles (see the module docstring)."""
+
+_ORDINARY: Final = range(-1_000_000, 1_000_000)
+"""Buckets of finite positive values, whose order is their values' order."""
+
+
+def _value_order(bucket: int) -> tuple[bool, float]:
+    value = bucket_value(bucket)
+    return math.isnan(value), value
+
+
+def _empty_summary() -> LatencySummary:
+    return LatencySummary(count=0, percentiles=dict.fromkeys(PERCENTILES))
+
+
+def summarize(buckets: Sequence[int]) -> LatencySummary:
+    """The percentiles of bucketed latencies, one bucket per value (within 0.05 % of exact)."""
+    if not buckets:
+        return _empty_summary()
+    ordered = sorted(buckets)
+    if ordered[0] not in _ORDINARY or ordered[-1] not in _ORDINARY:
+        ordered.sort(key=_value_order)  # zero, negative or non-finite values: rare
+    count = len(ordered)
+    return LatencySummary(
+        count=count,
+        percentiles={p: interpolate(count, p, lambda i: bucket_value(ordered[i])) for p in PERCENTILES},
+    )
+
+
+def summarize_histogram(histogram: Histogram) -> LatencySummary:
+    """The percentiles of latencies counted by bucket (within 0.05 % of exact)."""
+    buckets = sorted((bucket for bucket, count in histogram.items() if count > 0), key=_value_order)
+    if not buckets:
+        return _empty_summary()
+    ends = list(accumulate(histogram[bucket] for bucket in buckets))
+    count = ends[-1]
+
+    def value_at(rank: int) -> float:
+        return bucket_value(buckets[bisect_right(ends, rank)])
+
+    return LatencySummary(count=count, percentiles={p: interpolate(count, p, value_at) for p in PERCENTILES})
+
+
+def _summaries(buckets: dict[str, array.array[int]]) -> dict[str, LatencySummary]:
+    return {metric: summarize(buckets[metric]) for metric in LATENCY_METRICS}
+
+
+def _histogram_summaries(histograms: dict[str, Histogram]) -> dict[str, LatencySummary]:
+    return {metric: summarize_histogram(histograms[metric]) for metric in LATENCY_METRICS}
+
+
+def _merged(groups: Iterable[_Group]) -> dict[str, Histogram]:
+    merged = _no_histograms()
+    for group in groups:
+        for metric, buckets in group.latency.items():
+            merged[metric].update(buckets)
+    return merged
 
 
 # ---------------------------------------------------------------------------------------------
 # The report
+
+
+@contextlib.contextmanager
+def _parts(dialect: Dialect, run: Run) -> Iterator[list[Part]]:
+    parts = dialect.parts(run)
+    try:
+        yield parts
+    finally:
+        for part in parts:
+            part.close()
 
 
 def query_report(
@@ -455,16 +742,22 @@ def query_report(
     """The report of the ``records`` table that ``run`` queries, computed by the database.
 
     Same arguments and same result as :func:`~llmmeter.report.build.build_report` over the
-    records of the window ``[since, until)``; ``progress`` is told each step as it starts.
+    records of the window ``[since, until)`` (percentiles within 0.05 %, see the module
+    docstring); ``progress`` is told each step as it starts.
     """
     step = progress or (lambda _: None)
     group_by = parse_group_keys(by)
     query = _Query(dialect, _Window(since, until, kind), group_by, latency_outcome)
     dialect.prepare(run)
     step("counting and summing")
-    groups = query.scan(run)
+    with _parts(dialect, run) as parts:
+        scan = query.scan(parts)
+    if scan.decimal_rows:
+        step("adding decimal costs")
+        query.add_decimal_costs(scan, run)
     step("percentiles")
-    total = GroupStats(key=(), latency=_merged_summaries(list(groups.values())))
+    groups = scan.groups
+    total = GroupStats(key=(), latency=_histogram_summaries(scan.total_latency))
     for group in groups.values():
         total.add_counts(group.stats)
     kept, rest = sort_and_fold((group.stats for group in groups.values()), sort, top)
@@ -473,7 +766,7 @@ def query_report(
         other = GroupStats(key=(), folded_groups=len(rest))
         for stats in rest:
             other.add_counts(stats)
-        other.latency = _merged_summaries([groups[stats.key] for stats in rest])
+        other.latency = _histogram_summaries(_merged(groups[stats.key] for stats in rest))
     for stats in kept:
         stats.latency = _summaries(groups[stats.key].latency)
     return Report(
@@ -487,6 +780,7 @@ def query_report(
         latency_outcome=latency_outcome,
         other=other,
         sort=sort,
+        percentile_method=BUCKETED_PERCENTILE_METHOD,
     )
 
 

@@ -465,9 +465,8 @@ def _amounts_json(amounts: dict[str, Decimal], currencies: Sequence[str]) -> dic
     return {c: None if c not in amounts else decimal_text(amounts[c]) for c in currencies}
 
 
-def _figures_json(group: GroupFigures, figures: Figures) -> dict[str, Any]:
+def _figures_json(group: GroupFigures, cache: tuple[str, ...], training: tuple[str, ...]) -> dict[str, Any]:
     """A group's figures, each by currency: every group has the same currencies (``null``: none)."""
-    cache, training = figures.cache_currencies, figures.training_currencies
     return {
         "cache_savings": _amounts_json(group.cache_savings, cache),
         "cache_read_savings": _amounts_json(group.cache_read_savings, cache),
@@ -499,8 +498,13 @@ def render_json(report: Report, figures: Figures | None = None) -> str:
     ``training_cost_share`` too, and the document lists the ``training_costs`` it amortized."""
     rows = _row_figures(report, figures) if figures is not None else {}
 
+    # Once, not per group: each currency list adds up every group's figures.
+    cache, training = (
+        (figures.cache_currencies, figures.training_currencies) if figures is not None else ((), ())
+    )
+
     def extra(stats: GroupStats) -> dict[str, Any] | None:
-        return None if figures is None else _figures_json(rows[id(stats)], figures)
+        return None if figures is None else _figures_json(rows[id(stats)], cache, training)
 
     document = {
         "kind": report.kind,

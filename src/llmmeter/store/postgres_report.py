@@ -12,7 +12,9 @@ its statements on the fleet store.
   other attributes group as usual, and only the odd value itself reads differently from the local
   store. The report never fails on such a row.
 * Costs are ``NUMERIC``: ``sum()`` is exact, no amount needs adding in Python.
-* Latency values: each group's, per metric, as one JSON array (``array_agg``); Python ranks them.
+* Latency values: each group's, per metric, as one JSON array (``array_agg``); Python counts them
+  in the same log-spaced buckets as the local store's (:mod:`llmmeter.store.report_columns`),
+  so both stores give the same percentiles for the same records.
 """
 
 from __future__ import annotations
@@ -26,9 +28,10 @@ from decimal import Decimal
 from typing import TYPE_CHECKING, Any, Final
 
 from llmmeter.report.build import LATENCY_METRICS, label
-from llmmeter.report.sql import LatencyValues, Run
+from llmmeter.report.sql import LatencyValues, Part, Run
 from llmmeter.semconv import ROUTE_NAME
 from llmmeter.store.postgres import SCHEMA, _first_line, connect, fleet_schema_version, redacted
+from llmmeter.store.report_columns import latency_bucket
 from llmmeter.store.schema import StoreError
 
 if TYPE_CHECKING:
@@ -99,6 +102,32 @@ class PostgresDialect:
             metric: array.array("d", (float(x) for x in observed or ()))
             for metric, observed in zip(LATENCY_METRICS, per_metric, strict=True)
         }
+
+    def parts(self, run: Run) -> list[Part]:
+        """One part: PostgreSQL runs a statement in parallel on its own."""
+        return [Part(run)]
+
+    def exact_cost(self, amount: str, units: str) -> tuple[str, ...]:
+        """``SUM`` of the ``NUMERIC`` amount (exact); no row left for :meth:`decimal_sum`."""
+        return (f"SUM({amount})",)
+
+    def read_exact_cost(self, values: Sequence[Any]) -> tuple[Decimal | None, int]:
+        """The exact sum (``None``: no amount), no row left."""
+        (total,) = values
+        return (None if total is None else Decimal(total)), 0
+
+    def decimal_sum(self, amount: str) -> str:
+        """``SUM`` of the ``NUMERIC`` amount."""
+        return f"SUM({amount})"
+
+    def latency_buckets(self, metrics: Sequence[str], latency_rows: str) -> tuple[str, ...]:
+        """Each metric's values on the rows where ``latency_rows`` holds, one JSON array per group."""
+        return self.cost_and_latency("NULL", [f"{metric}_s" for metric in metrics], latency_rows)[1:]
+
+    def read_latency_buckets(self, values: Sequence[Any]) -> list[array.array[int]]:
+        """The buckets of the values of :meth:`latency_buckets` (counted here, not by the server)."""
+        _, latencies = self.decode([None, *values])
+        return [array.array("i", map(latency_bucket, latencies[metric])) for metric in LATENCY_METRICS]
 
     def attribute_keys(self, limit: int) -> str:
         """The attribute keys of the last 10,000 records."""

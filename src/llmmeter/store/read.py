@@ -14,6 +14,7 @@ from typing import Any
 from llmmeter._log import log_once
 from llmmeter.record import CallKind, CallRecord
 from llmmeter.store.journal import Batch, journal_dir, replay_dead_segments
+from llmmeter.store.report_columns import REPORT_COLUMN_NAMES
 from llmmeter.store.schema import (
     NUMERIC_COLUMNS,
     StoreError,
@@ -69,12 +70,47 @@ _READ_CACHE_KIB = 32 * 1024
 class SQLiteRun:
     """Runs one SQL statement on a store connection: ``run(sql, params)`` -> the result rows."""
 
-    def __init__(self, connection: sqlite3.Connection) -> None:
-        self.connection = connection
-        """The read-only connection (the report registers its SQL functions on it)."""
+    def __init__(self, path: Path) -> None:
+        self.path = path
+        self.connection = _open_for_report(path)
+        """The read-only connection (the report registers its SQL functions on it); usable from
+        any thread, one at a time."""
 
     def __call__(self, sql: str, params: Sequence[object]) -> Iterable[Sequence[Any]]:
-        return self.connection.execute(sql, params)
+        try:
+            return self.connection.execute(sql, params)
+        except sqlite3.DatabaseError as exc:
+            raise StoreError(f"cannot read the llmmeter store {self.path}: {exc}") from exc
+
+    def another(self) -> SQLiteRun:
+        """A runner on a connection of its own to the same store (for a thread of its own)."""
+        return SQLiteRun(self.path)
+
+    def close(self) -> None:
+        """Close the connection."""
+        self.connection.close()
+
+
+def _open_for_report(path: Path) -> sqlite3.Connection:
+    conn = _open_for_reading(path, check_same_thread=False)
+    try:
+        conn.text_factory = _decode_text
+        conn.execute(f"PRAGMA cache_size = -{_READ_CACHE_KIB}")
+        _add_missing_report_columns(conn)
+    except sqlite3.DatabaseError as exc:
+        conn.close()
+        raise StoreError(f"cannot read the llmmeter store {path}: {exc}") from exc
+    return conn
+
+
+def _add_missing_report_columns(conn: sqlite3.Connection) -> None:
+    """A store no llmmeter of this version has written to lacks the report's columns: this
+    connection sees them as ``NULL`` (a temporary view shadows the table), read-only as it is."""
+    present = {row[1] for row in conn.execute("PRAGMA main.table_info(records)")}
+    missing = [name for name in REPORT_COLUMN_NAMES if name not in present]
+    if missing:
+        extra = ", ".join(f"NULL AS {name}" for name in missing)
+        conn.execute(f"CREATE TEMP VIEW records AS SELECT *, {extra} FROM main.records")
 
 
 @contextlib.contextmanager
@@ -87,15 +123,13 @@ def reading_store(path: str | os.PathLike[str]) -> Iterator[SQLiteRun]:
     """
     store_path = Path(path).expanduser()
     replay_journals(store_path)
-    conn = _open_for_reading(store_path)
-    conn.text_factory = _decode_text
+    run = SQLiteRun(store_path)
     try:
-        conn.execute(f"PRAGMA cache_size = -{_READ_CACHE_KIB}")
-        yield SQLiteRun(conn)
+        yield run
     except sqlite3.DatabaseError as exc:
         raise StoreError(f"cannot read the llmmeter store {path}: {exc}") from exc
     finally:
-        conn.close()
+        run.close()
 
 
 def _decode_text(data: bytes) -> str:
@@ -208,7 +242,7 @@ def _window_clause(
     return ((" WHERE " + " AND ".join(conditions)) if conditions else ""), params
 
 
-def _open_for_reading(path: Path) -> sqlite3.Connection:
+def _open_for_reading(path: Path, *, check_same_thread: bool = True) -> sqlite3.Connection:
     if not path.exists():
         raise StoreError(f"no llmmeter store at {path} (records are written there once a call is metered)")
     if path.is_dir():
@@ -216,7 +250,9 @@ def _open_for_reading(path: Path) -> sqlite3.Connection:
     if not os.access(path, os.R_OK):
         raise StoreError(f"the llmmeter store {path} is not readable (permission denied)")
     try:
-        conn = sqlite3.connect(f"{path.resolve().as_uri()}?mode=ro", uri=True)
+        conn = sqlite3.connect(
+            f"{path.resolve().as_uri()}?mode=ro", uri=True, check_same_thread=check_same_thread
+        )
     except sqlite3.Error as exc:
         raise StoreError(f"cannot open the llmmeter store {path}: {exc}") from exc
     try:

@@ -42,10 +42,13 @@ from llmmeter.record import (
     Usage,
     UsageSource,
 )
+from llmmeter.store.report_columns import REPORT_COLUMN_NAMES, REPORT_COLUMNS, written_values
 
-SCHEMA_VERSION = 2
+SCHEMA_VERSION = 3
 """Version of the table layout this package writes; kept in the ``meta`` table. 2 added
-``record_id`` (unique), ``media`` and the ``quarantine`` table."""
+``record_id`` (unique), ``media`` and the ``quarantine`` table; 3 the report's columns
+(:data:`~llmmeter.store.report_columns.REPORT_COLUMNS`: left ``NULL`` on older rows, which the
+report reads the slow way)."""
 
 BIGINT_PREFIX = "bigint:"
 """How an integer beyond SQLite's 64 bits is stored: ``"bigint:18446744073709551616"``."""
@@ -113,7 +116,7 @@ NUMERIC_COLUMNS: frozenset[str] = frozenset(
 _CREATE_TABLES: tuple[str, ...] = (
     "CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT NOT NULL)",
     "CREATE TABLE IF NOT EXISTS records (id INTEGER PRIMARY KEY, "
-    + ", ".join(f"{name} {sql_type}" for name, sql_type in COLUMNS)
+    + ", ".join(f"{name} {sql_type}" for name, sql_type in (*COLUMNS, *REPORT_COLUMNS))
     + ")",
     "CREATE TABLE IF NOT EXISTS quarantine (id INTEGER PRIMARY KEY, record_id TEXT UNIQUE, "
     "quarantined_unix_ns INTEGER NOT NULL, reason TEXT NOT NULL, record_json TEXT NOT NULL)",
@@ -124,12 +127,14 @@ _CREATE_INDEXES: tuple[str, ...] = (
     "CREATE UNIQUE INDEX IF NOT EXISTS records_by_record_id ON records (record_id)",
 )
 
+_STORED_COLUMN_NAMES = (*COLUMN_NAMES, *REPORT_COLUMN_NAMES)
 INSERT_RECORD = (
-    f"INSERT INTO records ({', '.join(COLUMN_NAMES)}) VALUES ({', '.join('?' for _ in COLUMN_NAMES)}) "
-    "ON CONFLICT (record_id) DO NOTHING"
+    f"INSERT INTO records ({', '.join(_STORED_COLUMN_NAMES)}) "
+    f"VALUES ({', '.join('?' for _ in _STORED_COLUMN_NAMES)}) ON CONFLICT (record_id) DO NOTHING"
 )
 """Idempotent: a record already stored (same ``record_id``) is skipped; any other constraint
-still fails, so that a bad row is quarantined rather than silently ignored."""
+still fails, so that a bad row is quarantined rather than silently ignored. Takes the rows of
+:func:`with_report_columns`."""
 
 INSERT_QUARANTINE = (
     "INSERT INTO quarantine (record_id, quarantined_unix_ns, reason, record_json) VALUES (?, ?, ?, ?) "
@@ -187,7 +192,7 @@ def schema_version(conn: sqlite3.Connection) -> int | None:
 def _add_missing_columns(conn: sqlite3.Connection) -> None:
     """Upgrade a file made by an older llmmeter: new columns are only ever added, nullable."""
     existing = {row[1] for row in conn.execute("PRAGMA table_info(records)")}
-    for name, sql_type in COLUMNS:
+    for name, sql_type in (*COLUMNS, *REPORT_COLUMNS):
         if name not in existing:
             conn.execute(f"ALTER TABLE records ADD COLUMN {name} {sql_type.replace(' NOT NULL', '')}")
 
@@ -389,6 +394,18 @@ def row_from_form(form: Sequence[Any]) -> tuple[Any, ...]:
         to_json(media),
         record_id,
     )
+
+
+_ATTRIBUTES = COLUMN_NAMES.index("attributes")
+_COST_AMOUNT = COLUMN_NAMES.index("cost_amount")
+_ROLLUP_COST = COLUMN_NAMES.index("rollup_cost")
+_LATENCIES = tuple(COLUMN_NAMES.index(f"{metric}_s") for metric in ("ttft", "tpot", "duration"))
+
+
+def with_report_columns(row: Sequence[Any]) -> tuple[Any, ...]:
+    """A row of :data:`COLUMN_NAMES` followed by its report columns, for :data:`INSERT_RECORD`."""
+    latencies = [row[i] for i in _LATENCIES]
+    return (*row, *written_values(row[_ATTRIBUTES], row[_COST_AMOUNT], row[_ROLLUP_COST], latencies))
 
 
 def record_to_row(record: CallRecord) -> tuple[Any, ...]:

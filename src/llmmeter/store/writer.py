@@ -54,6 +54,7 @@ from llmmeter.store.schema import (
     rollback_quietly,
     row_from_form,
     storable_row,
+    with_report_columns,
 )
 
 __all__ = ["DEFAULT_EXIT_TIMEOUT_S", "SQLiteStore", "StoreStats", "write_batch"]
@@ -114,7 +115,7 @@ def write_batch(conn: sqlite3.Connection, batch: Batch) -> tuple[int, int]:
     try:
         quarantined = 0
         try:
-            conn.executemany(INSERT_RECORD, batch.rows)
+            conn.executemany(INSERT_RECORD, map(with_report_columns, batch.rows))
         except sqlite3.OperationalError:
             raise
         except Exception:  # one odd row: start over, one row at a time
@@ -135,14 +136,14 @@ def write_batch(conn: sqlite3.Connection, batch: Batch) -> tuple[int, int]:
 def _insert_one(conn: sqlite3.Connection, row: tuple[Any, ...]) -> int:
     """1 when ``row`` had to be quarantined, else 0."""
     try:
-        conn.execute(INSERT_RECORD, row)
+        conn.execute(INSERT_RECORD, with_report_columns(row))
         return 0
     except sqlite3.OperationalError:
         raise
     except Exception:
         pass
     try:
-        conn.execute(INSERT_RECORD, storable_row(row))
+        conn.execute(INSERT_RECORD, storable_row(with_report_columns(row)))
         return 0
     except sqlite3.OperationalError:
         raise
