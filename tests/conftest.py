@@ -64,6 +64,8 @@ def _loopback_only() -> Iterator[None]:
 def _isolated_store(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     """No test ever writes to the user's real store."""
     monkeypatch.setenv("LLMMETER_STORE", str(tmp_path / "default-store.sqlite3"))
+    # The fleet store's spool and feedback outbox default under $XDG_DATA_HOME (else ~/.local/share).
+    monkeypatch.setenv("XDG_DATA_HOME", str(tmp_path / "xdg-data"))
     monkeypatch.setenv("OPENAI_API_KEY", "sk-test-not-a-real-key")
 
 
