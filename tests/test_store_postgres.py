@@ -609,3 +609,21 @@ def test_an_attribute_value_postgresql_json_refuses_never_breaks_the_report(
     odd = [group for group in report.groups if group.key != (None,)]
     assert [group.key for group in odd] == [("\ufffd \ufffd",)], "the odd value reads as U+FFFD"
     assert odd[0].calls == sum(1 for item in fleet_of_records if "note" in item.attributes)
+
+
+def test_the_html_report_of_the_fleet_store_shows_every_users_calls_and_the_exact_total(
+    postgres_url: str, fleet_of_records: list[CallRecord]
+) -> None:
+    from llmmeter.report.text import format_money
+
+    total = sum((item.cost.amount for item in fleet_of_records if item.cost), Decimal(0))
+
+    done = llmmeter_cli("report", "--store", postgres_url, "--by", "user", "--format", "html")
+
+    assert done.returncode == 0, done.stderr
+    assert "Traceback" not in done.stderr
+    page = done.stdout
+    assert page.lstrip().lower().startswith("<!doctype html")
+    assert all(f"u{i}" in page for i in range(12))
+    assert format_money(total) in page, "the window's exact cost, summed from the fleet's records"
+    assert ">300<" in page.replace(",", ""), "every call of the fleet is counted"

@@ -227,19 +227,12 @@ def _local_report(args: argparse.Namespace) -> str:
     outcome = cast(LatencyOutcome, args.outcome or "ok")
     sort = cast(SortOrder, args.sort)
     if args.format == "html":
+        url = _fleet_url(args.store)
+        if url is not None:
+            return _fleet_html_report(args, url)
         path = resolve_store_path(args.store)
         records = read_records(path, since=args.since, until=args.until, kind=_record_kind(kind))
-        _check_keys_in_memory(args.by, records)
-        report = build_report(
-            records,
-            by=args.by,
-            kind=kind,
-            since=args.since,
-            until=args.until,
-            latency_outcome=outcome,
-            top=args.top,
-            sort=sort,
-        )
+        report = _report_of_records(records, args)
         sections, figures = finops.routing_sections(path, args), finops.store_figures(path, report, args)
         with reading_store(path) as run:
             _note_quarantine(run)
@@ -261,6 +254,41 @@ def _local_report(args: argparse.Namespace) -> str:
         figures = finops.report_figures(run, dialect, report, args)  # issue 14: cache, training
         _note_quarantine(run)
     return finops.render(report, args.format, figures)
+
+
+def _report_of_records(records: list[CallRecord], args: argparse.Namespace) -> Report:
+    """The report of ``records`` read into memory (the HTML report's charts need them)."""
+    _check_keys_in_memory(args.by, records)
+    return build_report(
+        records,
+        by=args.by,
+        kind=cast(ReportKind, args.kind),
+        since=args.since,
+        until=args.until,
+        latency_outcome=cast(LatencyOutcome, args.outcome or "ok"),
+        top=args.top,
+        sort=cast(SortOrder, args.sort),
+    )
+
+
+def _fleet_url(store: str | None) -> str | None:
+    """The fleet database ``--store`` (else ``LLMMETER_STORE``) names; ``None`` for a local store."""
+    target = store if store is not None else os.environ.get(STORE_ENV_VAR)
+    return target if target and target.strip().lower().startswith(_POSTGRES_SCHEMES) else None
+
+
+def _fleet_html_report(args: argparse.Namespace, url: str) -> str:
+    """The HTML report of the fleet store: its records read once for the charts, the cache and
+    training figures computed by the server (the routing section is the local store's only)."""
+    with _sql_source(url) as (run, dialect):
+        from llmmeter.store.postgres import read_fleet_records
+
+        kind = _record_kind(cast(ReportKind, args.kind))
+        records = read_fleet_records(url, since=args.since, until=args.until, kind=kind)
+        report = _report_of_records(records, args)
+        figures = finops.report_figures(run, dialect, report, args)
+        _note_quarantine(run)
+    return render_html(report, records, figures=figures)
 
 
 def _note_quarantine(run: Run) -> None:
