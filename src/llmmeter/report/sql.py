@@ -34,6 +34,7 @@ import itertools
 import json
 import math
 import os
+import sqlite3
 from bisect import bisect_right
 from collections import Counter
 from collections.abc import Callable, Iterable, Iterator, Sequence
@@ -68,6 +69,7 @@ from llmmeter.store.report_columns import (
     attribute_column,
     bucket_value,
     latency_bucket,
+    latency_bucket_sql,
     units_to_decimal,
 )
 
@@ -230,6 +232,26 @@ class _DecimalSum:
         return None if self.total is None else str(self.total)
 
 
+def _has_math_functions() -> bool:
+    try:
+        with contextlib.closing(sqlite3.connect(":memory:")) as conn:
+            conn.execute("SELECT ln(2.0), ceil(0.5)")
+    except sqlite3.Error:
+        return False
+    return True
+
+
+def _old_row_bucket(metric: str) -> str:
+    """The bucket of a row an older llmmeter wrote: in SQL where SQLite has math functions (no
+    Python call per row), else by the Python function."""
+    if _MATH_FUNCTIONS:
+        return latency_bucket_sql(f"{metric}_s")
+    return f"llmmeter_latency_bucket({metric}_s)"
+
+
+_MATH_FUNCTIONS: Final = _has_math_functions()
+
+
 def _sqlite_bucket(value: float | None) -> int | None:
     try:
         return latency_bucket(value)
@@ -333,7 +355,7 @@ class SQLiteDialect:
     def latency_buckets(self, metrics: Sequence[str], latency_rows: str) -> tuple[str, ...]:
         """Each metric's stored buckets (computed here for older rows), comma-separated text."""
         return tuple(
-            f"group_concat(CASE WHEN report_form IS NULL THEN llmmeter_latency_bucket({metric}_s) "
+            f"group_concat(CASE WHEN report_form IS NULL THEN {_old_row_bucket(metric)} "
             f"ELSE {metric}_bucket END) FILTER (WHERE {latency_rows})"
             for metric in metrics
         )

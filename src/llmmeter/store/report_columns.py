@@ -44,6 +44,7 @@ __all__ = [
     "bucket_value",
     "cost_units",
     "latency_bucket",
+    "latency_bucket_sql",
     "units_to_decimal",
     "written_values",
 ]
@@ -116,6 +117,20 @@ _SPECIAL_VALUES: Final = {
     _NEGATIVE_INFINITY: -math.inf,
     _NAN: math.nan,
 }
+
+
+def latency_bucket_sql(column: str) -> str:
+    """SQL computing :func:`latency_bucket` of ``column`` with SQLite's math functions (``ln``,
+    ``ceil``: SQLite 3.35+ built with them). A value on a bucket's edge may land in the
+    neighbouring bucket, whose value is still within :data:`RELATIVE_ACCURACY` plus rounding."""
+    log_gamma = repr(_LOG_GAMMA)
+    return (
+        f"CASE WHEN {column} > 0 THEN CASE WHEN {column} > 1e308 THEN {_POSITIVE_INFINITY} "
+        f"ELSE CAST(ceil(ln({column}) / {log_gamma}) AS INTEGER) END "
+        f"WHEN {column} = 0 THEN {_ZERO} "
+        f"WHEN {column} < 0 THEN CASE WHEN {column} < -1e308 THEN {_NEGATIVE_INFINITY} "
+        f"ELSE {_NEGATIVE} + CAST(ceil(ln(-{column}) / {log_gamma}) AS INTEGER) END END"
+    )
 
 
 def bucket_value(bucket: int) -> float:
