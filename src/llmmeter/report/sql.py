@@ -323,7 +323,6 @@ class SQLiteDialect:
         if low is None or threads < 2 or high - low < _SHARD_MIN_ROWS:
             return [Part(run)]
         edges = [low + (high + 1 - low) * i // threads for i in range(threads + 1)]
-        parts = []
         parts = [Part(run, "id >= ? AND id < ?", edges[:2])]
         for first, end in itertools.pairwise(edges[1:]):
             another = _sqlite_run(run).another()
