@@ -527,3 +527,47 @@ def test_the_figures_benchmark_runs_and_prints_its_table() -> None:
     assert done.returncode == 0, done.stderr[-2000:]
     assert "| --by | report s | figures s | figures / report | figure groups |" in done.stdout
     assert all(f"| {by} |" in done.stdout for by in ("model", "team", "user_id"))
+
+
+def test_a_price_changing_twice_in_the_window_prices_each_days_cache_reads_at_that_days_price(
+    tmp_path: Path,
+) -> None:
+    # acme-chat: days 0-1 at one cached rate, 2-3 at another, 4-5 at a third; acme-steady: one rate.
+    first = dt.date(2026, 11, 20)
+    chat_cached = {0: Decimal("0.2"), 2: Decimal(1), 4: Decimal("0.5")}
+    registry = PricingRegistry()
+    for start, rate in chat_cached.items():
+        registry.register(
+            "acme-chat",
+            ModelPrice(
+                input_per_mtok="2",
+                cached_input_per_mtok=rate,
+                output_per_mtok="8",
+                effective_from=first + dt.timedelta(days=start),
+                effective_to=first + dt.timedelta(days=start + 2),
+            ),
+        )
+    registry.register(
+        "acme-steady", ModelPrice(input_per_mtok="1", cached_input_per_mtok="0.1", output_per_mtok="4")
+    )
+    rng = random.Random(7)
+    calls: list[CallRecord] = []
+    expected = Decimal(0)
+    for offset in range(6):
+        for model, full, cached in (
+            ("acme-chat", Decimal(2), chat_cached[offset - offset % 2]),
+            ("acme-steady", Decimal(1), Decimal("0.1")),
+        ):
+            usage = cached_usage(rng, writes=False, long_prompts=False)
+            calls.append(call(len(calls), model, "search", usage, at(first + dt.timedelta(days=offset), rng)))
+            expected += (usage.cache_read_input_tokens or 0) * (full - cached) / MILLION
+    path = tmp_path / "records.sqlite3"
+    writer = SQLiteStore(path)
+    for item in calls:
+        writer.write(item)
+    assert writer.flush()
+    writer.close()
+    with reading_store(path) as run:
+        report = query_report(run, by="team")
+        figures = query_figures(run, report, registry=registry)
+    assert figures.groups[("search",)].cache_read_savings == {"USD": expected}

@@ -2,9 +2,12 @@
 share of fine-tunes' training costs (issue 14 §3 and §6).
 
 **Cache savings.** One ``GROUP BY`` sums the token counts of the window's LLM calls per report
-group, model (response and request model, provider: the names the call was priced by), UTC day
-and service tier. Each sum's cache parts are priced at that model's price of that day with the
-rate card the cost engine bills with
+group, model (response and request model, provider: the names the call was priced by), price
+period and service tier. A price period is a run of UTC days over which no called model's price
+changes (a first, narrow ``GROUP BY`` lists the days each model was called on, and each day's
+price is looked up): one period for the whole window unless a price changed within it, so the
+scan does not group by day. Each sum's cache parts are priced at that model's price of that
+period with the rate card the cost engine bills with
 (:func:`~llmmeter.pricing.registry.cache_figures`: the same amounts as pricing the usage with
 and without its cache parts). Token prices are linear in every count and the arithmetic is exact
 ``Decimal``, so this equals pricing each call and adding up. A call above the smallest
@@ -64,6 +67,8 @@ Key = tuple[str | None, ...]
 
 DAY_NS: Final = 86_400 * 10**9
 _DAY_US: Final = 86_400 * 10**6
+_DAY: Final = f"start_time_unix_ns / {DAY_NS}"
+"""A record's UTC day, as days since the epoch."""
 _PLACES: Final = 10
 """Decimal places of a group's share of a training cost (the shares add up to the window's)."""
 _CACHE_FIELDS: Final = ("cache_read_input_tokens", "cache_write_input_tokens")
@@ -336,22 +341,40 @@ def _tier_floor(entries: Sequence[PriceEntry]) -> int | None:
     return min((tier.above_input_tokens for price in prices for tier in price.tiers), default=None)
 
 
-def _figures_sql(
-    dialect: Dialect, keys: Sequence[Any], floor: int | None, cache_only: bool, report: Report
-) -> tuple[str, list[object]]:
-    where, where_params = llm_window(dialect.param, report.since, report.until)
+def _filtered_window(dialect: Dialect, cache_only: bool, report: Report) -> tuple[str, list[object]]:
+    """The ``WHERE`` of the rows the figures read, and its parameters."""
+    where, params = llm_window(dialect.param, report.since, report.until)
     if cache_only:
         where += " AND (" + " OR ".join(f"{name} > 0" for name in _CACHE_FIELDS) + ")"
+    return where, params
+
+
+def _price_days_sql(dialect: Dialect, cache_only: bool, report: Report) -> tuple[str, list[object]]:
+    """The days each model (as a call names it) was called on: where its price may change."""
+    where, params = _filtered_window(dialect, cache_only, report)
+    names = "response_model, request_model, provider"
+    return f"SELECT {names}, {_DAY} FROM records WHERE {where} GROUP BY 1, 2, 3, 4", params
+
+
+def _figures_sql(
+    dialect: Dialect,
+    keys: Sequence[Any],
+    floor: int | None,
+    cache_only: bool,
+    report: Report,
+    periods: _Periods,
+) -> tuple[str, list[object]]:
+    where, where_params = _filtered_window(dialect, cache_only, report)
     labels = [
         *(key.sql for key in keys),
         "response_model",
         "request_model",
         "provider",
-        f"start_time_unix_ns / {DAY_NS}",
+        periods.sql(_DAY),
         "service_tier",
         "NULL" if floor is None else f"CASE WHEN input_tokens > {dialect.param} THEN record_id END",
     ]
-    aggregates = ["COUNT(*)", *(f"SUM({name})" for name in _SUMMED)]
+    aggregates = [f"MIN({_DAY})", "COUNT(*)", *(f"SUM({name})" for name in _SUMMED)]
     sql = (
         f"SELECT {', '.join(labels)}, {', '.join(aggregates)} FROM records WHERE {where} "
         f"GROUP BY {', '.join(str(i + 1) for i in range(len(labels)))}"
@@ -404,6 +427,38 @@ class _Resolver:
         return self._memo[key]
 
 
+class _Periods:
+    """The window cut where any called model's price changes, so that the figures' scan groups
+    by price period instead of by day: a model's calls of one period all have one price, and
+    prices are linear in the token counts, so pricing their sum equals pricing each day's.
+
+    Built from the days each model was called on (a price source may be plugged in and cannot
+    list its prices, so the calls say which days to compare)."""
+
+    def __init__(self, price_days: Iterable[Sequence[Any]], resolve: _Resolver) -> None:
+        days_by_model: dict[tuple[Any, ...], list[int]] = {}
+        for response_model, request_model, provider, day in price_days:
+            days_by_model.setdefault((response_model, request_model, provider), []).append(int(day))
+        changes: set[int] = set()
+        for (response_model, request_model, provider), days in days_by_model.items():
+            ordered = sorted(set(days))
+            prices = [resolve((response_model, request_model), provider, day) for day in ordered]
+            changes.update(
+                day
+                for day, before, after in zip(ordered[1:], prices[:-1], prices[1:], strict=True)
+                if after != before
+            )
+        self.changes = sorted(changes)
+        """The first day of every period but the first."""
+
+    def sql(self, day: str) -> str:
+        """The period of a row whose day is ``day``: ``0`` before the first change, and so on."""
+        if not self.changes:
+            return "0"
+        cases = " ".join(f"WHEN {day} < {change} THEN {i}" for i, change in enumerate(self.changes))
+        return f"CASE {cases} ELSE {len(self.changes)} END"
+
+
 def query_figures(
     run: Run,
     report: Report,
@@ -426,17 +481,20 @@ def query_figures(
     if not has_cache and not declared:
         return figures  # nothing to compute: no second scan
     keys = [group_key_sql(dialect, key) for key in report.group_by]
-    sql, params = _figures_sql(dialect, keys, _tier_floor(entries), not declared, report)
+    cache_only = not declared
     resolve, label = _Resolver(registry), _Labels(dialect, keys)
+    periods = _Periods(run(*_price_days_sql(dialect, cache_only, report)), resolve)
+    sql, params = _figures_sql(dialect, keys, _tier_floor(entries), cache_only, report, periods)
     used: dict[tuple[Any, ...], _Training] = {}
     width = len(keys)
     for row in run(sql, params):
-        response_model, request_model, provider, day, service_tier, own_row = row[width : width + 6]
+        response_model, request_model, provider, _, service_tier, own_row, day = row[width : width + 7]
+        # The period's first day of the model: a call of it any day of the period has its price.
         resolved = resolve((response_model, request_model), provider, int(day))
         if resolved is None:
             continue
         key = label(row[:width])
-        calls, input_tokens, output_tokens, *cache = (int(value or 0) for value in row[width + 6 :])
+        calls, input_tokens, output_tokens, *cache = (int(value or 0) for value in row[width + 7 :])
         tokens = CacheTokens(input_tokens, *cache)
         if tokens.cache_read or tokens.cache_write:
             prompt_tokens = None if own_row is None else input_tokens  # own row: one call above a tier
