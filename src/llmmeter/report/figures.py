@@ -4,10 +4,10 @@ share of fine-tunes' training costs (issue 14 §3 and §6).
 **Cache savings.** One ``GROUP BY`` sums the token counts of the window's LLM calls per report
 group, model (response and request model, provider: the names the call was priced by), price
 period and service tier. A price period is a run of UTC days over which no called model's price
-changes (a first, narrow ``GROUP BY`` lists the days each model was called on, and each day's
-price is looked up): one period for the whole window unless a price changed within it, so the
-scan does not group by day. Each sum's cache parts are priced at that model's price of that
-period with the rate card the cost engine bills with
+changes (every day each model's rows span is looked up): one period, and one scan, unless a
+price changed within the window; then a second scan cuts the window at the changes. Each sum's
+cache parts are priced at that model's price of that period with the rate card the cost engine
+bills with
 (:func:`~llmmeter.pricing.registry.cache_figures`: the same amounts as pricing the usage with
 and without its cache parts). Token prices are linear in every count and the arithmetic is exact
 ``Decimal``, so this equals pricing each call and adding up. A call above the smallest
@@ -81,6 +81,8 @@ _SUMMED: Final = (
     "cache_write_1h_input_tokens",
 )
 """The token counts a row sums, in this order."""
+_FIRST_DAY, _LAST_DAY, _COUNTS = 6, 7, 8
+"""Where a row's first and last day and its counts follow its group key."""
 
 
 def _added(target: dict[str, Decimal], currency: str, amount: Decimal) -> None:
@@ -349,20 +351,13 @@ def _filtered_window(dialect: Dialect, cache_only: bool, report: Report) -> tupl
     return where, params
 
 
-def _price_days_sql(dialect: Dialect, cache_only: bool, report: Report) -> tuple[str, list[object]]:
-    """The days each model (as a call names it) was called on: where its price may change."""
-    where, params = _filtered_window(dialect, cache_only, report)
-    names = "response_model, request_model, provider"
-    return f"SELECT {names}, {_DAY} FROM records WHERE {where} GROUP BY 1, 2, 3, 4", params
-
-
 def _figures_sql(
     dialect: Dialect,
     keys: Sequence[Any],
     floor: int | None,
     cache_only: bool,
     report: Report,
-    periods: _Periods,
+    changes: Sequence[int],
 ) -> tuple[str, list[object]]:
     where, where_params = _filtered_window(dialect, cache_only, report)
     labels = [
@@ -370,11 +365,11 @@ def _figures_sql(
         "response_model",
         "request_model",
         "provider",
-        periods.sql(_DAY),
+        _period_sql(changes),
         "service_tier",
         "NULL" if floor is None else f"CASE WHEN input_tokens > {dialect.param} THEN record_id END",
     ]
-    aggregates = [f"MIN({_DAY})", "COUNT(*)", *(f"SUM({name})" for name in _SUMMED)]
+    aggregates = [f"MIN({_DAY})", f"MAX({_DAY})", "COUNT(*)", *(f"SUM({name})" for name in _SUMMED)]
     sql = (
         f"SELECT {', '.join(labels)}, {', '.join(aggregates)} FROM records WHERE {where} "
         f"GROUP BY {', '.join(str(i + 1) for i in range(len(labels)))}"
@@ -427,36 +422,29 @@ class _Resolver:
         return self._memo[key]
 
 
-class _Periods:
-    """The window cut where any called model's price changes, so that the figures' scan groups
-    by price period instead of by day: a model's calls of one period all have one price, and
-    prices are linear in the token counts, so pricing their sum equals pricing each day's.
+def _period_sql(changes: Sequence[int]) -> str:
+    """A row's price period: ``0`` before the first day of ``changes``, ``1`` from it, and so on."""
+    if not changes:
+        return "0"
+    cases = " ".join(f"WHEN {_DAY} < {int(day)} THEN {i}" for i, day in enumerate(changes))
+    return f"CASE {cases} ELSE {len(changes)} END"
 
-    Built from the days each model was called on (a price source may be plugged in and cannot
-    list its prices, so the calls say which days to compare)."""
 
-    def __init__(self, price_days: Iterable[Sequence[Any]], resolve: _Resolver) -> None:
-        days_by_model: dict[tuple[Any, ...], list[int]] = {}
-        for response_model, request_model, provider, day in price_days:
-            days_by_model.setdefault((response_model, request_model, provider), []).append(int(day))
-        changes: set[int] = set()
-        for (response_model, request_model, provider), days in days_by_model.items():
-            ordered = sorted(set(days))
-            prices = [resolve((response_model, request_model), provider, day) for day in ordered]
-            changes.update(
-                day
-                for day, before, after in zip(ordered[1:], prices[:-1], prices[1:], strict=True)
-                if after != before
-            )
-        self.changes = sorted(changes)
-        """The first day of every period but the first."""
-
-    def sql(self, day: str) -> str:
-        """The period of a row whose day is ``day``: ``0`` before the first change, and so on."""
-        if not self.changes:
-            return "0"
-        cases = " ".join(f"WHEN {day} < {change} THEN {i}" for i, change in enumerate(self.changes))
-        return f"CASE {cases} ELSE {len(self.changes)} END"
+def _price_changes(rows: Iterable[Sequence[Any]], width: int, resolve: _Resolver) -> list[int]:
+    """Every day on which the price of a model the rows name differs from the day before, within
+    the days the rows span for that model (a price source may be plugged in and cannot list its
+    prices: each day is looked up)."""
+    spans: dict[tuple[Any, ...], tuple[int, int]] = {}
+    for row in rows:
+        names = tuple(row[width : width + 3])
+        first, last = int(row[width + _FIRST_DAY]), int(row[width + _LAST_DAY])
+        known = spans.get(names)
+        spans[names] = (first, last) if known is None else (min(known[0], first), max(known[1], last))
+    changes: set[int] = set()
+    for (response_model, request_model, provider), (first, last) in spans.items():
+        prices = [resolve((response_model, request_model), provider, day) for day in range(first, last + 1)]
+        changes.update(first + i for i in range(1, len(prices)) if prices[i] != prices[i - 1])
+    return sorted(changes)
 
 
 def query_figures(
@@ -483,18 +471,22 @@ def query_figures(
     keys = [group_key_sql(dialect, key) for key in report.group_by]
     cache_only = not declared
     resolve, label = _Resolver(registry), _Labels(dialect, keys)
-    periods = _Periods(run(*_price_days_sql(dialect, cache_only, report)), resolve)
-    sql, params = _figures_sql(dialect, keys, _tier_floor(entries), cache_only, report, periods)
+    floor, width = _tier_floor(entries), len(keys)
+    # One scan when no called model's price changed within the window (the usual case), else a
+    # second one cut at the changes.
+    rows = list(run(*_figures_sql(dialect, keys, floor, cache_only, report, ())))
+    changes = _price_changes(rows, width, resolve)
+    if changes:
+        rows = list(run(*_figures_sql(dialect, keys, floor, cache_only, report, changes)))
     used: dict[tuple[Any, ...], _Training] = {}
-    width = len(keys)
-    for row in run(sql, params):
-        response_model, request_model, provider, _, service_tier, own_row, day = row[width : width + 7]
-        # The period's first day of the model: a call of it any day of the period has its price.
-        resolved = resolve((response_model, request_model), provider, int(day))
+    for row in rows:
+        response_model, request_model, provider, _, service_tier, own_row = row[width : width + 6]
+        # The period's first day the row's calls were made: any of its days has the same price.
+        resolved = resolve((response_model, request_model), provider, int(row[width + _FIRST_DAY]))
         if resolved is None:
             continue
         key = label(row[:width])
-        calls, input_tokens, output_tokens, *cache = (int(value or 0) for value in row[width + 7 :])
+        calls, input_tokens, output_tokens, *cache = (int(value or 0) for value in row[width + _COUNTS :])
         tokens = CacheTokens(input_tokens, *cache)
         if tokens.cache_read or tokens.cache_write:
             prompt_tokens = None if own_row is None else input_tokens  # own row: one call above a tier
