@@ -542,10 +542,21 @@ def _json_lines(document: dict[str, Any]) -> str:
 _LATENCY_CSV_PARTS: Final = ("count", *(f"p{p}_s" for p in PERCENTILES))
 
 
-def _figure_csv_columns(figures: Figures | None) -> list[str]:
+_FigureCurrencies = tuple[tuple[str, ...], tuple[str, ...]]
+"""(cache figures' currencies, training shares' currencies), worked out once per report: each
+property sums every group, so asking per row would make a report of many groups quadratic."""
+
+
+def _figure_currencies(figures: Figures | None) -> _FigureCurrencies | None:
     if figures is None:
+        return None
+    return figures.cache_currencies or ("USD",), figures.training_currencies or ("USD",)
+
+
+def _figure_csv_columns(currencies: _FigureCurrencies | None) -> list[str]:
+    if currencies is None:
         return []
-    cache, training = figures.cache_currencies or ("USD",), figures.training_currencies or ("USD",)
+    cache, training = currencies
     return [
         *(f"{name}_{c}" for c in cache for name in _CACHE_CSV_FIGURES),
         *(f"training_cost_share_{c}" for c in training),
@@ -555,10 +566,10 @@ def _figure_csv_columns(figures: Figures | None) -> list[str]:
 _CACHE_CSV_FIGURES: Final = ("cache_savings", "cache_read_savings", "cache_write_premium")
 
 
-def _figure_csv_cells(group: GroupFigures | None, figures: Figures | None) -> list[object]:
-    if figures is None or group is None:
+def _figure_csv_cells(group: GroupFigures | None, currencies: _FigureCurrencies | None) -> list[object]:
+    if currencies is None or group is None:
         return []
-    cache, training = figures.cache_currencies or ("USD",), figures.training_currencies or ("USD",)
+    cache, training = currencies
     amounts = {
         "cache_savings": group.cache_savings,
         "cache_read_savings": group.cache_read_savings,
@@ -570,7 +581,7 @@ def _figure_csv_cells(group: GroupFigures | None, figures: Figures | None) -> li
     ]
 
 
-def _csv_columns(report: Report, figures: Figures | None = None) -> list[str]:
+def _csv_columns(report: Report, figure_currencies: _FigureCurrencies | None = None) -> list[str]:
     currencies = report.currencies or ("USD",)
     return [
         *(csv_text_cell(key) for key in report.group_by),
@@ -584,7 +595,7 @@ def _csv_columns(report: Report, figures: Figures | None = None) -> list[str]:
         *(f"cost_{currency}" for currency in currencies),
         "priced_calls",
         "unpriced_calls",
-        *_figure_csv_columns(figures),
+        *_figure_csv_columns(figure_currencies),
         *(f"{metric}_{part}" for metric in LATENCY_METRICS for part in _LATENCY_CSV_PARTS),
     ]
 
@@ -593,7 +604,7 @@ def _csv_row(
     stats: GroupStats,
     key_cells: Sequence[object],
     report: Report,
-    figures: Figures | None = None,
+    figure_currencies: _FigureCurrencies | None = None,
     group: GroupFigures | None = None,
 ) -> list[object]:
     currencies = report.currencies or ("USD",)
@@ -613,7 +624,7 @@ def _csv_row(
         *(_blank(stats.cost.get(currency)) for currency in currencies),
         stats.priced_calls,
         stats.unpriced_calls,
-        *_figure_csv_cells(group, figures),
+        *_figure_csv_cells(group, figure_currencies),
         *latency,
     ]
 
@@ -642,16 +653,19 @@ def render_csv(report: Report, figures: Figures | None = None) -> str:
     ``figures``: ``cache_savings_<CUR>``, ``cache_read_savings_<CUR>``,
     ``cache_write_premium_<CUR>`` and ``training_cost_share_<CUR>`` columns."""
     rows = _row_figures(report, figures) if figures is not None else {}
+    currencies = _figure_currencies(figures)
     buffer = io.StringIO()
     writer = csv.writer(buffer, lineterminator="\n")
-    writer.writerow(_csv_columns(report, figures))
+    writer.writerow(_csv_columns(report, currencies))
     for stats in report.groups:
         keys = [_blank(_csv_key(v)) for v in stats.key]
-        writer.writerow(_csv_row(stats, keys, report, figures, rows.get(id(stats))))
+        writer.writerow(_csv_row(stats, keys, report, currencies, rows.get(id(stats))))
     if report.other is not None:
         label = f"(other: {report.other.folded_groups} groups)"
         other = report.other
-        writer.writerow(_csv_row(other, [label] * len(report.group_by), report, figures, rows.get(id(other))))
+        writer.writerow(
+            _csv_row(other, [label] * len(report.group_by), report, currencies, rows.get(id(other)))
+        )
     return buffer.getvalue()
 
 
