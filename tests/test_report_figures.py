@@ -28,6 +28,7 @@ from llmmeter.cli import main
 from llmmeter.pricing.models import ModelPrice, PromptTier, ServiceTierPrice
 from llmmeter.pricing.registry import CacheTokens, PricingRegistry, cache_figures, price_usage
 from llmmeter.record import CallRecord, Cost, CostStatus, Timings, Usage, UsageSource
+from llmmeter.report import figures as figures_module
 from llmmeter.report.figures import Figures, query_figures
 from llmmeter.report.sql import query_report
 from llmmeter.store import SQLiteStore
@@ -529,9 +530,12 @@ def test_the_figures_benchmark_runs_and_prints_its_table() -> None:
     assert all(f"| {by} |" in done.stdout for by in ("model", "team", "user_id"))
 
 
+@pytest.mark.parametrize("lookup_days", [None, 3], ids=["days-looked-up", "too-many-days-grouped-by-day"])
 def test_a_price_changing_twice_in_the_window_prices_each_days_cache_reads_at_that_days_price(
-    tmp_path: Path,
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, lookup_days: int | None
 ) -> None:
+    if lookup_days is not None:  # as when records are years apart: no day-by-day price lookup
+        monkeypatch.setattr(figures_module, "_MAX_LOOKUP_DAYS", lookup_days)
     # acme-chat: days 0-1 at one cached rate, 2-3 at another, 4-5 at a third; acme-steady: one rate.
     first = dt.date(2026, 11, 20)
     chat_cached = {0: Decimal("0.2"), 2: Decimal(1), 4: Decimal("0.5")}

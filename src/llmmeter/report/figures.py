@@ -83,6 +83,9 @@ _SUMMED: Final = (
 """The token counts a row sums, in this order."""
 _FIRST_DAY, _LAST_DAY, _COUNTS = 6, 7, 8
 """Where a row's first and last day and its counts follow its group key."""
+_MAX_LOOKUP_DAYS: Final = 100_000
+"""Most model-days looked up for price changes (6 models over 30 days: 180); beyond, as with
+timestamps years apart, the scan groups by day instead."""
 
 
 def _added(target: dict[str, Decimal], currency: str, amount: Decimal) -> None:
@@ -357,7 +360,7 @@ def _figures_sql(
     floor: int | None,
     cache_only: bool,
     report: Report,
-    changes: Sequence[int],
+    period: str,
 ) -> tuple[str, list[object]]:
     where, where_params = _filtered_window(dialect, cache_only, report)
     labels = [
@@ -365,7 +368,7 @@ def _figures_sql(
         "response_model",
         "request_model",
         "provider",
-        _period_sql(changes),
+        period,
         "service_tier",
         "NULL" if floor is None else f"CASE WHEN input_tokens > {dialect.param} THEN record_id END",
     ]
@@ -430,16 +433,18 @@ def _period_sql(changes: Sequence[int]) -> str:
     return f"CASE {cases} ELSE {len(changes)} END"
 
 
-def _price_changes(rows: Iterable[Sequence[Any]], width: int, resolve: _Resolver) -> list[int]:
+def _price_changes(rows: Iterable[Sequence[Any]], width: int, resolve: _Resolver) -> list[int] | None:
     """Every day on which the price of a model the rows name differs from the day before, within
     the days the rows span for that model (a price source may be plugged in and cannot list its
-    prices: each day is looked up)."""
+    prices: each day is looked up); ``None`` when the spans are too long to look each day up."""
     spans: dict[tuple[Any, ...], tuple[int, int]] = {}
     for row in rows:
         names = tuple(row[width : width + 3])
         first, last = int(row[width + _FIRST_DAY]), int(row[width + _LAST_DAY])
         known = spans.get(names)
         spans[names] = (first, last) if known is None else (min(known[0], first), max(known[1], last))
+    if sum(last - first + 1 for first, last in spans.values()) > _MAX_LOOKUP_DAYS:
+        return None
     changes: set[int] = set()
     for (response_model, request_model, provider), (first, last) in spans.items():
         prices = [resolve((response_model, request_model), provider, day) for day in range(first, last + 1)]
@@ -474,10 +479,11 @@ def query_figures(
     floor, width = _tier_floor(entries), len(keys)
     # One scan when no called model's price changed within the window (the usual case), else a
     # second one cut at the changes.
-    rows = list(run(*_figures_sql(dialect, keys, floor, cache_only, report, ())))
+    rows = list(run(*_figures_sql(dialect, keys, floor, cache_only, report, _period_sql(()))))
     changes = _price_changes(rows, width, resolve)
-    if changes:
-        rows = list(run(*_figures_sql(dialect, keys, floor, cache_only, report, changes)))
+    if changes is None or changes:
+        period = _DAY if changes is None else _period_sql(changes)  # None: odd dates, each day apart
+        rows = list(run(*_figures_sql(dialect, keys, floor, cache_only, report, period)))
     used: dict[tuple[Any, ...], _Training] = {}
     for row in rows:
         response_model, request_model, provider, _, service_tier, own_row = row[width : width + 6]
