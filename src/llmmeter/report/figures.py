@@ -50,9 +50,8 @@ from llmmeter.pricing.models import GpuHourPrice, ModelPrice
 from llmmeter.pricing.registry import CacheTokens, PricingRegistry, cache_figures
 from llmmeter.pricing.sources import PriceEntry, ResolvedPrice
 from llmmeter.report.build import Report
-from llmmeter.report.sql import SQLITE, Dialect, Run
+from llmmeter.report.sql import SQLITE, Dialect, Run, time_window
 from llmmeter.report.sql import _key as group_key_sql  # the report's own group keys and labels
-from llmmeter.store.read import unix_ns
 
 __all__ = [
     "Amortization",
@@ -330,14 +329,8 @@ def _add_cache(
 
 def llm_window(param: str, since: dt.datetime | None, until: dt.datetime | None) -> tuple[str, list[object]]:
     """The ``WHERE`` of a report's LLM calls in ``[since, until)``, and its parameters."""
-    conditions, params = ["COALESCE(kind, 'llm') = 'llm'"], list[object]()
-    if since is not None:
-        conditions.append(f"start_time_unix_ns >= {param}")
-        params.append(unix_ns(since))
-    if until is not None:
-        conditions.append(f"start_time_unix_ns < {param}")
-        params.append(unix_ns(until))
-    return " AND ".join(conditions), params
+    window, params = time_window(param, since, until)
+    return " AND ".join(["COALESCE(kind, 'llm') = 'llm'", *window]), params
 
 
 def _tier_floor(entries: Sequence[PriceEntry]) -> int | None:

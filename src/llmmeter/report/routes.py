@@ -35,7 +35,7 @@ from llmmeter.report.build import (
     interpolate,
     parse_group_keys,
 )
-from llmmeter.report.sql import SQLITE, Dialect, Run
+from llmmeter.report.sql import SQLITE, Dialect, Run, time_window
 from llmmeter.report.text import (
     csv_text_cell,
     decimal_text,
@@ -44,7 +44,6 @@ from llmmeter.report.text import (
     json_text,
     printable,
 )
-from llmmeter.store.read import unix_ns
 
 __all__ = [
     "ROUTE_GROUP_KEYS",
@@ -183,16 +182,11 @@ def _key_sql(dialect: Dialect, key: str) -> tuple[str, list[object], bool]:
 
 
 def _where(dialect: Dialect, since: datetime | None, until: datetime | None) -> tuple[str, list[object]]:
-    param = dialect.param
-    conditions = [f"kind = 'step' AND operation = {param}"]
-    params: list[object] = [sc.ROUTE_OPERATION]
-    if since is not None:
-        conditions.append(f"start_time_unix_ns >= {param}")
-        params.append(unix_ns(since))
-    if until is not None:
-        conditions.append(f"start_time_unix_ns < {param}")
-        params.append(unix_ns(until))
-    return " AND ".join(conditions), params
+    window, params = time_window(dialect.param, since, until)
+    return " AND ".join([f"kind = 'step' AND operation = {dialect.param}", *window]), [
+        sc.ROUTE_OPERATION,
+        *params,
+    ]
 
 
 def _flag(dialect: Dialect, attribute: str) -> tuple[str, list[object]]:

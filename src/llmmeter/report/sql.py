@@ -83,6 +83,7 @@ __all__ = [
     "Run",
     "SQLiteDialect",
     "query_report",
+    "time_window",
     "unknown_group_keys",
 ]
 
@@ -430,6 +431,20 @@ def _present(dialect: Dialect, name: str) -> tuple[str, list[object]]:
 # The filter: time window, kind
 
 
+def time_window(param: str, since: datetime | None, until: datetime | None) -> tuple[list[str], list[object]]:
+    """The conditions of ``[since, until)`` on a record's start (none for an open end), and their
+    parameters: every report query's window."""
+    conditions: list[str] = []
+    params: list[object] = []
+    if since is not None:
+        conditions.append(f"start_time_unix_ns >= {param}")
+        params.append(unix_ns(since))
+    if until is not None:
+        conditions.append(f"start_time_unix_ns < {param}")
+        params.append(unix_ns(until))
+    return conditions, params
+
+
 @dataclass(frozen=True)
 class _Window:
     since: datetime | None
@@ -437,14 +452,8 @@ class _Window:
     kind: ReportKind
 
     def where(self, param: str) -> tuple[str, list[object]]:
-        conditions: list[str] = ["1 = 1"]
-        params: list[object] = []
-        if self.since is not None:
-            conditions.append(f"start_time_unix_ns >= {param}")
-            params.append(unix_ns(self.since))
-        if self.until is not None:
-            conditions.append(f"start_time_unix_ns < {param}")
-            params.append(unix_ns(self.until))
+        window, params = time_window(param, self.since, self.until)
+        conditions = ["1 = 1", *window]
         if self.kind != "all":
             conditions.append(f"COALESCE(kind, 'llm') = {param}")
             params.append(self.kind)
