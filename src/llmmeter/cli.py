@@ -19,6 +19,7 @@ from datetime import datetime, timedelta
 from pathlib import Path
 from typing import NoReturn, cast
 
+from llmmeter._arguments import whole_number
 from llmmeter.record import CallKind, CallRecord
 from llmmeter.report import finops
 from llmmeter.report.build import (
@@ -92,16 +93,6 @@ def _time_argument(text: str) -> datetime:
         raise argparse.ArgumentTypeError(str(exc)) from None
 
 
-def _positive_int(text: str) -> int:
-    try:
-        value = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"not a whole number: {text!r}") from None
-    if value < 1:
-        raise argparse.ArgumentTypeError(f"must be 1 or more, got {value}")
-    return value
-
-
 class _OneLineParser(argparse.ArgumentParser):
     """Usage errors as one line on stderr (``llmmeter report: ...``), exit code 2."""
 
@@ -157,7 +148,7 @@ def _add_report_command(subparsers: argparse._SubParsersAction[argparse.Argument
     )
     parser.add_argument(
         "--top",
-        type=_positive_int,
+        type=whole_number(1),
         metavar="N",
         help="show the first N groups (in --sort order) and add the rest up into one 'other' row",
     )

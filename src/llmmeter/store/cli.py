@@ -24,6 +24,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Protocol
 
+from llmmeter._arguments import whole_number
 from llmmeter.store import STORE_ENV_VAR
 from llmmeter.store.journal import Batch
 from llmmeter.store.postgres import (
@@ -244,18 +245,8 @@ def _add_quarantine_command(commands: Any) -> None:
         help=f"store path or postgresql:// URL (default: ${STORE_ENV_VAR}, else the local store)",
     )
     quarantine.add_argument("--format", choices=("table", "json"), default="table")
-    quarantine.add_argument("--limit", type=_count_argument, default=50, help="list at most N (default 50)")
+    quarantine.add_argument("--limit", type=whole_number(0), default=50, help="list at most N (default 50)")
     quarantine.set_defaults(func=quarantine_command)
-
-
-def _count_argument(text: str) -> int:
-    try:
-        value = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected a whole number, got {text!r}") from None
-    if value < 0:
-        raise argparse.ArgumentTypeError(f"expected 0 or more, got {value}")
-    return value
 
 
 def quarantine_command(args: argparse.Namespace) -> int:
