@@ -50,7 +50,7 @@ from llmmeter.pricing.models import GpuHourPrice, ModelPrice
 from llmmeter.pricing.registry import CacheTokens, PricingRegistry, cache_figures
 from llmmeter.pricing.sources import PriceEntry, ResolvedPrice
 from llmmeter.report.build import Report
-from llmmeter.report.sql import SQLITE, Dialect, Run, time_window
+from llmmeter.report.sql import SQLITE, Dialect, GroupLabels, Run, time_window
 from llmmeter.report.sql import _key as group_key_sql  # the report's own group keys and labels
 
 __all__ = [
@@ -374,28 +374,6 @@ def _figures_sql(
     return sql, [*(p for key in keys for p in key.params), *floor_params, *where_params]
 
 
-class _Labels:
-    """A row's group key as the report labels it (an attribute's JSON decoded once per value)."""
-
-    def __init__(self, dialect: Dialect, keys: Sequence[Any]) -> None:
-        self._dialect = dialect
-        self._attribute = [key.is_attribute for key in keys]
-        self._memo: dict[Any, str | None] = {}
-
-    def __call__(self, raw: Sequence[Any]) -> Key:
-        return tuple(
-            self._one(value) if is_attribute else value
-            for is_attribute, value in zip(self._attribute, raw, strict=True)
-        )
-
-    def _one(self, value: Any) -> str | None:
-        try:
-            return self._memo[value]
-        except KeyError:
-            found = self._memo[value] = self._dialect.attribute_label(value)
-            return found
-
-
 class _Resolver:
     """The price a call was priced at (response model first, then request model), per day."""
 
@@ -468,7 +446,7 @@ def query_figures(
         return figures  # nothing to compute: no second scan
     keys = [group_key_sql(dialect, key) for key in report.group_by]
     cache_only = not declared
-    resolve, label = _Resolver(registry), _Labels(dialect, keys)
+    resolve, label = _Resolver(registry), GroupLabels(dialect, keys)
     floor, width = _tier_floor(entries), len(keys)
     # One scan when no called model's price changed within the window (the usual case), else a
     # second one cut at the changes.

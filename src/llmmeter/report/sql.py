@@ -77,6 +77,7 @@ __all__ = [
     "BUCKETED_PERCENTILE_METHOD",
     "SQLITE",
     "Dialect",
+    "GroupLabels",
     "Histogram",
     "LatencyValues",
     "Part",
@@ -170,7 +171,7 @@ class Dialect(Protocol):
         ``latency_rows`` holds, in any form :meth:`read_latency_buckets` reads."""
         ...
 
-    def read_latency_buckets(self, values: Sequence[Any]) -> list[array.array[int]]:
+    def read_latency_buckets(self, values: Sequence[Any]) -> Sequence[Sequence[int]]:
         """Per metric, the bucket of each value."""
         ...
 
@@ -338,7 +339,7 @@ class SQLiteDialect:
         return (
             f"SUM({units} >> {_UNITS_SPLIT})",
             f"SUM({units} & {mask})",
-            f"SUM(CASE WHEN {amount} IS NOT NULL AND {units} IS NULL THEN 1 ELSE 0 END)",
+            _count_where(f"{amount} IS NOT NULL AND {units} IS NULL"),
         )
 
     def read_exact_cost(self, values: Sequence[Any]) -> tuple[Decimal | None, int]:
@@ -353,17 +354,20 @@ class SQLiteDialect:
         return f"llmmeter_decimal_sum({amount})"
 
     def latency_buckets(self, metrics: Sequence[str], latency_rows: str) -> tuple[str, ...]:
-        """Each metric's stored buckets (computed here for older rows), comma-separated text."""
-        return tuple(
-            f"group_concat(CASE WHEN report_form IS NULL THEN {_old_row_bucket(metric)} "
-            f"ELSE {metric}_bucket END) FILTER (WHERE {latency_rows})"
+        """The metrics' stored buckets (computed here for older rows) as one JSON text, a list
+        of integers per metric: one parse per result row."""
+        lists = (
+            f"COALESCE(group_concat(CASE WHEN report_form IS NULL THEN {_old_row_bucket(metric)} "
+            f"ELSE {metric}_bucket END) FILTER (WHERE {latency_rows}), '')"
             for metric in metrics
         )
+        return ("'[[' || " + " || '],[' || ".join(lists) + " || ']]'",)
 
-    def read_latency_buckets(self, values: Sequence[Any]) -> list[array.array[int]]:
+    def read_latency_buckets(self, values: Sequence[Any]) -> Sequence[Sequence[int]]:
         """See :meth:`Dialect.read_latency_buckets`."""
         # JSON's C parser reads the comma-separated integers a third faster than int() per value.
-        return [array.array("i", json.loads(f"[{text}]") if text else ()) for text in values]
+        buckets: list[list[int]] = json.loads(values[0])
+        return buckets
 
 
 SQLITE: Final = SQLiteDialect()
@@ -419,6 +423,30 @@ def _key(dialect: Dialect, key: str) -> _Key:
         return _Key(*parts[0], is_attribute=True)
     sql = f"COALESCE({', '.join(sql for sql, _ in parts)})"
     return _Key(sql, [p for _, params in parts for p in params], is_attribute=True)
+
+
+class GroupLabels:
+    """A result row's group key as the report labels it: each attribute's JSON decoded once per
+    distinct value (a report's rows repeat a group's value per cost status, currency, part)."""
+
+    def __init__(self, dialect: Dialect, keys: Sequence[_Key]) -> None:
+        self._dialect = dialect
+        self._attribute = [key.is_attribute for key in keys]
+        self._memo: dict[Any, str | None] = {}
+
+    def __call__(self, raw: Sequence[Any]) -> tuple[str | None, ...]:
+        """The labels of the key values ``raw`` (the row's first columns)."""
+        return tuple(
+            self._one(value) if is_attribute else value
+            for is_attribute, value in zip(self._attribute, raw, strict=True)
+        )
+
+    def _one(self, value: Any) -> str | None:
+        try:
+            return self._memo[value]
+        except KeyError:
+            found = self._memo[value] = self._dialect.attribute_label(value)
+            return found
 
 
 def _present(dialect: Dialect, name: str) -> tuple[str, list[object]]:
@@ -514,15 +542,29 @@ def _counts(kind: ReportKind) -> list[str]:
         unpriced = f"CASE WHEN {step} THEN {rollup_unpriced} ELSE {unpriced} END"
     return [
         "COUNT(*)",
-        "SUM(CASE WHEN outcome = 'error' THEN 1 ELSE 0 END)",
-        "SUM(CASE WHEN outcome IN ('aborted', 'abandoned') THEN 1 ELSE 0 END)",
-        f"SUM({llm_calls})",
-        *(f"SUM({_usage_column(name, kind)})" for name in USAGE_COUNT_FIELDS),
-        f"SUM(CASE WHEN {has_usage} THEN 0 ELSE 1 END)",
-        f"SUM(CASE WHEN {source} = 'estimated' THEN 1 ELSE 0 END)",
-        f"SUM({priced})",
-        f"SUM({unpriced})",
+        _count_where("outcome = 'error'"),
+        _count_where("outcome IN ('aborted', 'abandoned')"),
+        "COUNT(*)" if kind == "llm" else f"SUM({llm_calls})",  # the same aggregate: computed once
+        *(_sum_present(_usage_column(name, kind)) for name in USAGE_COUNT_FIELDS),
+        _count_where(f"NOT {has_usage}"),
+        _count_where(f"{source} = 'estimated'"),
+        _count_where(f"{amount} IS NOT NULL") if kind == "llm" else f"SUM({priced})",
+        _count_where(f"{amount} IS NULL AND {has_usage}") if kind == "llm" else f"SUM({unpriced})",
     ]
+
+
+def _count_where(condition: str) -> str:
+    """An aggregate counting the group's rows where ``condition`` holds.
+
+    ``FILTER``, not ``SUM(CASE ...)``: the database steps the aggregate only on the rows that
+    count, where a ``SUM`` is stepped on every row (a function call per row and aggregate)."""
+    return f"COUNT(*) FILTER (WHERE {condition})"
+
+
+def _sum_present(value: str) -> str:
+    """``SUM(value)``, stepped only where ``value`` is not NULL: most token kinds are NULL on
+    most rows, and a group without any keeps the sum NULL (absent, not 0)."""
+    return f"SUM({value}) FILTER (WHERE {value} IS NOT NULL)"
 
 
 _TOKENS: Final = slice(4, 4 + len(USAGE_COUNT_FIELDS))
@@ -597,9 +639,11 @@ class _Query:
     group_by: tuple[str, ...]
     latency_outcome: LatencyOutcome
     keys: list[_Key] = field(default_factory=list)
+    _label: GroupLabels = field(init=False)
 
     def __post_init__(self) -> None:
         self.keys = [_key(self.dialect, key) for key in self.group_by]
+        self._label = GroupLabels(self.dialect, self.keys)
 
     def _statement(
         self, aggregates: Sequence[str], where: str, params: Sequence[object]
@@ -668,12 +712,6 @@ class _Query:
             total = row[width + 2]
             if total is not None:
                 _add_cost(scan.group(self._label(row[:width])).stats, row[width + 1], Decimal(str(total)))
-
-    def _label(self, raw: Sequence[Any]) -> tuple[str | None, ...]:
-        return tuple(
-            self.dialect.attribute_label(value) if key.is_attribute else value
-            for key, value in zip(self.keys, raw, strict=True)
-        )
 
 
 def _fetch_all(run: Run, sql: str, params: Sequence[object]) -> list[Sequence[Any]]:

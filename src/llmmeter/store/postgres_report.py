@@ -124,7 +124,7 @@ class PostgresDialect:
         """Each metric's values on the rows where ``latency_rows`` holds, one JSON array per group."""
         return self.cost_and_latency("NULL", [f"{metric}_s" for metric in metrics], latency_rows)[1:]
 
-    def read_latency_buckets(self, values: Sequence[Any]) -> list[array.array[int]]:
+    def read_latency_buckets(self, values: Sequence[Any]) -> Sequence[Sequence[int]]:
         """The buckets of the values of :meth:`latency_buckets` (counted here, not by the server)."""
         _, latencies = self.decode([None, *values])
         return [array.array("i", map(latency_bucket, latencies[metric])) for metric in LATENCY_METRICS]
