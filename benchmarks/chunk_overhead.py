@@ -11,12 +11,16 @@ chunks, a finish chunk and a usage chunk), and each side iterates them the way a
 * A: a stand-in for ``openai.Stream`` whose ``__iter__`` is a generator over the parsed chunks,
   as the SDK's is;
 * B: the same stand-in behind llmmeter's ``MeteredStream`` with a real ``Measurement`` (spans
-  and metrics on, bundled pricing, store off), finished with its usage at the end.
+  and metrics on, bundled pricing, store off), finished with its usage at the end, set up as the
+  instrumented client sets up a stream whose caller did not ask for usage: the usage chunk
+  hidden, and the stream skimmed (read until its first output, then only timed; its last chunks
+  read at the end). ``--read-whole`` reads every chunk instead, as llmmeter does when no usage
+  will end the stream (or content capture is on).
 
 µs per chunk = the slope between streams of N = 64 and N = 512 chunks (per-stream costs cancel),
 median over interleaved A/B pairs; ``--callgrind`` adds instructions per chunk (valgrind).
 
-    python benchmarks/chunk_overhead.py [--pairs 15] [--callgrind]
+    python benchmarks/chunk_overhead.py [--pairs 15] [--callgrind] [--read-whole]
 """
 
 from __future__ import annotations
@@ -64,12 +68,12 @@ def parsed_chunks(n: int) -> list[Any]:
     return chunks
 
 
-def runners(n: int) -> tuple[Callable[[int], None], Callable[[int], None]]:
+def runners(n: int, read_whole: bool = False) -> tuple[Callable[[int], None], Callable[[int], None]]:
     """(A, B): iterate ``m`` streams of ``n`` chunks, plain or measured."""
     import llmmeter
     from llmmeter.instrument.streams import MeteredStream
     from llmmeter.measure import Measurement
-    from llmmeter.providers.openai_stream import ChatStreamReader
+    from llmmeter.providers.openai_stream import ChatStreamReader, is_usage_only_chunk
     from llmmeter.record import CallRecord
 
     chunks = parsed_chunks(n)
@@ -91,7 +95,8 @@ def runners(n: int) -> tuple[Callable[[int], None], Callable[[int], None]]:
                 streaming=True,
             )
             measurement = Measurement(settings, record, ChatStreamReader())
-            for _chunk in MeteredStream(SdkLikeStream(chunks), measurement):
+            measurement.skim = not read_whole
+            for _chunk in MeteredStream(SdkLikeStream(chunks), measurement, hidden=is_usage_only_chunk):
                 pass
 
     return run_a, run_b
@@ -99,34 +104,39 @@ def runners(n: int) -> tuple[Callable[[int], None], Callable[[int], None]]:
 
 def per_chunk_us(args: argparse.Namespace, telemetry: _bench.Telemetry) -> dict[str, float]:
     """Median over interleaved pairs of the per-chunk slope, A and B, CPU and wall."""
-    blocks = {n: runners(n) for n in SIZES}
+    blocks = {n: runners(n, args.read_whole) for n in SIZES}
     return _bench.per_chunk_slopes(blocks, STREAMS_PER_BLOCK, args.pairs, args.scale, telemetry)
 
 
 CALLGRIND_K = 2
 
 
-def callgrind_child() -> None:
+def callgrind_child(read_whole: bool) -> None:
     telemetry = _bench.make_telemetry()
     _bench.configure_llmmeter(telemetry)
     segments = _bench.Segments(enabled=True)
     for n in SIZES:
-        run_a, run_b = runners(n)
+        run_a, run_b = runners(n, read_whole)
         _bench.count_ab(segments, f"N={n}", run_a, run_b, CALLGRIND_K, telemetry, warmup=2)
 
 
 def main() -> int:
     ap = _bench.per_chunk_parser(__doc__)
+    ap.add_argument("--read-whole", action="store_true", help="B reads every chunk (no skimming)")
     args = _bench.per_chunk_args(ap)
     if args.callgrind_child:
-        callgrind_child()
+        callgrind_child(args.read_whole)
         return 0
     telemetry = _bench.make_telemetry()
     pricing = _bench.configure_llmmeter(telemetry)
     result = per_chunk_us(args, telemetry)
     telemetry.shutdown()
     print("## Per streamed chunk, isolated from the client's parsing (µs, slope N = 64 -> 512)\n")
-    print(f"{_bench.machine_line()}; spans + metrics on, {pricing}; {args.pairs} interleaved A/B pairs\n")
+    reading = "every chunk read" if args.read_whole else "skimmed after the first output"
+    print(
+        f"{_bench.machine_line()}; spans + metrics on, {pricing}; {reading}; "
+        f"{args.pairs} interleaved A/B pairs\n"
+    )
     print(
         _bench.table(
             ["clock", "A µs/chunk", "B µs/chunk", "Δ µs/chunk (median of pairs)"],
@@ -142,7 +152,11 @@ def main() -> int:
         )
     )
     if args.callgrind:
-        counts = _bench.callgrind_segments(_bench.self_command(Path(__file__), "--callgrind-child"))
+        counts = _bench.callgrind_segments(
+            _bench.self_command(
+                Path(__file__), "--callgrind-child", *(["--read-whole"] if args.read_whole else [])
+            )
+        )
         per_stream = {
             (side, n): _bench.per_call(counts, f"N={n}/{side}", CALLGRIND_K) for side in "AB" for n in SIZES
         }

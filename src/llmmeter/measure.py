@@ -26,7 +26,7 @@ from opentelemetry import trace
 from opentelemetry.context import Context
 from opentelemetry.trace import Span
 
-from llmmeter._log import guard, swallowed
+from llmmeter._log import guard, log_once, swallowed
 from llmmeter.config import Settings
 from llmmeter.context import current_attributes
 from llmmeter.pipeline import complete
@@ -37,6 +37,10 @@ from llmmeter.record import CallKind, CallRecord, Outcome, Usage
 _current: ContextVar[Measurement | None] = ContextVar("llmmeter_measurement", default=None)
 
 _perf_ns = time.perf_counter_ns
+
+servers_without_stream_usage: set[tuple[str | None, int | None]] = set()
+"""Servers (address, port) whose skimmed stream ended without the usage it was asked for: their
+next streams are read whole, so that an estimate counts their text (this process)."""
 
 call_start_hook: Callable[[Measurement], None] | None = None
 """Set by :mod:`llmmeter.routing` once a route or a budget is in use: runs as each call starts (it
@@ -58,6 +62,12 @@ def _hides(hidden: Callable[[Any], bool], chunk: Any) -> bool:
     with guard("checking for a usage-only chunk"):
         return hidden(chunk)
     return False
+
+
+def _hides_failed() -> None:
+    """Log a failing ``hidden`` check (once) and carry on: the chunk reaches the caller."""
+    with guard("checking for a usage-only chunk"):
+        raise
 
 
 def _close(generator: Generator[Any, Any, Any]) -> Any:
@@ -139,6 +149,8 @@ class Measurement:
         "_children_lock",
         "_finished",
         "_per_chunk_metrics",
+        "_skim_output_chunks",
+        "_skimmed_from",
         "_t0",
         "_t_first_chunk",
         "_t_first_output",
@@ -150,6 +162,7 @@ class Measurement:
         "reader",
         "record",
         "settings",
+        "skim",
         "span",
     )
 
@@ -168,6 +181,11 @@ class Measurement:
         self._t_last_chunk: int | None = None
         self._children_lock: threading.Lock | None = None
         self._per_chunk_metrics = settings.telemetry.per_chunk_metrics
+        self.skim = False
+        """Set when the stream will end with its usage (:attr:`RequestSpec.usage_expected`):
+        :meth:`observe` stops reading chunks after the first output chunk."""
+        self._skimmed_from: int | None = None
+        self._skim_output_chunks: int | None = None
         attrs = current_attributes()
         if attrs:
             record.attributes.update(attrs)
@@ -212,11 +230,17 @@ class Measurement:
         without output for which ``hidden(chunk)`` is true are read but not yielded (the usage
         chunk llmmeter asked for and the caller did not). Leaving early (``close()``, garbage
         collection) finishes nothing here: the proxy owning this generator decides the outcome.
+
+        With :attr:`skim` set, every chunk is read until the first one with output; from then on
+        each is only timed and counted (and checked with ``hidden``), and the last four are read
+        when the stream ends (its usage, finish reasons and last output). Reading a chunk of an
+        SDK's pydantic objects costs three hooked attribute reads: most of what a chunk cost.
         """
         reader = self.reader
         feed = reader.feed if reader is not None else _no_output
         track = self._track
         per_chunk = self._per_chunk_metrics
+        skim = self.skim and not per_chunk
         try:
             for chunk in chunks:
                 now = _perf_ns()
@@ -235,6 +259,39 @@ class Measurement:
                 elif hidden is not None and _hides(hidden, chunk):
                     continue
                 yield chunk
+                if skim and self._t_first_output is not None:
+                    break
+            else:
+                self.finish(Outcome.OK)
+                return
+            # Skimming. The ring of the last four chunks and their times is kept in locals (the
+            # cheapest state a generator has); what a close() or an abandonment reads is on self.
+            self._skimmed_from = self.chunks
+            c1: Any = None
+            c2: Any = None
+            c3: Any = None
+            c4: Any = None
+            t1 = t2 = t3 = t4 = 0
+            for chunk in chunks:
+                now = _perf_ns()
+                self._t_last_chunk = now
+                self.chunks += 1
+                c4 = c3
+                c3 = c2
+                c2 = c1
+                c1 = chunk
+                t4 = t3
+                t3 = t2
+                t2 = t1
+                t1 = now
+                if hidden is not None:
+                    try:
+                        if hidden(chunk):
+                            continue
+                    except Exception:
+                        _hides_failed()
+                yield chunk
+            self._read_tail(((c4, t4), (c3, t3), (c2, t2), (c1, t1)))
         except GeneratorExit:  # closed or collected while suspended: the proxy decides
             raise
         except BaseException as exc:
@@ -247,14 +304,15 @@ class Measurement:
     ) -> AsyncIterator[Any]:
         """:meth:`observe` for an async stream's iterator.
 
-        The loop body repeats :meth:`observe`'s on purpose: a sync and an async generator cannot
-        share one, and moving it into a method would add a call per chunk (≈ 20 % of the
+        The loop bodies repeat :meth:`observe`'s on purpose: a sync and an async generator cannot
+        share one, and moving them into a method would add a call per chunk (≈ 20 % of the
         per-chunk cost, ``benchmarks/chunk_overhead.py``).
         """
         reader = self.reader
         feed = reader.feed if reader is not None else _no_output
         track = self._track
         per_chunk = self._per_chunk_metrics
+        skim = self.skim and not per_chunk
         try:
             async for chunk in chunks:
                 now = _perf_ns()
@@ -273,12 +331,70 @@ class Measurement:
                 elif hidden is not None and _hides(hidden, chunk):
                     continue
                 yield chunk
+                if skim and self._t_first_output is not None:
+                    break
+            else:
+                self.finish(Outcome.OK)
+                return
+            self._skimmed_from = self.chunks
+            c1: Any = None
+            c2: Any = None
+            c3: Any = None
+            c4: Any = None
+            t1 = t2 = t3 = t4 = 0
+            async for chunk in chunks:
+                now = _perf_ns()
+                self._t_last_chunk = now
+                self.chunks += 1
+                c4 = c3
+                c3 = c2
+                c2 = c1
+                c1 = chunk
+                t4 = t3
+                t3 = t2
+                t2 = t1
+                t1 = now
+                if hidden is not None:
+                    try:
+                        if hidden(chunk):
+                            continue
+                    except Exception:
+                        _hides_failed()
+                yield chunk
+            self._read_tail(((c4, t4), (c3, t3), (c2, t2), (c1, t1)))
         except GeneratorExit:  # closed or collected while suspended: the proxy decides
             raise
         except BaseException as exc:
             self.finish(outcome_of(exc), exc)
             raise
         self.finish(Outcome.OK)
+
+    def _read_tail(self, tail: tuple[tuple[Any, int], ...]) -> None:
+        """A skimmed stream ended: read its last chunks (oldest first; ``None`` where the stream
+        was shorter) for usage, finish reasons and the time of its last output. Four chunks with
+        no output leave that time unknown (no TPOT) rather than guessed."""
+        reader = self.reader
+        if reader is None:
+            return
+        silent = 0
+        last_output: int | None = None
+        for chunk, at in tail:
+            if chunk is None:
+                continue
+            try:
+                has_output = reader.feed(chunk)
+            except Exception:
+                has_output = _reader_failed()
+            if has_output:
+                last_output = at
+            else:
+                silent += 1
+        if last_output is not None:
+            self._t_last_output = last_output
+        elif tail[0][0] is not None:
+            self._t_last_output = None
+        skimmed_from = self._skimmed_from if self._skimmed_from is not None else self.chunks
+        self._skim_output_chunks = 1 + self.chunks - skimmed_from - silent
 
     def observe_generator(
         self, generator: Generator[Any, Any, Any], *, current: bool = False
@@ -491,6 +607,8 @@ class Measurement:
         if reader is not None:
             with guard("reading the stream"):
                 observed = reader.result()
+            if self._skimmed_from is not None and observed is not None:
+                self._skimmed(observed)
         if observed is not None:
             apply_observed(record, observed)
         if record.rollup_calls:
@@ -505,8 +623,34 @@ class Measurement:
                     record.response_model or record.request_model,
                     self.estimate_input,
                     observed.text() if observed is not None else None,
+                    observed.output_chunks if observed is not None else None,
                 )
         self._fill_tpot()
+
+    def _skimmed(self, observed: Observed) -> None:
+        """What a skimmed stream's reader saw is its first chunks and its tail: its text is partial,
+        so an estimate counts output chunks instead. A stream left before its end (closed,
+        abandoned, failed) had output in every chunk after the first: its last chunk is its last
+        output."""
+        observed.output_text = None
+        skimmed_from = self._skimmed_from or 0
+        if self._skim_output_chunks is None:
+            self._skim_output_chunks = 1 + self.chunks - skimmed_from
+            self._t_last_output = self._t_last_chunk
+        elif observed.usage is None:
+            self._remember_no_usage()
+        observed.output_chunks = self._skim_output_chunks
+
+    def _remember_no_usage(self) -> None:
+        server = (self.record.server_address, self.record.server_port)
+        if len(servers_without_stream_usage) < 1024:
+            servers_without_stream_usage.add(server)
+        log_once(
+            f"stream-usage:{server}",
+            "llmmeter: a stream from %s:%s ended without the usage it was asked for; its output tokens "
+            "are estimated from its chunks, and its next streams are read whole",
+            *server,
+        )
 
     def _responded(self, outcome: Outcome, read_a_response: bool) -> bool:
         """Whether a response (whole, or at least one chunk) arrived: only then is usage estimated."""

@@ -39,7 +39,7 @@ from llmmeter.instrument.scope import enter as _attach
 from llmmeter.instrument.scope import leave as _detach
 from llmmeter.instrument.scope import should_measure as _should_measure
 from llmmeter.instrument.streams import AsyncMeteredStream, MeteredStream
-from llmmeter.measure import Measurement, outcome_of
+from llmmeter.measure import Measurement, outcome_of, servers_without_stream_usage
 from llmmeter.providers.base import fields_of
 from llmmeter.providers.types import RequestSpec
 from llmmeter.record import CallRecord, Outcome
@@ -252,6 +252,9 @@ _SDK_MODULES: set[str] = set()
 def _stream_proxy(stream: Any, kind: str, plan: _Plan, measurement: Measurement) -> Any:
     spec = plan.spec
     measurement.reader = spec.stream_reader() if spec.stream_reader is not None else None
+    if spec.usage_expected and not measurement.settings.capture_content:  # captured text is read whole
+        record = measurement.record
+        measurement.skim = (record.server_address, record.server_port) not in servers_without_stream_usage
     if kind == "Stream":
         return MeteredStream(stream, measurement, hidden=spec.hidden)
     return AsyncMeteredStream(stream, measurement, hidden=spec.hidden)
@@ -411,6 +414,7 @@ def _retry_unchanged(adapter: SdkAdapter, plan: _Plan, args: tuple[Any, ...], ex
     if refused:
         _remember_refusal(plan)
         plan.spec.hidden = None  # the caller's own request: every chunk is theirs
+        plan.spec.usage_expected = False
     return refused
 
 

@@ -13,11 +13,22 @@ from collections.abc import Mapping
 from llmmeter.providers.types import EstimateInput
 from llmmeter.record import Usage, UsageSource
 
-__all__ = ["estimate_usage"]
+__all__ = ["STREAM_CHUNKS_METHOD", "estimate_usage"]
 
 
-def estimate_usage(model: str | None, request: EstimateInput | None, output_text: str | None) -> Usage | None:
-    """An ``estimated`` :class:`Usage` from the request's input and the generated text, or ``None``."""
+STREAM_CHUNKS_METHOD = "stream_chunks"
+"""Estimate method of output tokens counted as a stream's output chunks (one token per chunk, as
+OpenAI-style servers stream them), for a stream whose text was not kept."""
+
+
+def estimate_usage(
+    model: str | None,
+    request: EstimateInput | None,
+    output_text: str | None,
+    output_chunks: int | None = None,
+) -> Usage | None:
+    """An ``estimated`` :class:`Usage` from the request's input and the generated text (or, when
+    the text was not kept, the number of streamed output chunks), or ``None``."""
     from llmmeter.tokens import estimate_chat_input_tokens, estimate_prompt_tokens, estimate_text_tokens
 
     usage = Usage(source=UsageSource.ESTIMATED)
@@ -26,6 +37,9 @@ def estimate_usage(model: str | None, request: EstimateInput | None, output_text
         estimate = estimate_text_tokens(output_text, model)
         usage.output_tokens = estimate.tokens
         methods.append(estimate.method)
+    elif output_chunks:
+        usage.output_tokens = output_chunks
+        methods.append(STREAM_CHUNKS_METHOD)
     if request is not None:
         messages, prompt = request.messages, request.prompt
         if messages is not None and all(isinstance(message, Mapping) for message in messages):

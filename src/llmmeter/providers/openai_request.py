@@ -93,13 +93,8 @@ class OpenAIAdapter:
         )
         if stream and reader_cls is not None:
             spec.stream_reader = reader_cls
-            if (
-                ask_usage
-                and api_type != "responses"
-                and "include_usage" not in (body.get("stream_options") or {})
-            ):
-                spec.body = _with_include_usage(body)
-                spec.hidden = is_usage_only_chunk
+            if api_type != "responses":
+                _plan_stream_usage(spec, body, ask_usage)
         return spec
 
     def rejects_body_change(self, exc: BaseException) -> bool:
@@ -108,6 +103,22 @@ class OpenAIAdapter:
 
 
 OPENAI = OpenAIAdapter()
+
+
+def _plan_stream_usage(spec: RequestSpec, body: Mapping[str, Any], ask_usage: bool) -> None:
+    """Ask a choices stream for its usage chunk (hidden from a caller who did not ask), and say
+    whether usage will end it: then its chunks need not be read one by one. vLLM's running totals
+    (``continuous_usage_stats``) are read from every chunk, so such a stream is read whole."""
+    options = body.get("stream_options") or {}
+    if not isinstance(options, Mapping):
+        return  # not a shape llmmeter can extend: the caller's request goes out unchanged
+    if "include_usage" not in options:
+        if ask_usage:
+            spec.body = _with_include_usage(body)
+            spec.hidden = is_usage_only_chunk
+            spec.usage_expected = not options.get("continuous_usage_stats")
+    elif options.get("include_usage") is True:
+        spec.usage_expected = not options.get("continuous_usage_stats")
 
 
 def rejects_stream_options(exc: BaseException) -> bool:

@@ -50,6 +50,9 @@ class Observed:
     extra fields behind an unknown host)."""
     output_text: str | None = None
     """The generated text (streams keep it anyway; used for content capture and estimates)."""
+    output_chunks: int | None = None
+    """Streamed chunks that carried output, counted instead of keeping their text (a skimmed
+    stream, see :attr:`RequestSpec.usage_expected`): what an estimate counts when no usage came."""
     media: MediaUnits | None = None
     """Images generated, audio seconds, characters read aloud (media endpoints only)."""
     text_of: Callable[[], str | None] | None = None
@@ -109,6 +112,10 @@ class RequestSpec:
     ``include_usage``): read, never handed to the caller."""
     body: Mapping[str, Any] | None = None
     """A replacement request body (``stream_options.include_usage`` added); ``None``: unchanged."""
+    usage_expected: bool = False
+    """The stream will end with the provider's usage (``include_usage`` is in effect): after the
+    first output chunk, its chunks are timed and counted but not read, and its last few are read
+    when it ends (:meth:`llmmeter.measure.Measurement.observe`)."""
 
 
 def apply_observed(record: CallRecord, observed: Observed) -> None:

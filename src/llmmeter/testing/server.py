@@ -602,7 +602,7 @@ class _Handler(BaseHTTPRequestHandler):
         tool: tuple[str, str] | None,
         finish: str,
     ) -> None:
-        include_usage, continuous = _usage_options(record.body, reply.flavor)
+        include_usage, continuous = self._stream_usage(record.body, reply.flavor)
         vllm = reply.flavor == "vllm"
         writer, pacer = self._start_stream(record, pacing)
         sent_tokens = 0
@@ -650,6 +650,11 @@ class _Handler(BaseHTTPRequestHandler):
         writer.event("[DONE]")
         writer.close()
 
+    def _stream_usage(self, body: Mapping[str, Any], flavor: Flavor) -> tuple[bool, bool]:
+        if self.server.owner.ignores_stream_usage:
+            return False, False
+        return _usage_options(body, flavor)
+
     # --- /v1/completions (legacy) -----------------------------------------------------------
 
     def serve_completions(self, record: RecordedRequest, pacing: Pacing, owner: LocalOpenAIServer) -> None:
@@ -665,7 +670,7 @@ class _Handler(BaseHTTPRequestHandler):
             self._wait_whole_schedule(record, pacing, len(pieces))
             self._send_json(200, _completion(reply, pieces, n), record)
             return
-        include_usage, continuous = _usage_options(body, reply.flavor)
+        include_usage, continuous = self._stream_usage(body, reply.flavor)
         vllm = reply.flavor == "vllm"
         writer, pacer = self._start_stream(record, pacing)
         sent_tokens = 0
@@ -977,7 +982,8 @@ class LocalOpenAIServer:
     ``x-llmmeter-pacing`` header (see :func:`pacing_headers`) overrides them for that request.
     ``flavor="vllm"`` mimics vLLM's chunk shapes; ``served_model`` replaces the request's model
     name in responses (like a dated snapshot). ``rejects_stream_options=True`` answers any request
-    carrying ``stream_options`` with a 400 naming it, as strict gateways and older servers do.
+    carrying ``stream_options`` with a 400 naming it, as strict gateways and older servers do;
+    ``ignores_stream_usage=True`` accepts it and streams no usage (servers that drop the field).
     Every request is appended to :attr:`requests`.
     """
 
@@ -990,6 +996,7 @@ class LocalOpenAIServer:
         embedding_dimensions: int = 16,
         port: int = 0,
         rejects_stream_options: bool = False,
+        ignores_stream_usage: bool = False,
     ) -> None:
         if flavor not in ("openai", "vllm"):
             raise ValueError(f"flavor must be 'openai' or 'vllm', got {flavor!r}")
@@ -998,6 +1005,7 @@ class LocalOpenAIServer:
         self.served_model = served_model
         self.embedding_dimensions = embedding_dimensions
         self.rejects_stream_options = rejects_stream_options
+        self.ignores_stream_usage = ignores_stream_usage
         self.requests: list[RecordedRequest] = []
         self._port = port
         self._httpd: _Server | None = None
