@@ -39,9 +39,11 @@ from llmmeter.report.sql import Run, query_report, summarize, unknown_group_keys
 from llmmeter.store import SQLiteStore, read_records
 from llmmeter.store.read import reading_store
 from llmmeter.store.report_columns import (
+    RowsSummary,
     bucket_value,
     cost_units,
     latency_bucket,
+    rows_summary,
     units_to_decimal,
 )
 from llmmeter.store.schema import (
@@ -307,12 +309,120 @@ def test_a_migrated_store_reports_its_old_and_new_rows_alike(store: Path, tmp_pa
     forms = dict(conn.execute("SELECT report_form IS NULL, COUNT(*) FROM records GROUP BY 1").fetchall())
     prepare_for_writing(conn)  # idempotent: a second migration changes nothing
 
-    assert schema_version(conn) == SCHEMA_VERSION == 3
+    assert schema_version(conn) == SCHEMA_VERSION == 4
     assert forms == {1: 700, 0: len(records) - 700}
+    known = summary_of(conn)  # what the rows hold is known from the first row written after it
+    assert known is not None and known.from_id == 701 and known.report_form
     with reading_store(old) as runner:
         for kind in ("llm", "all"):
             in_sql = query_report(runner, by="user_id,team", kind=kind)  # type: ignore[arg-type]
             assert_same_report(in_sql, build_report(records, by="user_id,team", kind=kind))  # type: ignore[arg-type]
+
+
+def summary_of(conn: sqlite3.Connection) -> RowsSummary | None:
+    return rows_summary({key: value for key, value in conn.execute("SELECT key, value FROM meta")})
+
+
+def version_3_store(path: Path, records: list[CallRecord]) -> Path:
+    """A store as llmmeter wrote it with the report's columns, before the rows summary (schema 3)."""
+    writer = SQLiteStore(path)
+    for record in records:
+        writer.write(record)
+    assert writer.flush()
+    writer.close()
+    conn = sqlite3.connect(path, isolation_level=None)
+    conn.execute("DROP TRIGGER llmmeter_report_rows")
+    conn.execute("DELETE FROM meta WHERE key LIKE 'report_rows%'")
+    conn.execute("UPDATE meta SET value = '3' WHERE key = 'schema_version'")
+    conn.close()
+    return path
+
+
+def test_a_version_3_store_reports_the_same_before_and_after_its_migration(
+    store: Path, tmp_path: Path
+) -> None:
+    records = read_records(store)
+    old = version_3_store(tmp_path / "v3.sqlite3", records[:900])
+    expected = {kind: build_report(records[:900], by="user_id,team", kind=kind) for kind in ("llm", "all")}
+    with reading_store(old) as runner:  # nothing known of its rows: every token kind summed
+        for kind in ("llm", "all"):
+            assert_same_report(query_report(runner, by="user_id,team", kind=kind), expected[kind])  # type: ignore[arg-type]
+
+    writer = SQLiteStore(old)  # migrates to version 4: the summary starts after the 900 rows
+    for record in records[900:]:
+        writer.write(record)
+    assert writer.flush()
+    writer.close()
+
+    conn = sqlite3.connect(old)
+    known = summary_of(conn)
+    assert schema_version(conn) == 4 and known is not None and known.from_id == 901
+    with reading_store(old) as runner:
+        for kind in ("llm", "all"):
+            in_sql = query_report(runner, by="user_id,team", kind=kind)  # type: ignore[arg-type]
+            assert_same_report(in_sql, build_report(records, by="user_id,team", kind=kind))  # type: ignore[arg-type]
+
+
+def call_with_tokens(i: int, usage: Usage | None = None) -> CallRecord:
+    return CallRecord(
+        operation="chat",
+        provider="openai",
+        request_model="gpt-4o",
+        timings=Timings(start_time_unix_ns=NOW_NS - i * 10**9, duration_s=0.5),
+        usage=usage or Usage(input_tokens=100, output_tokens=10),
+        attributes={"user_id": f"u-{i % 3}"},
+        record_id=f"tokens-{i}",
+    )
+
+
+def test_only_the_token_kinds_rows_have_are_summed_and_a_kind_first_seen_late_is_in_the_report(
+    tmp_path: Path,
+) -> None:
+    path = tmp_path / "kinds.sqlite3"
+    writer = SQLiteStore(path)
+    for i in range(50):
+        writer.write(call_with_tokens(i))
+    assert writer.flush()
+    conn = sqlite3.connect(path)
+    first = summary_of(conn)
+    assert first is not None and first.token_kinds == {"input_tokens", "output_tokens"} and first.report_form
+    with reading_store(path) as runner:
+        assert "audio_input_tokens" not in query_report(runner, by="user_id").total.tokens  # absent, not 0
+
+    writer.write(call_with_tokens(50, Usage(input_tokens=1, audio_input_tokens=7, reasoning_output_tokens=0)))
+    assert writer.flush()
+    writer.close()
+    later = summary_of(conn)
+    assert later is not None and {"audio_input_tokens", "reasoning_output_tokens"} <= later.token_kinds
+
+    with reading_store(path) as runner:
+        report = query_report(runner, by="user_id")
+    assert (
+        report.total.tokens["audio_input_tokens"] == 7 and report.total.tokens["reasoning_output_tokens"] == 0
+    )
+    assert_same_report(report, build_report(read_records(path), by="user_id"))
+
+
+def test_a_row_an_older_writer_inserts_after_the_migration_is_still_read_in_full(tmp_path: Path) -> None:
+    path = tmp_path / "mixed.sqlite3"
+    writer = SQLiteStore(path)
+    for i in range(20):
+        writer.write(call_with_tokens(i))
+    assert writer.flush()
+    writer.close()
+    conn = sqlite3.connect(path, isolation_level=None)
+    # A writer of schema 3 that opened the file before the migration: no report columns, its own
+    # INSERT. The store's trigger sees the row all the same.
+    row = record_to_row(call_with_tokens(20, Usage(input_tokens=3, accepted_prediction_tokens=5)))
+    placeholders = ", ".join("?" for _ in COLUMN_NAMES)
+    conn.execute(f"INSERT INTO records ({', '.join(COLUMN_NAMES)}) VALUES ({placeholders})", row)
+
+    known = summary_of(conn)
+    assert known is not None and not known.report_form and "accepted_prediction_tokens" in known.token_kinds
+    with reading_store(path) as runner:
+        report = query_report(runner, by="user_id")
+    assert report.total.tokens["accepted_prediction_tokens"] == 5
+    assert_same_report(report, build_report(read_records(path), by="user_id"))
 
 
 # -- the report's columns ------------------------------------------------------------------------

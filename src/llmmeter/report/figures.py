@@ -50,7 +50,7 @@ from llmmeter.pricing.models import GpuHourPrice, ModelPrice
 from llmmeter.pricing.registry import CacheTokens, PricingRegistry, cache_figures
 from llmmeter.pricing.sources import PriceEntry, ResolvedPrice
 from llmmeter.report.build import Report
-from llmmeter.report.sql import SQLITE, Dialect, GroupLabels, Run, time_window
+from llmmeter.report.sql import SQLITE, Dialect, GroupLabels, Run, sum_present, time_window
 from llmmeter.report.sql import _key as group_key_sql  # the report's own group keys and labels
 
 __all__ = [
@@ -365,7 +365,7 @@ def _figures_sql(
         "service_tier",
         "NULL" if floor is None else f"CASE WHEN input_tokens > {dialect.param} THEN record_id END",
     ]
-    aggregates = [f"MIN({_DAY})", f"MAX({_DAY})", "COUNT(*)", *(f"SUM({name})" for name in _SUMMED)]
+    aggregates = [f"MIN({_DAY})", f"MAX({_DAY})", "COUNT(*)", *(sum_present(name) for name in _SUMMED)]
     sql = (
         f"SELECT {', '.join(labels)}, {', '.join(aggregates)} FROM records WHERE {where} "
         f"GROUP BY {', '.join(str(i + 1) for i in range(len(labels)))}"

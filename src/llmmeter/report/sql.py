@@ -66,12 +66,17 @@ from llmmeter.report.build import (
 )
 from llmmeter.store.read import SQLiteRun, unix_ns
 from llmmeter.store.report_columns import (
+    ROWS_SEEN_KEY,
+    ROWS_SUMMARY_KEY,
+    RowsSummary,
     attribute_column,
     bucket_value,
     latency_bucket,
     latency_bucket_sql,
+    rows_summary,
     units_to_decimal,
 )
+from llmmeter.store.schema import StoreError
 
 __all__ = [
     "BUCKETED_PERCENTILE_METHOD",
@@ -84,6 +89,7 @@ __all__ = [
     "Run",
     "SQLiteDialect",
     "query_report",
+    "sum_present",
     "time_window",
     "unknown_group_keys",
 ]
@@ -109,6 +115,11 @@ class Part:
     where: str = "1 = 1"
     params: Sequence[object] = ()
     close: Callable[[], None] = lambda: None
+    dialect: Dialect | None = None
+    """How to read these rows, when not as the report's dialect does (rows known to hold only
+    what this llmmeter writes)."""
+    token_kinds: frozenset[str] | None = None
+    """The token kinds these rows may have (the others are NULL on every one); ``None``: any."""
 
 
 class Dialect(Protocol):
@@ -268,6 +279,15 @@ _UNITS_SPLIT: Final = 30
 """Integer costs are summed as their high and low bits apart: no 64-bit overflow at any size."""
 
 
+def _rows_summary(run: Run) -> RowsSummary | None:
+    """What the rows the store's trigger has seen hold; ``None`` for a store without one."""
+    try:
+        values = run("SELECT key, value FROM meta WHERE key IN (?, ?)", [ROWS_SUMMARY_KEY, ROWS_SEEN_KEY])
+        return rows_summary({str(key): str(value) for key, value in values})
+    except StoreError:  # a store without a meta table: nothing known
+        return None
+
+
 def _sqlite_run(run: Run) -> SQLiteRun:
     if not isinstance(run, SQLiteRun):
         raise TypeError("the SQLite report needs the runner of llmmeter.store.read.reading_store")
@@ -279,6 +299,9 @@ class SQLiteDialect:
     """SQLite 3.38+ (the ``->`` JSON operator), as Python's ``sqlite3`` has."""
 
     param: str = "?"
+    report_form: bool = False
+    """Every row read has its report columns (:mod:`llmmeter.store.report_columns`): read those
+    alone, without the per-row test for a row an older llmmeter wrote."""
 
     def prepare(self, run: Run) -> None:
         """Register the report's Python functions (used on rows older llmmeters wrote) on the
@@ -296,6 +319,8 @@ class SQLiteDialect:
         path = '$."' + key + '"'
         if column is None:
             return "attributes -> ?", [path]
+        if self.report_form:
+            return column, []
         return f"CASE WHEN report_form IS NULL THEN attributes -> ? ELSE {column} END", [path]
 
     def attribute_label(self, value: Any) -> str | None:
@@ -319,17 +344,37 @@ class SQLiteDialect:
         )
 
     def parts(self, run: Run) -> list[Part]:
-        """Row-id ranges, one per CPU (at most 4), each on a read-only connection of its own."""
+        """Row-id ranges, one per CPU (at most 4), each on a read-only connection of its own, cut
+        where the store's summary of what its rows hold starts (rows it covers are read leaner)."""
         low, high = next(iter(run("SELECT min(id), max(id) FROM records", [])))
-        threads = min(os.cpu_count() or 1, _MAX_THREADS)
-        if low is None or threads < 2 or high - low < _SHARD_MIN_ROWS:
+        if low is None:
             return [Part(run)]
-        edges = [low + (high + 1 - low) * i // threads for i in range(threads + 1)]
-        parts = [Part(run, "id >= ? AND id < ?", edges[:2])]
-        for first, end in itertools.pairwise(edges[1:]):
-            another = _sqlite_run(run).another()
-            self.prepare(another)
-            parts.append(Part(another, "id >= ? AND id < ?", (first, end), another.close))
+        summary = _rows_summary(run)  # after max(id): it covers every row up to it
+        threads = min(os.cpu_count() or 1, _MAX_THREADS)
+        split = threads >= 2 and high - low >= _SHARD_MIN_ROWS
+        edges = (
+            {low + (high + 1 - low) * i // threads for i in range(threads + 1)} if split else {low, high + 1}
+        )
+        if summary is not None and low < summary.from_id <= high:
+            edges.add(summary.from_id)
+        parts: list[Part] = []
+        for first, end in itertools.pairwise(sorted(edges)):
+            runner, close = run, Part.close
+            if parts:
+                another = _sqlite_run(run).another()
+                self.prepare(another)
+                runner, close = another, another.close
+            known = summary if summary is not None and first >= summary.from_id else None
+            parts.append(
+                Part(
+                    runner,
+                    "id >= ? AND id < ?",
+                    (first, end),
+                    close,
+                    dialect=None if known is None else SQLiteDialect(report_form=known.report_form),
+                    token_kinds=None if known is None else known.token_kinds,
+                )
+            )
         return parts
 
     def exact_cost(self, amount: str, units: str) -> tuple[str, ...]:
@@ -356,11 +401,13 @@ class SQLiteDialect:
     def latency_buckets(self, metrics: Sequence[str], latency_rows: str) -> tuple[str, ...]:
         """The metrics' stored buckets (computed here for older rows) as one JSON text, a list
         of integers per metric: one parse per result row."""
-        lists = (
-            f"COALESCE(group_concat(CASE WHEN report_form IS NULL THEN {_old_row_bucket(metric)} "
-            f"ELSE {metric}_bucket END) FILTER (WHERE {latency_rows}), '')"
+        buckets = (
+            f"{metric}_bucket"
+            if self.report_form
+            else f"CASE WHEN report_form IS NULL THEN {_old_row_bucket(metric)} ELSE {metric}_bucket END"
             for metric in metrics
         )
+        lists = (f"COALESCE(group_concat({bucket}) FILTER (WHERE {latency_rows}), '')" for bucket in buckets)
         return ("'[[' || " + " || '],[' || ".join(lists) + " || ']]'",)
 
     def read_latency_buckets(self, values: Sequence[Any]) -> Sequence[Sequence[int]]:
@@ -525,7 +572,7 @@ def _units(kind: ReportKind) -> str:
     return "CASE WHEN cost_amount IS NOT NULL THEN cost_units WHEN kind = 'step' THEN rollup_cost_units END"
 
 
-def _counts(kind: ReportKind) -> list[str]:
+def _counts(kind: ReportKind, token_kinds: frozenset[str] | None) -> list[str]:
     source = _usage_column("usage_source", kind)
     has_usage = f"({source} IS NOT NULL AND {source} <> 'missing')"
     amount = _amount(kind)
@@ -545,7 +592,7 @@ def _counts(kind: ReportKind) -> list[str]:
         _count_where("outcome = 'error'"),
         _count_where("outcome IN ('aborted', 'abandoned')"),
         "COUNT(*)" if kind == "llm" else f"SUM({llm_calls})",  # the same aggregate: computed once
-        *(_sum_present(_usage_column(name, kind)) for name in USAGE_COUNT_FIELDS),
+        *(_token_sum(name, kind, token_kinds) for name in USAGE_COUNT_FIELDS),
         _count_where(f"NOT {has_usage}"),
         _count_where(f"{source} = 'estimated'"),
         _count_where(f"{amount} IS NOT NULL") if kind == "llm" else f"SUM({priced})",
@@ -561,7 +608,15 @@ def _count_where(condition: str) -> str:
     return f"COUNT(*) FILTER (WHERE {condition})"
 
 
-def _sum_present(value: str) -> str:
+def _token_sum(name: str, kind: ReportKind, token_kinds: frozenset[str] | None) -> str:
+    """The sum of token kind ``name``; NULL, not summed, where the rows are known to have none
+    (``token_kinds``: the kinds an LLM call's row may have)."""
+    if kind == "llm" and token_kinds is not None and name not in token_kinds:
+        return "NULL"
+    return sum_present(_usage_column(name, kind))
+
+
+def sum_present(value: str) -> str:
     """``SUM(value)``, stepped only where ``value`` is not NULL: most token kinds are NULL on
     most rows, and a group without any keeps the sum NULL (absent, not 0)."""
     return f"SUM({value}) FILTER (WHERE {value} IS NOT NULL)"
@@ -646,41 +701,42 @@ class _Query:
         self._label = GroupLabels(self.dialect, self.keys)
 
     def _statement(
-        self, aggregates: Sequence[str], where: str, params: Sequence[object]
+        self, aggregates: Sequence[str], where: str, params: Sequence[object], keys: Sequence[_Key] = ()
     ) -> tuple[str, list[object]]:
         """``SELECT`` the group labels (keys, cost status, currency) and ``aggregates`` over the
-        window's rows where ``where`` holds, a row per group."""
+        window's rows where ``where`` holds, a row per group (``keys``: the group keys' SQL,
+        when not the report dialect's)."""
+        keys = keys or self.keys
         window, window_params = self.window.where(self.dialect.param)
         kind = self.window.kind
-        labels = [*(key.sql for key in self.keys), "COALESCE(cost_status, 'no_usage')", _currency(kind)]
+        labels = [*(key.sql for key in keys), "COALESCE(cost_status, 'no_usage')", _currency(kind)]
         sql = (
             f"SELECT {', '.join(labels)}, {', '.join(aggregates)} FROM records WHERE {window} AND {where} "
             f"GROUP BY {', '.join(str(i + 1) for i in range(len(labels)))}"
         )
-        return sql, [*(p for key in self.keys for p in key.params), *window_params, *params]
+        return sql, [*(p for key in keys for p in key.params), *window_params, *params]
 
-    def _aggregates(self) -> tuple[list[str], int]:
+    def _aggregates(self, dialect: Dialect, token_kinds: frozenset[str] | None) -> tuple[list[str], int]:
         kind = self.window.kind
-        cost = self.dialect.exact_cost(_amount(kind), _units(kind))
-        latency = self.dialect.latency_buckets(LATENCY_METRICS, _LATENCY_CONDITIONS[self.latency_outcome])
-        return [*_counts(kind), *cost, *latency], len(cost)
+        cost = dialect.exact_cost(_amount(kind), _units(kind))
+        latency = dialect.latency_buckets(LATENCY_METRICS, _LATENCY_CONDITIONS[self.latency_outcome])
+        return [*_counts(kind, token_kinds), *cost, *latency], len(cost)
+
+    def _part_statement(self, part: Part) -> tuple[str, list[object]]:
+        """The scan's statement over ``part``'s rows, read as its dialect says."""
+        dialect = part.dialect or self.dialect
+        keys = [_key(dialect, key) for key in self.group_by]
+        aggregates, _ = self._aggregates(dialect, part.token_kinds)
+        return self._statement(aggregates, part.where, part.params, keys)
 
     def scan(self, parts: Sequence[Part]) -> _Scan:
         """Counts, token and exact cost sums, and latency histograms per group: one scan of the
         window, its parts on threads of their own (the database works without the GIL)."""
-        aggregates, cost_width = self._aggregates()
-        statements = [self._statement(aggregates, part.where, part.params) for part in parts]
+        _, cost_width = self._aggregates(self.dialect, None)
+        statements = [self._part_statement(part) for part in parts]
         scan = _Scan()
-        if len(parts) == 1:
-            self._add_rows(scan, parts[0].run(*statements[0]), cost_width)
-            return scan
-        with ThreadPoolExecutor(max_workers=len(parts), thread_name_prefix="llmmeter-report") as pool:
-            results = [
-                pool.submit(_fetch_all, part.run, *statement)
-                for part, statement in zip(parts, statements, strict=True)
-            ]
-            for result in results:
-                self._add_rows(scan, result.result(), cost_width)
+        for rows in _fetch_in_parts(parts, statements):
+            self._add_rows(scan, rows, cost_width)
         return scan
 
     def _add_rows(self, scan: _Scan, rows: Iterable[Sequence[Any]], cost_width: int) -> None:
@@ -716,6 +772,24 @@ class _Query:
 
 def _fetch_all(run: Run, sql: str, params: Sequence[object]) -> list[Sequence[Any]]:
     return list(run(sql, params))
+
+
+def _fetch_in_parts(
+    parts: Sequence[Part], statements: Sequence[tuple[str, Sequence[object]]]
+) -> Iterator[Iterable[Sequence[Any]]]:
+    """The rows of each part's statement, part by part, the parts running at once on threads of
+    their own (the database works without the GIL): the caller reads the first part's rows while
+    the others are still being computed."""
+    if len(parts) == 1:
+        yield parts[0].run(*statements[0])
+        return
+    with ThreadPoolExecutor(max_workers=len(parts), thread_name_prefix="llmmeter-report") as pool:
+        results = [
+            pool.submit(_fetch_all, part.run, *statement)
+            for part, statement in zip(parts, statements, strict=True)
+        ]
+        for result in results:
+            yield result.result()
 
 
 BUCKETED_PERCENTILE_METHOD: Final = (
@@ -786,7 +860,9 @@ def _merged(groups: Iterable[_Group]) -> dict[str, Histogram]:
 
 
 @contextlib.contextmanager
-def _parts(dialect: Dialect, run: Run) -> Iterator[list[Part]]:
+def _scan_parts(dialect: Dialect, run: Run) -> Iterator[list[Part]]:
+    """The parts a scan of the store ``run`` reads is split into (:meth:`Dialect.parts`), their
+    connections closed on leaving."""
     parts = dialect.parts(run)
     try:
         yield parts
@@ -819,7 +895,7 @@ def query_report(
     query = _Query(dialect, _Window(since, until, kind), group_by, latency_outcome)
     dialect.prepare(run)
     step("counting and summing")
-    with _parts(dialect, run) as parts:
+    with _scan_parts(dialect, run) as parts:
         scan = query.scan(parts)
     if scan.decimal_rows:
         step("adding decimal costs")

@@ -24,27 +24,44 @@ re-sorted. A percentile is the same linear interpolation between closest ranks a
 report (``numpy.percentile``'s default), over the bucket values at those ranks, so it is within
 0.05 % of the exact percentile (an interpolation of values each within 0.05 %). Zero and the
 non-finite values have buckets of their own and come back exactly.
+
+**What the rows hold** (schema 4). Most token kinds are never reported by a given service, and the
+report pays a sum per kind per row. A trigger on ``records`` keeps, in the ``meta`` table, which
+token kinds any row inserted since the trigger was created has had (not NULL), and whether any
+of those rows lacks its report columns (:class:`RowsSummary`): the report then sums only those
+kinds and reads only the report columns over those rows. A trigger, not the writer's Python: it
+sees every insert, an older llmmeter's still-running writer's too, and costs one indexed lookup
+per row. Rows inserted before it (a store made by an older llmmeter) are read as before.
 """
 
 from __future__ import annotations
 
 import json
 import math
+import sqlite3
 from collections.abc import Sequence
+from dataclasses import dataclass
 from decimal import Decimal, InvalidOperation
 from typing import Any, Final, overload
+
+from llmmeter.record import USAGE_COUNT_FIELDS
 
 __all__ = [
     "MATERIALIZED_ATTRIBUTES",
     "RELATIVE_ACCURACY",
     "REPORT_COLUMNS",
     "REPORT_COLUMN_NAMES",
+    "ROWS_SEEN_KEY",
+    "ROWS_SUMMARY_KEY",
     "UNITS_EXPONENT",
+    "RowsSummary",
     "attribute_column",
     "bucket_value",
     "cost_units",
+    "keep_rows_summary",
     "latency_bucket",
     "latency_bucket_sql",
+    "rows_summary",
     "units_to_decimal",
     "written_values",
 ]
@@ -197,3 +214,80 @@ def _attribute_json(attributes: dict[str, Any], name: str) -> str | None:
 
 
 _ENCODER = json.JSONEncoder(separators=(",", ":"), sort_keys=True)
+
+
+# ---------------------------------------------------------------------------------------------
+# What the rows hold: a summary the store keeps (schema 4)
+
+ROWS_SUMMARY_KEY: Final = "report_rows"
+"""``meta`` key: ``{"from_id": N, "kinds": [...]}``, the first row id the trigger has seen and
+the token kinds its bits stand for, in bit order."""
+ROWS_SEEN_KEY: Final = "report_rows_seen"
+"""``meta`` key: the trigger's bit mask over those rows (bit ``i``: kind ``i`` was not NULL on
+some row; the bit after the kinds: some row has no report columns)."""
+_TRIGGER: Final = "llmmeter_report_rows"
+
+
+def _row_bits(kinds: Sequence[str]) -> str:
+    """SQL of an inserted row's bits (``NEW``: the trigger's row)."""
+    bits = [f"((NEW.{kind} IS NOT NULL) << {i})" for i, kind in enumerate(kinds)]
+    bits.append(f"((NEW.report_form IS NULL) << {len(kinds)})")
+    return " | ".join(bits)
+
+
+def keep_rows_summary(conn: sqlite3.Connection) -> None:
+    """Start (or keep) the rows summary of a store being prepared for writing, in its open
+    transaction: idempotent. The summary starts after the rows already stored, and starts over
+    when this llmmeter's token kinds are not the ones the stored bits stand for."""
+    kinds = list(USAGE_COUNT_FIELDS)
+    found = conn.execute("SELECT value FROM meta WHERE key = ?", (ROWS_SUMMARY_KEY,)).fetchone()
+    if found is not None and _stored_kinds(found[0]) == kinds:
+        return
+    (next_id,) = conn.execute("SELECT COALESCE(MAX(id), 0) + 1 FROM records").fetchone()
+    summary = json.dumps({"from_id": next_id, "kinds": kinds})
+    conn.execute("INSERT OR REPLACE INTO meta (key, value) VALUES (?, ?)", (ROWS_SUMMARY_KEY, summary))
+    conn.execute("INSERT OR REPLACE INTO meta (key, value) VALUES (?, '0')", (ROWS_SEEN_KEY,))
+    bits = _row_bits(kinds)
+    conn.execute(f"DROP TRIGGER IF EXISTS {_TRIGGER}")
+    conn.execute(
+        f"CREATE TRIGGER {_TRIGGER} AFTER INSERT ON records "
+        f"WHEN ({bits}) & ~(SELECT CAST(value AS INTEGER) FROM meta WHERE key = '{ROWS_SEEN_KEY}') <> 0 "
+        f"BEGIN UPDATE meta SET value = CAST(value AS INTEGER) | ({bits}) WHERE key = '{ROWS_SEEN_KEY}'; END"
+    )
+
+
+def _stored_kinds(value: str) -> list[str] | None:
+    try:
+        kinds = json.loads(value)["kinds"]
+    except (ValueError, TypeError, KeyError):
+        return None
+    return kinds if isinstance(kinds, list) else None
+
+
+@dataclass(frozen=True)
+class RowsSummary:
+    """What every row from :attr:`from_id` on holds, as the store's trigger recorded it."""
+
+    from_id: int
+    token_kinds: frozenset[str]
+    """The token kinds some of those rows have (the others are NULL on all of them)."""
+    report_form: bool
+    """Whether all of those rows have their report columns."""
+
+
+def rows_summary(values: dict[str, str]) -> RowsSummary | None:
+    """The summary in the ``meta`` values ``values`` (key: value); ``None`` when there is none
+    (a store an older llmmeter made) or it is not one this llmmeter reads."""
+    try:
+        stored = json.loads(values[ROWS_SUMMARY_KEY])
+        seen = int(values[ROWS_SEEN_KEY])
+        from_id, kinds = int(stored["from_id"]), stored["kinds"]
+    except (KeyError, ValueError, TypeError):
+        return None
+    if kinds != list(USAGE_COUNT_FIELDS):
+        return None
+    return RowsSummary(
+        from_id=from_id,
+        token_kinds=frozenset(kind for i, kind in enumerate(kinds) if seen >> i & 1),
+        report_form=not seen >> len(kinds) & 1,
+    )

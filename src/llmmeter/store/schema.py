@@ -42,13 +42,20 @@ from llmmeter.record import (
     Usage,
     UsageSource,
 )
-from llmmeter.store.report_columns import REPORT_COLUMN_NAMES, REPORT_COLUMNS, written_values
+from llmmeter.store.report_columns import (
+    REPORT_COLUMN_NAMES,
+    REPORT_COLUMNS,
+    keep_rows_summary,
+    written_values,
+)
 
-SCHEMA_VERSION = 3
+SCHEMA_VERSION = 4
 """Version of the table layout this package writes; kept in the ``meta`` table. 2 added
 ``record_id`` (unique), ``media`` and the ``quarantine`` table; 3 the report's columns
 (:data:`~llmmeter.store.report_columns.REPORT_COLUMNS`: left ``NULL`` on older rows, which the
-report reads the slow way)."""
+report reads the slow way); 4 the trigger keeping what the rows inserted since hold
+(:func:`~llmmeter.store.report_columns.keep_rows_summary`: the report sums only the token kinds
+they have)."""
 
 BIGINT_PREFIX = "bigint:"
 """How an integer beyond SQLite's 64 bits is stored: ``"bigint:18446744073709551616"``."""
@@ -171,6 +178,7 @@ def prepare_for_writing(conn: sqlite3.Connection) -> None:
         _add_missing_columns(conn)
         for statement in _CREATE_INDEXES:
             conn.execute(statement)
+        keep_rows_summary(conn)
         conn.execute(
             "INSERT OR REPLACE INTO meta (key, value) VALUES ('schema_version', ?)", (str(SCHEMA_VERSION),)
         )
