@@ -149,22 +149,25 @@ def test_a_server_that_drops_the_usage_it_was_asked_for_has_its_next_streams_rea
 
 
 @pytest.mark.parametrize(
-    ("stream_options", "ask_usage", "expected"),
+    ("stream_options", "n", "ask_usage", "expected"),
     [
-        (None, True, True),  # llmmeter asks for the usage chunk: it will come
-        ({"include_usage": True}, True, True),  # the caller asked for it
-        ({"include_usage": False}, True, False),  # the caller declined it: read every chunk
-        (None, False, False),  # the server refused stream_options before, or stream_usage=False
-        ({"include_usage": True, "continuous_usage_stats": True}, True, False),  # vLLM's running totals
-        ({"continuous_usage_stats": True}, True, False),
+        (None, None, True, True),  # llmmeter asks for the usage chunk: it will come
+        ({"include_usage": True}, 1, True, True),  # the caller asked for it
+        ({"include_usage": False}, None, True, False),  # the caller declined it: read every chunk
+        (None, None, False, False),  # the server refused stream_options before, or stream_usage=False
+        ({"include_usage": True, "continuous_usage_stats": True}, None, True, False),  # vLLM's running totals
+        ({"continuous_usage_stats": True}, None, True, False),
+        (None, 3, True, False),  # each choice's finish chunk comes when that choice ends
     ],
 )
 def test_only_a_stream_that_will_end_with_its_usage_is_skimmed(
-    stream_options: dict[str, bool] | None, ask_usage: bool, expected: bool
+    stream_options: dict[str, bool] | None, n: int | None, ask_usage: bool, expected: bool
 ) -> None:
     body: dict[str, Any] = {"model": "m", "messages": MESSAGES, "stream": True}
     if stream_options is not None:
         body["stream_options"] = stream_options
+    if n is not None:
+        body["n"] = n
     spec = OPENAI.plan("/chat/completions", body, True, ask_usage)
     assert spec is not None and spec.usage_expected is expected
 

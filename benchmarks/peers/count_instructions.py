@@ -9,7 +9,7 @@ switched off) and B (on), added = B - A. Per chunk: the slope of the added count
 N=1 and N=64 streams. Instruction counts do not depend on the machine's load, so one run each
 is enough (they vary by well under 1 % between runs).
 
-    PY=/work/peers-venv/bin/python python benchmarks/peers/count_instructions.py \\
+    PY=$PEERS_VENV/bin/python python benchmarks/peers/count_instructions.py \\
         --variants "otel-v2 openllmetry llmmeter" [--jobs 2] [--out benchmarks/results/x]
 """
 

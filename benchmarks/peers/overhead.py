@@ -1,6 +1,6 @@
 #!/usr/bin/env python3
 # ruff: noqa  -- a copy of shared harness code, kept close to the original for diffing
-# COPY of /work/shared/bench-peers/overhead.py (shared project material, measured the peers on
+# COPY of ../shared/bench-peers/overhead.py (shared project material, measured the peers on
 # 2026-11-27), kept here so llmmeter is measured beside its peers in the same run.  Changes from
 # the shared original, all marked "llmmeter copy:":
 #   * setup_llmmeter() is implemented (llmmeter.configure(...) + llmmeter.instrument_openai());
@@ -8,7 +8,10 @@
 #     a subset of the output (the original said N, i.e. fewer output than reasoning tokens for
 #     N < 16, which llmmeter's pricing rejects as inconsistent usage); peers only copy the numbers;
 #   * --count: the callgrind mode (instructions per call / per chunk, see run_count()), driven by
-#     benchmarks/peers/count_instructions.py.
+#     benchmarks/peers/count_instructions.py;
+#   * Telemetry.flush() runs the instrumentation's drains first (llmmeter.flush(): llmmeter ends
+#     spans and records metric points on its pipeline thread), so each counted block holds all of
+#     its calls' work, not only what ran before the call returned.
 """Per-request CPU overhead of LLM-telemetry instrumentations on the `openai` client.
 
 One process measures ONE variant (instrumentors monkey-patch globally, so every
@@ -293,6 +296,10 @@ class Telemetry:
         self.processor = processor
 
     def flush(self):
+        # llmmeter copy: an instrumentation that finishes its records on a thread of its own
+        # (llmmeter's pipeline) drains it first, so that each block counts all of its work.
+        for drain in getattr(self, "drains", ()):
+            drain()
         self.tracer_provider.force_flush()
         self.logger_provider.force_flush()
 
@@ -505,6 +512,7 @@ def setup_llmmeter(tel, args):
     )
     llmmeter.instrument_openai()
     settings = llmmeter.get_settings()
+    tel.drains = [llmmeter.flush]  # span ends and metric points run on llmmeter's pipeline thread
     return {
         "openai_module": openai,
         "expects_spans": True,

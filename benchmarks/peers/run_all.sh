@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# COPY of /work/shared/bench-peers/run_all.sh (shared project material). llmmeter copy: results
+# COPY of ../shared/bench-peers/run_all.sh (shared project material). llmmeter copy: results
 # go to benchmarks/results/peers-<UTC time>/ by default (gitignored), not next to this script.
 # Run every available variant of overhead.py, interleaved over several rounds
 # (round r runs the variants in an order rotated by r: A B C, B C A, C A B, ...),

@@ -1,6 +1,6 @@
 #!/usr/bin/env python3
 # ruff: noqa  -- a copy of shared harness code, kept close to the original for diffing
-# COPY of /work/shared/bench-peers/summarize.py (shared project material), unchanged.
+# COPY of ../shared/bench-peers/summarize.py (shared project material), unchanged.
 """Aggregate overhead.py JSON lines (several interleaved rounds) into Markdown tables.
 
     python summarize.py results.jsonl [leak.jsonl ...] [--json summary.json]

@@ -107,18 +107,20 @@ OPENAI = OpenAIAdapter()
 
 def _plan_stream_usage(spec: RequestSpec, body: Mapping[str, Any], ask_usage: bool) -> None:
     """Ask a choices stream for its usage chunk (hidden from a caller who did not ask), and say
-    whether usage will end it: then its chunks need not be read one by one. vLLM's running totals
-    (``continuous_usage_stats``) are read from every chunk, so such a stream is read whole."""
+    whether usage will end it: then its chunks need not be read one by one. Read whole: streams
+    with vLLM's running totals (``continuous_usage_stats``, in every chunk) and ``n > 1`` streams
+    (each choice's finish chunk comes when that choice ends)."""
     options = body.get("stream_options") or {}
     if not isinstance(options, Mapping):
         return  # not a shape llmmeter can extend: the caller's request goes out unchanged
+    skimmable = not options.get("continuous_usage_stats") and body.get("n") in (None, 1)
     if "include_usage" not in options:
         if ask_usage:
             spec.body = _with_include_usage(body)
             spec.hidden = is_usage_only_chunk
-            spec.usage_expected = not options.get("continuous_usage_stats")
+            spec.usage_expected = skimmable
     elif options.get("include_usage") is True:
-        spec.usage_expected = not options.get("continuous_usage_stats")
+        spec.usage_expected = skimmable
 
 
 def rejects_stream_options(exc: BaseException) -> bool:
