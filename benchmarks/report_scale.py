@@ -14,8 +14,10 @@ and reports its wall time and peak RSS (``ru_maxrss`` of the child), best and me
     python benchmarks/report_scale.py --store PATH         # keep (or reuse) the generated store
 
 Rows are written straight into SQLite in the store's own layout (``llmmeter.store.schema``, with
-the report's columns the writer adds) from one template record, varied per row: generating
-through the record pipeline would take longer than the report being measured.
+the report's columns the writer adds, and the store's trigger keeping what the rows hold) from one
+template record, varied per row: generating through the record pipeline would take longer than
+the report being measured. The output names the store's schema version and where its rows
+summary starts: a store made by an older llmmeter (``--store`` reused) is read the slower way.
 """
 
 from __future__ import annotations
@@ -34,6 +36,7 @@ from decimal import Decimal
 from pathlib import Path
 
 from llmmeter.record import CallRecord, Cost, CostStatus, Timings, Usage
+from llmmeter.store.report_columns import rows_summary
 from llmmeter.store.schema import (
     COLUMN_NAMES,
     INSERT_RECORD,
@@ -183,6 +186,18 @@ def run_report(store: Path) -> tuple[float, float, float, int]:
     return elapsed, float(cpu_s), int(peak_kib) / 1024, len(json.loads(done.stdout)["groups"])
 
 
+def _layout(store: Path) -> str:
+    """The store's schema version and where its rows summary starts (what the report can skip)."""
+    conn = sqlite3.connect(f"file:{store}?mode=ro", uri=True)
+    try:
+        meta = {str(key): str(value) for key, value in conn.execute("SELECT key, value FROM meta")}
+    finally:
+        conn.close()
+    summary = rows_summary(meta)
+    known = "no rows summary" if summary is None else f"rows summary from id {summary.from_id:,}"
+    return f"schema {meta.get('schema_version', '?')}, {known}"
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
@@ -202,11 +217,12 @@ def main() -> None:
             generate(store, records)
             print(f"generated {records:,} records in {time.perf_counter() - started:.1f} s", file=sys.stderr)
         size_mb = os.path.getsize(store) / 1e6
+        layout = _layout(store)
         results = [run_report(store) for _ in range(runs)]
     times, cpus, peaks = ([r[i] for r in results] for i in range(3))
     groups = results[0][3]
     print(f"## llmmeter report {' '.join(REPORT_ARGS)}\n")
-    print(f"store: {records:,} records, {size_mb:,.0f} MB; {groups:,} groups; {runs} run(s)\n")
+    print(f"store: {records:,} records, {size_mb:,.0f} MB; {groups:,} groups; {runs} run(s); {layout}\n")
     print("| records | wall s (best) | wall s (median) | CPU s (median) | peak RSS MB (max) |")
     print("|---|---|---|---|---|")
     print(
