@@ -10,13 +10,16 @@ SDK's stream:
 
 * A: a generator over the parsed chunks (what the SDK returns);
 * B: the same generator behind ``MeteredGenerator`` with a real ``Measurement`` and the
-  adapter's stream reader (spans and metrics on, bundled pricing, store off).
+  adapter's stream reader (spans and metrics on, bundled pricing, store off), set up as the
+  instrumented client sets it up: an Ollama stream, whose ``done`` chunk always carries the
+  counts, is skimmed (read until its first output, then only timed; its last chunks read at the
+  end); a Gemini stream is read whole. ``--read-whole`` reads every chunk of both.
 
 The content chunks of each recording are repeated to N = 64 and N = 512 chunks, the final chunk
 (usage) last; µs per chunk = the slope between the two (per-stream costs cancel), median over
 interleaved A/B pairs; ``--callgrind`` adds instructions per chunk (valgrind).
 
-    python benchmarks/provider_chunk_overhead.py [--pairs 15] [--callgrind]
+    python benchmarks/provider_chunk_overhead.py [--pairs 15] [--callgrind] [--read-whole]
 """
 
 from __future__ import annotations
@@ -74,6 +77,7 @@ def _repeat(chunks: list[Any], n: int) -> list[Any]:
     return [content[i % len(content)] for i in range(n)] + [final]
 
 
+SKIMMED_PROVIDERS = {"ollama"}  # their adapters plan streams with ``usage_expected``
 STREAMS: dict[str, tuple[Callable[[int], list[Any]], str, str, str]] = {
     # name: (chunks, operation, provider, reader "module:Class")
     "ollama generate": (ollama_generate_chunks, "text_completion", "ollama", "ollama:OllamaStreamReader"),
@@ -91,7 +95,9 @@ def _sdk_stream(chunks: list[Any]) -> Iterator[Any]:
     yield from chunks
 
 
-def runners(name: str, n: int) -> tuple[Callable[[int], None], Callable[[int], None]]:
+def runners(
+    name: str, n: int, read_whole: bool = False
+) -> tuple[Callable[[int], None], Callable[[int], None]]:
     """(A, B): iterate ``m`` streams of ``n`` chunks, plain or measured."""
     import importlib
 
@@ -105,6 +111,7 @@ def runners(name: str, n: int) -> tuple[Callable[[int], None], Callable[[int], N
     reader_class = getattr(importlib.import_module(f"llmmeter.providers.{module}"), cls)
     chunks = make_chunks(n)
     settings = llmmeter.get_settings()
+    skim = provider in SKIMMED_PROVIDERS and not read_whole
 
     def run_a(m: int) -> None:
         for _ in range(m):
@@ -115,6 +122,7 @@ def runners(name: str, n: int) -> tuple[Callable[[int], None], Callable[[int], N
         for _ in range(m):
             record = CallRecord(operation=operation, provider=provider, request_model="m", streaming=True)
             measurement = Measurement(settings, record, reader_class())
+            measurement.skim = skim
             for _chunk in MeteredGenerator(_sdk_stream(chunks), measurement):
                 pass
 
@@ -123,20 +131,20 @@ def runners(name: str, n: int) -> tuple[Callable[[int], None], Callable[[int], N
 
 def per_chunk_us(name: str, args: argparse.Namespace, telemetry: _bench.Telemetry) -> dict[str, float]:
     """Median over interleaved pairs of the per-chunk slope, A and B, CPU and wall."""
-    blocks = {n: runners(name, n) for n in SIZES}
+    blocks = {n: runners(name, n, args.read_whole) for n in SIZES}
     return _bench.per_chunk_slopes(blocks, STREAMS_PER_BLOCK, args.pairs, args.scale, telemetry)
 
 
 CALLGRIND_K = 2
 
 
-def callgrind_child() -> None:
+def callgrind_child(read_whole: bool) -> None:
     telemetry = _bench.make_telemetry()
     _bench.configure_llmmeter(telemetry)
     segments = _bench.Segments(enabled=True)
     for name in STREAMS:
         for n in SIZES:
-            run_a, run_b = runners(name, n)
+            run_a, run_b = runners(name, n, read_whole)
             _bench.count_ab(segments, f"{name}/N={n}", run_a, run_b, CALLGRIND_K, telemetry, warmup=2)
 
 
@@ -155,9 +163,10 @@ def instructions_per_chunk(counts: dict[str, int], name: str) -> tuple[float, fl
 
 def main() -> int:
     ap = _bench.per_chunk_parser(__doc__)
+    ap.add_argument("--read-whole", action="store_true", help="B reads every chunk (no skimming)")
     args = _bench.per_chunk_args(ap)
     if args.callgrind_child:
-        callgrind_child()
+        callgrind_child(args.read_whole)
         return 0
     telemetry = _bench.make_telemetry()
     pricing = _bench.configure_llmmeter(telemetry)
@@ -181,7 +190,11 @@ def main() -> int:
         )
     )
     if args.callgrind:
-        counts = _bench.callgrind_segments(_bench.self_command(Path(__file__), "--callgrind-child"))
+        counts = _bench.callgrind_segments(
+            _bench.self_command(
+                Path(__file__), "--callgrind-child", *(["--read-whole"] if args.read_whole else [])
+            )
+        )
         print("\n## Instructions per chunk (callgrind)\n")
         rows = []
         for name in STREAMS:

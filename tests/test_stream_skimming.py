@@ -16,6 +16,7 @@ import logging
 from collections.abc import AsyncIterator, Iterator
 from typing import Any
 
+import ollama
 import openai
 import pytest
 from openai.types.chat import ChatCompletionChunk
@@ -32,6 +33,7 @@ from llmmeter.record import CallRecord
 from llmmeter.testing import LocalOpenAIServer, Pacing
 
 from .conftest import Telemetry
+from .recording_support import RecordedBody, serve_bodies, truth
 
 MESSAGES = [{"role": "user", "content": "Tell me a story about a meter"}]
 TOKENS = 6
@@ -143,6 +145,49 @@ def test_a_server_that_drops_the_usage_it_was_asked_for_has_its_next_streams_rea
     assert second.usage.estimate_method is not None and second.usage.estimate_method.startswith("tiktoken:")
     warnings = [r.getMessage() for r in caplog.records if "ended without the usage" in r.getMessage()]
     assert len(warnings) == 1 and "127.0.0.1" in warnings[0]
+
+
+# --- Ollama: the ``done`` chunk always carries the counts ------------------------------------------
+OLLAMA_STREAM = "ollama/ollama-bash-lib__ollama_generate_stream_json.ndjson"  # a real granite3.3:2b stream
+
+
+def _ollama_generate(server_url: str) -> Iterator[Any]:
+    model = truth(OLLAMA_STREAM)["interactions"][0]["model"]
+    client = llmmeter.instrument(ollama.Client(host=server_url))
+    return client.generate(model=model, prompt="x", stream=True)  # type: ignore[no-any-return]
+
+
+def _ollama_server() -> Any:
+    route = truth(OLLAMA_STREAM)["route"]
+    return serve_bodies(RecordedBody(route["method"], route["path"], OLLAMA_STREAM))
+
+
+def test_an_ollama_stream_is_skimmed_and_still_reads_its_counts_from_the_done_chunk(
+    telemetry: Telemetry,
+) -> None:
+    with _ollama_server() as server:
+        chunks = list(_ollama_generate(server.url))
+        telemetry.reconfigure(capture_content=True)
+        assert list(_ollama_generate(server.url)) == chunks
+    skimmed, whole = telemetry.records
+    for record in (skimmed, whole):
+        assert record.usage is not None and record.usage.source is UsageSource.PROVIDER
+        assert (record.usage.input_tokens, record.usage.output_tokens) == (51, 64)
+        assert record.finish_reasons == ("stop",)
+        assert record.timings.chunks == len(chunks)
+        assert record.timings.server is not None and record.timings.server.decode_s is not None
+        assert record.timings.tpot_s is not None
+
+
+def test_an_ollama_stream_closed_early_estimates_its_output_from_its_chunks(telemetry: Telemetry) -> None:
+    with _ollama_server() as server:
+        stream = _ollama_generate(server.url)
+        received = [next(stream) for _ in range(5)]
+        stream.close()  # type: ignore[attr-defined]
+    (record,) = telemetry.records
+    assert record.outcome is Outcome.ABORTED
+    assert record.usage is not None and record.usage.estimate_method == STREAM_CHUNKS_METHOD
+    assert record.usage.output_tokens == sum(1 for chunk in received if chunk.response) == 5
 
 
 # --- which streams are skimmed ----------------------------------------------------------------

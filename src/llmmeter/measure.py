@@ -418,6 +418,13 @@ class Measurement:
         reader = self.reader
         feed = reader.feed if reader is not None else _no_output
         track = self._track
+        skim = self.skim and not self._per_chunk_metrics
+        skimming = False
+        c1: Any = None
+        c2: Any = None
+        c3: Any = None
+        c4: Any = None
+        t1 = t2 = t3 = t4 = 0
         send, throw = generator.send, generator.throw
         sent: Any = None
         pending: BaseException | None = None
@@ -430,6 +437,8 @@ class Measurement:
                     chunk = throw(pending)
                     pending = None
             except StopIteration as stop:
+                if skimming:
+                    self._read_tail(((c4, t4), (c3, t3), (c2, t2), (c1, t1)))
                 self.finish(Outcome.OK)
                 return stop.value
             except BaseException as exc:
@@ -439,18 +448,33 @@ class Measurement:
                 if token is not None:
                     detach_guarded(token)
             now = _perf_ns()
-            if self._t_last_chunk is None or self._per_chunk_metrics:
-                track(now)
-            self._t_last_chunk = now
-            self.chunks += 1
-            try:
-                has_output = feed(chunk)
-            except Exception:
-                has_output = _reader_failed()
-            if has_output:
-                if self._t_first_output is None:
-                    self._t_first_output = now
-                self._t_last_output = now
+            if skimming:  # see observe(): timed, counted, kept in the ring, not read
+                self._t_last_chunk = now
+                self.chunks += 1
+                c4 = c3
+                c3 = c2
+                c2 = c1
+                c1 = chunk
+                t4 = t3
+                t3 = t2
+                t2 = t1
+                t1 = now
+            else:
+                if self._t_last_chunk is None or self._per_chunk_metrics:
+                    track(now)
+                self._t_last_chunk = now
+                self.chunks += 1
+                try:
+                    has_output = feed(chunk)
+                except Exception:
+                    has_output = _reader_failed()
+                if has_output:
+                    if self._t_first_output is None:
+                        self._t_first_output = now
+                        if skim:
+                            skimming = True
+                            self._skimmed_from = self.chunks
+                    self._t_last_output = now
             try:
                 sent = yield chunk
             except GeneratorExit:
@@ -482,6 +506,13 @@ class Measurement:
         reader = self.reader
         feed = reader.feed if reader is not None else _no_output
         track = self._track
+        skim = self.skim and not self._per_chunk_metrics
+        skimming = False
+        c1: Any = None
+        c2: Any = None
+        c3: Any = None
+        c4: Any = None
+        t1 = t2 = t3 = t4 = 0
         asend, athrow = generator.asend, generator.athrow
         sent: Any = None
         pending: BaseException | None = None
@@ -494,6 +525,8 @@ class Measurement:
                     chunk = await athrow(pending)
                     pending = None
             except StopAsyncIteration:
+                if skimming:
+                    self._read_tail(((c4, t4), (c3, t3), (c2, t2), (c1, t1)))
                 self.finish(Outcome.OK)
                 return
             except BaseException as exc:
@@ -503,18 +536,33 @@ class Measurement:
                 if token is not None:
                     detach_guarded(token)
             now = _perf_ns()
-            if self._t_last_chunk is None or self._per_chunk_metrics:
-                track(now)
-            self._t_last_chunk = now
-            self.chunks += 1
-            try:
-                has_output = feed(chunk)
-            except Exception:
-                has_output = _reader_failed()
-            if has_output:
-                if self._t_first_output is None:
-                    self._t_first_output = now
-                self._t_last_output = now
+            if skimming:
+                self._t_last_chunk = now
+                self.chunks += 1
+                c4 = c3
+                c3 = c2
+                c2 = c1
+                c1 = chunk
+                t4 = t3
+                t3 = t2
+                t2 = t1
+                t1 = now
+            else:
+                if self._t_last_chunk is None or self._per_chunk_metrics:
+                    track(now)
+                self._t_last_chunk = now
+                self.chunks += 1
+                try:
+                    has_output = feed(chunk)
+                except Exception:
+                    has_output = _reader_failed()
+                if has_output:
+                    if self._t_first_output is None:
+                        self._t_first_output = now
+                        if skim:
+                            skimming = True
+                            self._skimmed_from = self.chunks
+                    self._t_last_output = now
             try:
                 sent = yield chunk
             except GeneratorExit:

@@ -48,7 +48,7 @@ from llmmeter._log import guard
 from llmmeter.config import Settings, get_settings
 from llmmeter.instrument import scope
 from llmmeter.instrument.generators import AsyncMeteredGenerator, MeteredGenerator
-from llmmeter.measure import Measurement, outcome_of
+from llmmeter.measure import Measurement, outcome_of, servers_without_stream_usage
 from llmmeter.providers.types import Observed, RequestSpec, ResponseReader
 from llmmeter.record import CallRecord, Outcome, Usage
 
@@ -109,6 +109,12 @@ class _Call:
         measurement.estimate_input = self.spec.estimate_input
         if self.spec.stream_reader is not None:
             measurement.reader = self.spec.stream_reader()
+            if self.spec.usage_expected and not self.settings.capture_content:  # captured text is read whole
+                record = self.record
+                measurement.skim = (
+                    record.server_address,
+                    record.server_port,
+                ) not in servers_without_stream_usage
         return measurement
 
 

@@ -212,6 +212,7 @@ def plan_chat(args: tuple[Any, ...], kwargs: Mapping[str, Any]) -> RequestSpec:
         request_model=_model(_argument(args, kwargs, 0, "model")),
         read_response=read_ollama_response,
         stream_reader=OllamaStreamReader if kwargs.get("stream") else None,
+        usage_expected=bool(kwargs.get("stream")),  # the ``done`` chunk always carries the counts
         params=_request_params(kwargs.get("options")),
         estimate_input=EstimateInput(messages=plain) if plain is not None else None,
         input_messages=messages,
@@ -228,6 +229,7 @@ def plan_generate(args: tuple[Any, ...], kwargs: Mapping[str, Any]) -> RequestSp
         request_model=_model(_argument(args, kwargs, 0, "model")),
         read_response=read_ollama_response,
         stream_reader=OllamaStreamReader if kwargs.get("stream") else None,
+        usage_expected=bool(kwargs.get("stream")),  # the ``done`` chunk always carries the counts
         params=_request_params(kwargs.get("options")),
         estimate_input=EstimateInput(prompt=text) if text else None,
         input_messages=[{"role": "user", "content": prompt}] if isinstance(prompt, str) else None,
