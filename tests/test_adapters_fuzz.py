@@ -41,6 +41,18 @@ JSON = st.recursive(
     max_leaves=25,
 )
 OBJECTS = st.dictionaries(st.sampled_from(KEYS), JSON, max_size=8)
+CONTENT_CHUNKS = st.builds(
+    lambda text, extra: {
+        "id": "c",
+        "model": "m",
+        "object": "chat.completion.chunk",
+        "choices": [{"index": 0, "delta": {"content": text}, "finish_reason": None}],
+        **extra,
+    },
+    st.text(min_size=1, max_size=4),
+    st.dictionaries(st.sampled_from(["usage", "service_tier"]), JSON, max_size=1),
+)
+"""Well-formed content chunks, so that a stream of arbitrary chunks has output (and is skimmed)."""
 FUZZ = settings(max_examples=100, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 
 READERS = {
@@ -104,12 +116,14 @@ def test_a_stream_of_any_chunks_is_read_without_raising(name: str, chunks: list[
     # monkeypatch only sets the same variable for every example
     suppress_health_check=[HealthCheck.too_slow, HealthCheck.function_scoped_fixture],
 )
-@given(payloads=st.lists(OBJECTS, min_size=1, max_size=5))
+@given(payloads=st.lists(OBJECTS | CONTENT_CHUNKS, min_size=1, max_size=8))
+@pytest.mark.parametrize("skim", [False, True])
 def test_openai_chunks_of_any_shape_reach_the_caller_unchanged_through_a_measured_stream(
-    payloads: list[dict[str, Any]], monkeypatch: pytest.MonkeyPatch
+    skim: bool, payloads: list[dict[str, Any]], monkeypatch: pytest.MonkeyPatch
 ) -> None:
     """What the openai SDK builds from any SSE payload (``construct``: no validation) goes through
-    the measured stream as is; a reader failing on an odd shape is llmmeter's problem, logged."""
+    the measured stream as is, read whole or skimmed after its first output (the ring of its last
+    chunks read at its end); a reader failing on an odd shape is llmmeter's problem, logged."""
     from openai._models import construct_type
 
     import llmmeter
@@ -123,6 +137,7 @@ def test_openai_chunks_of_any_shape_reach_the_caller_unchanged_through_a_measure
     settings_ = llmmeter.configure(store=None, pricing=None)
     record = CallRecord(operation="chat", provider="openai", streaming=True)
     measurement = Measurement(settings_, record, ChatStreamReader())
+    measurement.skim = skim
     seen = list(MeteredStream(iter(chunks), measurement))
     assert seen == chunks and all(a is b for a, b in zip(seen, chunks, strict=True))
     assert measurement.finished
