@@ -29,7 +29,7 @@ from llmmeter.pricing.models import ModelPrice, PromptTier, ServiceTierPrice
 from llmmeter.pricing.registry import CacheTokens, PricingRegistry, cache_figures, price_usage
 from llmmeter.record import CallRecord, Cost, CostStatus, Timings, Usage, UsageSource
 from llmmeter.report import figures as figures_module
-from llmmeter.report.figures import Figures, query_figures
+from llmmeter.report.figures import Figures, FiguresScan, query_figures
 from llmmeter.report.sql import query_report
 from llmmeter.store import SQLiteStore
 from llmmeter.store.read import reading_store
@@ -339,6 +339,21 @@ def test_a_report_of_a_window_without_cached_tokens_runs_no_second_query(store: 
         run.connection.set_trace_callback(statements.append)
         figures = query_figures(run, report, registry=PricingRegistry.default())
     assert figures == Figures() and statements == []
+
+
+def test_figures_scanned_beside_the_report_equal_figures_computed_after_it(store: Path, prices: Path) -> None:
+    registry = PricingRegistry.default()
+    registry.load(str(prices))
+    since = dt.datetime(2026, 11, 1, tzinfo=dt.UTC)
+    with reading_store(store) as run:
+        beside = FiguresScan.of(run, by="team", kind="llm", since=since, until=None, registry=registry)
+        report = query_report(run, by="team", since=since, scanned=beside.start)
+        after = query_figures(run, report, registry=registry)
+        # A scan started for another window is not used for this report: its figures are its own.
+        other = FiguresScan.of(run, by="model", kind="llm", since=None, until=None, registry=registry)
+        other.start()
+        assert beside.result(report) == after == other.result(report)
+    assert after.groups  # the window has cached tokens: there is something to compare
 
 
 # -- training cost -------------------------------------------------------------------------------

@@ -230,6 +230,7 @@ def _local_report(args: argparse.Namespace) -> str:
         return render_html(report, records, sections, figures=figures)  # + routes, figures (issue 14)
     with _sql_source(args.store) as (run, dialect), _progress_line() as progress:
         _check_keys(run, dialect, args)
+        figures_scan = finops.figures_scan(run, dialect, args)  # issue 14: cache, training
         report = query_report(
             run,
             dialect=dialect,
@@ -241,10 +242,10 @@ def _local_report(args: argparse.Namespace) -> str:
             top=args.top,
             sort=sort,
             progress=progress,
+            scanned=figures_scan.start,  # the figures' scan runs beside the report's Python work
         )
-        figures = finops.report_figures(run, dialect, report, args)  # issue 14: cache, training
         _note_quarantine(run)
-    return finops.render(report, args.format, figures)
+        return finops.render(report, args.format, figures_scan.result(report))
 
 
 def _report_of_records(records: list[CallRecord], args: argparse.Namespace) -> Report:

@@ -41,6 +41,7 @@ from __future__ import annotations
 import datetime as dt
 import math
 from collections.abc import Iterable, Sequence
+from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
 from decimal import Decimal
 from fractions import Fraction
@@ -49,13 +50,15 @@ from typing import Any, Final
 from llmmeter.pricing.models import GpuHourPrice, ModelPrice
 from llmmeter.pricing.registry import CacheTokens, PricingRegistry, cache_figures
 from llmmeter.pricing.sources import PriceEntry, ResolvedPrice
-from llmmeter.report.build import Report
+from llmmeter.report.build import Report, ReportKind, parse_group_keys
 from llmmeter.report.sql import SQLITE, Dialect, GroupLabels, Run, sum_present, time_window
 from llmmeter.report.sql import _key as group_key_sql  # the report's own group keys and labels
+from llmmeter.store.read import SQLiteRun
 
 __all__ = [
     "Amortization",
     "Figures",
+    "FiguresScan",
     "GroupFigures",
     "llm_window",
     "query_figures",
@@ -333,15 +336,25 @@ def llm_window(param: str, since: dt.datetime | None, until: dt.datetime | None)
     return " AND ".join(["COALESCE(kind, 'llm') = 'llm'", *window]), params
 
 
+@dataclass(frozen=True)
+class _Window:
+    """What the figures' scan reads: the report's group keys, kind and time window."""
+
+    group_by: tuple[str, ...]
+    kind: ReportKind
+    since: dt.datetime | None
+    until: dt.datetime | None
+
+
 def _tier_floor(entries: Sequence[PriceEntry]) -> int | None:
     """The smallest prompt-size threshold of any listed price: calls at most this big are in no tier."""
     prices = [entry.price for entry in entries if isinstance(entry.price, ModelPrice)]
     return min((tier.above_input_tokens for price in prices for tier in price.tiers), default=None)
 
 
-def _filtered_window(dialect: Dialect, cache_only: bool, report: Report) -> tuple[str, list[object]]:
+def _filtered_window(dialect: Dialect, cache_only: bool, window: _Window) -> tuple[str, list[object]]:
     """The ``WHERE`` of the rows the figures read, and its parameters."""
-    where, params = llm_window(dialect.param, report.since, report.until)
+    where, params = llm_window(dialect.param, window.since, window.until)
     if cache_only:
         where += " AND (" + " OR ".join(f"{name} > 0" for name in _CACHE_FIELDS) + ")"
     return where, params
@@ -352,10 +365,10 @@ def _figures_sql(
     keys: Sequence[Any],
     floor: int | None,
     cache_only: bool,
-    report: Report,
+    window: _Window,
     period: str,
 ) -> tuple[str, list[object]]:
-    where, where_params = _filtered_window(dialect, cache_only, report)
+    where, where_params = _filtered_window(dialect, cache_only, window)
     labels = [
         *(key.sql for key in keys),
         "response_model",
@@ -435,44 +448,117 @@ def query_figures(
     reads (the same window and group keys; LLM calls only: a ``step`` report has none).
 
     ``now`` ends a window without ``until`` (default: the current time)."""
-    registry = registry or PricingRegistry.default()
-    figures = Figures()
-    if report.kind == "step":
+    scope = _Window(report.group_by, report.kind, report.since, report.until)
+    return FiguresScan(run, scope, dialect=dialect, registry=registry).result(report, now=now)
+
+
+class FiguresScan:
+    """A report's figures (:func:`query_figures`), their database scan started ahead.
+
+    :meth:`start` runs the scan on a connection and a thread of its own; passed as
+    :func:`~llmmeter.report.sql.query_report`'s ``scanned``, the database reads it while the
+    report does its Python work on its own rows (SQLite releases the GIL; at a million records
+    each takes 1.5-2 s). :meth:`result` then prices the rows. A store without a second
+    connection (the fleet store) is scanned in :meth:`result`, as :func:`query_figures` does.
+    """
+
+    def __init__(
+        self, run: Run, window: _Window, *, dialect: Dialect = SQLITE, registry: PricingRegistry | None = None
+    ) -> None:
+        self._run, self._window, self._dialect = run, window, dialect
+        self._registry = registry or PricingRegistry.default()
+        self._entries = self._registry.entries()
+        self._declared = [entry for entry in self._entries if entry.price.training_cost is not None]
+        self._keys = [group_key_sql(dialect, key) for key in window.group_by]
+        self._started: Future[list[Sequence[Any]]] | None = None
+
+    @classmethod
+    def of(
+        cls,
+        run: Run,
+        *,
+        by: str | Sequence[str] | None,
+        kind: ReportKind,
+        since: dt.datetime | None,
+        until: dt.datetime | None,
+        dialect: Dialect = SQLITE,
+        registry: PricingRegistry | None = None,
+    ) -> FiguresScan:
+        """The figures of the report :func:`~llmmeter.report.sql.query_report` makes with these
+        arguments."""
+        return cls(run, _Window(parse_group_keys(by), kind, since, until), dialect=dialect, registry=registry)
+
+    def _statement(self, period: str) -> tuple[str, list[object]]:
+        floor, cache_only = _tier_floor(self._entries), not self._declared
+        return _figures_sql(self._dialect, self._keys, floor, cache_only, self._window, period)
+
+    def start(self) -> None:
+        """Run the first scan on a connection and thread of its own (once; a report of steps,
+        which has no figures, or a store without a second connection: nothing)."""
+        if self._started is not None or self._window.kind == "step" or not isinstance(self._run, SQLiteRun):
+            return
+        another, statement = self._run.another(), self._statement(_period_sql(()))
+
+        def scan() -> list[Sequence[Any]]:
+            try:
+                return list(another(*statement))
+            finally:
+                another.close()
+
+        pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix="llmmeter-figures")
+        self._started = pool.submit(scan)
+        pool.shutdown(wait=False)  # the thread ends with its scan
+
+    def result(self, report: Report, *, now: dt.datetime | None = None) -> Figures:
+        """The figures of ``report``'s groups; ``now`` ends a window without ``until``."""
+        window = _Window(report.group_by, report.kind, report.since, report.until)
+        if window != self._window:  # not the report this scan was made for
+            return FiguresScan(self._run, window, dialect=self._dialect, registry=self._registry).result(
+                report, now=now
+            )
+        started = None if self._started is None else self._started.result()
+        figures = Figures()
+        has_cache = any(report.total.tokens.get(name) for name in _CACHE_FIELDS)
+        if report.kind == "step" or (not has_cache and not self._declared):
+            return figures  # nothing to compute
+        # One scan when no called model's price changed within the window (the usual case), else a
+        # second one cut at the changes.
+        rows = started if started is not None else list(self._run(*self._statement(_period_sql(()))))
+        resolve = _Resolver(self._registry)
+        changes = _price_changes(rows, len(self._keys), resolve)
+        if changes is None or changes:
+            period = _DAY if changes is None else _period_sql(changes)  # None: odd dates, each day apart
+            rows = list(self._run(*self._statement(period)))
+        return self._priced(figures, rows, resolve, report, now)
+
+    def _priced(
+        self,
+        figures: Figures,
+        rows: list[Sequence[Any]],
+        resolve: _Resolver,
+        report: Report,
+        now: dt.datetime | None,
+    ) -> Figures:
+        """The cache figures and training shares of the scan's ``rows``, added to ``figures``."""
+        label, width = GroupLabels(self._dialect, self._keys), len(self._keys)
+        used: dict[tuple[Any, ...], _Training] = {}
+        for row in rows:
+            response_model, request_model, provider, _, service_tier, own_row = row[width : width + 6]
+            # The period's first day the row's calls were made: any of its days has the same price.
+            resolved = resolve((response_model, request_model), provider, int(row[width + _FIRST_DAY]))
+            if resolved is None:
+                continue
+            key = label(row[:width])
+            calls, input_tokens, output_tokens, *cache = (int(value or 0) for value in row[width + _COUNTS :])
+            tokens = CacheTokens(input_tokens, *cache)
+            if tokens.cache_read or tokens.cache_write:
+                prompt_tokens = None if own_row is None else input_tokens  # own row: one call above a tier
+                group = figures.groups.setdefault(key, GroupFigures())
+                _add_cache(group, resolved, tokens, service_tier, prompt_tokens)
+            price = resolved.price
+            if price.training_cost is not None:
+                identity = _declaration(resolved.model, resolved.provider, price)
+                training = used.setdefault(identity, _Training(resolved.model, resolved.provider, price))
+                training.add(key, input_tokens + output_tokens, calls)
+        _amortize(figures, self._declared, used, report.since, report.until or now or dt.datetime.now(dt.UTC))
         return figures
-    entries = registry.entries()
-    declared = [entry for entry in entries if entry.price.training_cost is not None]
-    has_cache = any(report.total.tokens.get(name) for name in _CACHE_FIELDS)
-    if not has_cache and not declared:
-        return figures  # nothing to compute: no second scan
-    keys = [group_key_sql(dialect, key) for key in report.group_by]
-    cache_only = not declared
-    resolve, label = _Resolver(registry), GroupLabels(dialect, keys)
-    floor, width = _tier_floor(entries), len(keys)
-    # One scan when no called model's price changed within the window (the usual case), else a
-    # second one cut at the changes.
-    rows = list(run(*_figures_sql(dialect, keys, floor, cache_only, report, _period_sql(()))))
-    changes = _price_changes(rows, width, resolve)
-    if changes is None or changes:
-        period = _DAY if changes is None else _period_sql(changes)  # None: odd dates, each day apart
-        rows = list(run(*_figures_sql(dialect, keys, floor, cache_only, report, period)))
-    used: dict[tuple[Any, ...], _Training] = {}
-    for row in rows:
-        response_model, request_model, provider, _, service_tier, own_row = row[width : width + 6]
-        # The period's first day the row's calls were made: any of its days has the same price.
-        resolved = resolve((response_model, request_model), provider, int(row[width + _FIRST_DAY]))
-        if resolved is None:
-            continue
-        key = label(row[:width])
-        calls, input_tokens, output_tokens, *cache = (int(value or 0) for value in row[width + _COUNTS :])
-        tokens = CacheTokens(input_tokens, *cache)
-        if tokens.cache_read or tokens.cache_write:
-            prompt_tokens = None if own_row is None else input_tokens  # own row: one call above a tier
-            group = figures.groups.setdefault(key, GroupFigures())
-            _add_cache(group, resolved, tokens, service_tier, prompt_tokens)
-        price = resolved.price
-        if price.training_cost is not None:
-            identity = _declaration(resolved.model, resolved.provider, price)
-            training = used.setdefault(identity, _Training(resolved.model, resolved.provider, price))
-            training.add(key, input_tokens + output_tokens, calls)
-    _amortize(figures, declared, used, report.since, report.until or now or dt.datetime.now(dt.UTC))
-    return figures

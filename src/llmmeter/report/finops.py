@@ -18,8 +18,8 @@ from typing import cast
 
 from llmmeter.pricing.files import PriceFileError, parse_price_file
 from llmmeter.pricing.registry import PricingRegistry
-from llmmeter.report.build import LatencyOutcome, Report, SortOrder
-from llmmeter.report.figures import Figures, query_figures
+from llmmeter.report.build import LatencyOutcome, Report, ReportKind, SortOrder
+from llmmeter.report.figures import Figures, FiguresScan, query_figures
 from llmmeter.report.html import _table_html as table_html  # the page's own table markup
 from llmmeter.report.routes import (
     RouteReport,
@@ -91,6 +91,21 @@ def report_figures(run: Run, dialect: Dialect, report: Report, args: argparse.Na
     """The cache savings and amortized training cost of ``report``'s groups (see
     :mod:`llmmeter.report.figures`), from the store ``run`` reads."""
     return query_figures(run, report, dialect=dialect, registry=report_registry(args))
+
+
+def figures_scan(run: Run, dialect: Dialect, args: argparse.Namespace) -> FiguresScan:
+    """:func:`report_figures` of the report ``args`` ask for, its scan to be started beside the
+    report's own work (:class:`~llmmeter.report.figures.FiguresScan`)."""
+    kind = cast(ReportKind, args.kind)
+    return FiguresScan.of(
+        run,
+        by=args.by,
+        kind=kind,
+        since=args.since,
+        until=args.until,
+        dialect=dialect,
+        registry=report_registry(args),
+    )
 
 
 def store_figures(path: Path, report: Report, args: argparse.Namespace) -> Figures:

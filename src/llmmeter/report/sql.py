@@ -38,7 +38,7 @@ import sqlite3
 from bisect import bisect_right
 from collections import Counter
 from collections.abc import Callable, Iterable, Iterator, Sequence
-from concurrent.futures import ThreadPoolExecutor
+from concurrent.futures import ThreadPoolExecutor, wait
 from dataclasses import dataclass, field
 from datetime import datetime
 from decimal import Decimal
@@ -729,13 +729,14 @@ class _Query:
         aggregates, _ = self._aggregates(dialect, part.token_kinds)
         return self._statement(aggregates, part.where, part.params, keys)
 
-    def scan(self, parts: Sequence[Part]) -> _Scan:
+    def scan(self, parts: Sequence[Part], scanned: Callable[[], None]) -> _Scan:
         """Counts, token and exact cost sums, and latency histograms per group: one scan of the
-        window, its parts on threads of their own (the database works without the GIL)."""
+        window, its parts on threads of their own (the database works without the GIL);
+        ``scanned`` is called once the database has returned every part's rows."""
         _, cost_width = self._aggregates(self.dialect, None)
         statements = [self._part_statement(part) for part in parts]
         scan = _Scan()
-        for rows in _fetch_in_parts(parts, statements):
+        for rows in _fetch_in_parts(parts, statements, scanned):
             self._add_rows(scan, rows, cost_width)
         return scan
 
@@ -775,19 +776,22 @@ def _fetch_all(run: Run, sql: str, params: Sequence[object]) -> list[Sequence[An
 
 
 def _fetch_in_parts(
-    parts: Sequence[Part], statements: Sequence[tuple[str, Sequence[object]]]
-) -> Iterator[Iterable[Sequence[Any]]]:
+    parts: Sequence[Part], statements: Sequence[tuple[str, Sequence[object]]], scanned: Callable[[], None]
+) -> Iterator[list[Sequence[Any]]]:
     """The rows of each part's statement, part by part, the parts running at once on threads of
-    their own (the database works without the GIL): the caller reads the first part's rows while
-    the others are still being computed."""
+    their own (the database works without the GIL); ``scanned`` is called when all are in."""
     if len(parts) == 1:
-        yield parts[0].run(*statements[0])
+        rows = _fetch_all(parts[0].run, *statements[0])
+        scanned()
+        yield rows
         return
     with ThreadPoolExecutor(max_workers=len(parts), thread_name_prefix="llmmeter-report") as pool:
         results = [
             pool.submit(_fetch_all, part.run, *statement)
             for part, statement in zip(parts, statements, strict=True)
         ]
+        wait(results)
+        scanned()
         for result in results:
             yield result.result()
 
@@ -883,12 +887,16 @@ def query_report(
     top: int | None = None,
     sort: SortOrder = "cost",
     progress: Progress | None = None,
+    scanned: Callable[[], None] | None = None,
 ) -> Report:
     """The report of the ``records`` table that ``run`` queries, computed by the database.
 
     Same arguments and same result as :func:`~llmmeter.report.build.build_report` over the
     records of the window ``[since, until)`` (percentiles within 0.05 %, see the module
-    docstring); ``progress`` is told each step as it starts.
+    docstring); ``progress`` is told each step as it starts. ``scanned`` is called once the
+    database has returned the scan's rows, before the Python work on them (a second or more at
+    a million records): the moment to start other database work on another thread, which then
+    runs beside it (as :class:`~llmmeter.report.figures.FiguresScan` does).
     """
     step = progress or (lambda _: None)
     group_by = parse_group_keys(by)
@@ -896,7 +904,7 @@ def query_report(
     dialect.prepare(run)
     step("counting and summing")
     with _scan_parts(dialect, run) as parts:
-        scan = query.scan(parts)
+        scan = query.scan(parts, scanned or (lambda: None))
     if scan.decimal_rows:
         step("adding decimal costs")
         query.add_decimal_costs(scan, run)
