@@ -13,7 +13,8 @@ SDK's stream:
   adapter's stream reader (spans and metrics on, bundled pricing, store off), set up as the
   instrumented client sets it up: an Ollama stream, whose ``done`` chunk always carries the
   counts, is skimmed (read until its first output, then only timed; its last chunks read at the
-  end); a Gemini stream is read whole. ``--read-whole`` reads every chunk of both.
+  end); a Gemini stream, with running usage on every chunk, is read lightly after its first
+  output (one object per chunk instead of four). ``--read-whole`` reads every chunk of both.
 
 The content chunks of each recording are repeated to N = 64 and N = 512 chunks, the final chunk
 (usage) last; µs per chunk = the slope between the two (per-stream costs cancel), median over
@@ -77,7 +78,7 @@ def _repeat(chunks: list[Any], n: int) -> list[Any]:
     return [content[i % len(content)] for i in range(n)] + [final]
 
 
-SKIMMED_PROVIDERS = {"ollama"}  # their adapters plan streams with ``usage_expected``
+SKIMMED_PROVIDERS = {"ollama", "gcp.gemini"}  # their adapters plan streams with ``usage_expected``
 STREAMS: dict[str, tuple[Callable[[int], list[Any]], str, str, str]] = {
     # name: (chunks, operation, provider, reader "module:Class")
     "ollama generate": (ollama_generate_chunks, "text_completion", "ollama", "ollama:OllamaStreamReader"),

@@ -190,6 +190,31 @@ def test_an_ollama_stream_closed_early_estimates_its_output_from_its_chunks(tele
     assert record.usage.output_tokens == sum(1 for chunk in received if chunk.response) == 5
 
 
+# --- Gemini: running usage on every chunk, read one object deep after the first output -----------
+
+
+def test_a_gemini_stream_read_lightly_records_what_reading_it_whole_records(telemetry: Telemetry) -> None:
+    from .test_google_genai import ROUTES, google_server
+    from .test_google_genai import _client as gemini_client
+
+    def stream(url: str) -> list[Any]:
+        client = llmmeter.instrument(gemini_client(url))
+        return list(client.models.generate_content_stream(model="gemini-2.5-pro", contents="x"))
+
+    with google_server(ROUTES) as url:
+        light = stream(url)
+        telemetry.reconfigure(capture_content=True)  # captured text needs every part read
+        whole = stream(url)
+    assert [chunk.text for chunk in light] == [chunk.text for chunk in whole]
+    lightly, wholly = telemetry.records
+    assert lightly.usage == wholly.usage and lightly.usage is not None
+    assert lightly.usage.source is UsageSource.PROVIDER
+    assert lightly.finish_reasons == wholly.finish_reasons == ("STOP",)
+    assert lightly.response_id == wholly.response_id and lightly.response_model == wholly.response_model
+    assert lightly.timings.chunks == wholly.timings.chunks == 23
+    assert lightly.timings.tpot_s is not None and lightly.cost == wholly.cost
+
+
 # --- which streams are skimmed ----------------------------------------------------------------
 
 

@@ -240,7 +240,7 @@ class Measurement:
         feed = reader.feed if reader is not None else _no_output
         track = self._track
         per_chunk = self._per_chunk_metrics
-        skim = self.skim and not per_chunk
+        skim = self._skims()
         try:
             for chunk in chunks:
                 now = _perf_ns()
@@ -312,7 +312,7 @@ class Measurement:
         feed = reader.feed if reader is not None else _no_output
         track = self._track
         per_chunk = self._per_chunk_metrics
-        skim = self.skim and not per_chunk
+        skim = self._skims()
         try:
             async for chunk in chunks:
                 now = _perf_ns()
@@ -369,6 +369,18 @@ class Measurement:
             raise
         self.finish(Outcome.OK)
 
+    def _skims(self) -> bool:
+        """Whether this stream's loop skims: :attr:`skim` was set, per-chunk metrics are off, and
+        the reader does not skim by itself (a reader with ``read_lightly()`` is told to, and is
+        still handed every chunk: Gemini's running usage is on every chunk)."""
+        if not self.skim or self._per_chunk_metrics:
+            return False
+        read_lightly = getattr(self.reader, "read_lightly", None)
+        if read_lightly is None:
+            return True
+        read_lightly()
+        return False
+
     def _read_tail(self, tail: tuple[tuple[Any, int], ...]) -> None:
         """A skimmed stream ended: read its last chunks (oldest first; ``None`` where the stream
         was shorter) for usage, finish reasons and the time of its last output. Four chunks with
@@ -418,7 +430,7 @@ class Measurement:
         reader = self.reader
         feed = reader.feed if reader is not None else _no_output
         track = self._track
-        skim = self.skim and not self._per_chunk_metrics
+        skim = self._skims()
         skimming = False
         c1: Any = None
         c2: Any = None
@@ -506,7 +518,7 @@ class Measurement:
         reader = self.reader
         feed = reader.feed if reader is not None else _no_output
         track = self._track
-        skim = self.skim and not self._per_chunk_metrics
+        skim = self._skims()
         skimming = False
         c1: Any = None
         c2: Any = None

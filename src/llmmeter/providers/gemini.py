@@ -234,9 +234,27 @@ _OUTPUT_PARTS = ("function_call", "inline_data", "executable_code", "code_execut
 
 class GeminiStreamReader:
     """Reads a ``generate_content_stream``: output from the first chunk with a non-empty part;
-    usage, id, model version and traffic type from the last chunk that had them."""
+    usage, id, model version and traffic type from the last chunk that had them.
 
-    __slots__ = ("earlier", "last", "reasons", "response_id", "texts", "usage_metadata")
+    Read lightly (:meth:`read_lightly`, when nothing needs the generated text): once a chunk had
+    output and running usage, each later chunk is read one object deep (its usage, its id, whether
+    it has candidates) instead of four (chunk, candidate, content, parts), and the finish reasons
+    come from the last chunk with candidates. Gemini sends its running usage totals on every
+    chunk, so a stream left early keeps its last total, and a new ``response_id`` midway (the SDK
+    continuing the stream with another request) is still seen.
+    """
+
+    __slots__ = (
+        "earlier",
+        "last",
+        "last_candidates",
+        "light",
+        "lightly",
+        "reasons",
+        "response_id",
+        "texts",
+        "usage_metadata",
+    )
 
     def __init__(self) -> None:
         self.last: Any = None
@@ -247,19 +265,44 @@ class GeminiStreamReader:
         ``response_id``: the SDK sent another request within the same stream)."""
         self.reasons: tuple[str, ...] | None = None
         self.texts: list[str] = []
+        self.lightly = False  # allowed to read lightly
+        self.light = False  # reading lightly now
+        self.last_candidates: Any = None
+
+    def read_lightly(self) -> None:
+        """Nothing needs this stream's text: read later chunks lightly (see the class)."""
+        self.lightly = True
 
     def feed(self, chunk: Any) -> bool:
+        if self.light:
+            try:  # the light path: one hooked read (the chunk's __dict__), then dict subscripts
+                values = chunk.__dict__
+                metadata, candidates = values["usage_metadata"], values["candidates"]
+            except (AttributeError, KeyError, TypeError):
+                pass
+            else:
+                self.last = chunk
+                if metadata is not None:
+                    response_id = values["response_id"]
+                    if response_id != self.response_id:
+                        self._running_usage(metadata, response_id)
+                    self.usage_metadata = metadata
+                if candidates:
+                    self.last_candidates = candidates
+                    return True
+                return False
         self.last = chunk
-        # The hot path: an SDK object's __dict__ read directly (no call), then dict reads.
+        # An SDK object's __dict__ read directly (no call), then dict reads.
         values = getattr(chunk, "__dict__", None) or _values(chunk)
         metadata = values.get("usage_metadata")
         if metadata is not None:
-            response_id = values.get("response_id")
-            if response_id != self.response_id and response_id is not None:
-                if self.response_id is not None and self.usage_metadata is not None:
-                    self.earlier.append(self.usage_metadata)
-                self.response_id = response_id
-            self.usage_metadata = metadata
+            self._running_usage(metadata, values.get("response_id"))
+        if self.light:
+            candidates = values.get("candidates")
+            if candidates:
+                self.last_candidates = candidates
+                return True
+            return False
         candidates = items_of(values.get("candidates"))
         if not candidates:
             return False
@@ -273,7 +316,17 @@ class GeminiStreamReader:
                 output = self._read_parts(
                     (getattr(content, "__dict__", None) or _values(content)).get("parts"), output
                 )
+        if output and self.lightly and metadata is not None:
+            self.light = True
         return output
+
+    def _running_usage(self, metadata: Any, response_id: Any) -> None:
+        """Keep a chunk's running usage; a new ``response_id`` closes the previous request's."""
+        if response_id != self.response_id and response_id is not None:
+            if self.response_id is not None and self.usage_metadata is not None:
+                self.earlier.append(self.usage_metadata)
+            self.response_id = response_id
+        self.usage_metadata = metadata
 
     def _read_parts(self, parts: Any, output: bool) -> bool:
         for part in items_of(parts):
@@ -297,7 +350,12 @@ class GeminiStreamReader:
         self.reasons = reasons or self.reasons
 
     def result(self) -> Observed:
-        observed = Observed(output_text="".join(self.texts) or None)
+        # Read lightly, the text is the first chunks' only: not an output text to count or capture.
+        observed = Observed(output_text=None if self.light else "".join(self.texts) or None)
+        if self.light and self.last_candidates is not None:
+            candidates = items_of(self.last_candidates)
+            if any(_read(candidate, "finish_reason") is not None for candidate in candidates):
+                self._finished(candidates)
         metadata = self.usage_metadata
         if metadata is not None:
             usage = observed.usage = usage_from_gemini(metadata)
@@ -373,6 +431,7 @@ def _plan_generate(kwargs: Mapping[str, Any], stream: bool) -> RequestSpec:
         request_model=_model(kwargs),
         read_response=read_gemini_response,
         stream_reader=GeminiStreamReader if stream else None,
+        usage_expected=stream,  # running usage totals on every chunk (read lightly, see the reader)
         params=_request_params(kwargs.get("config")),
         estimate_input=_estimate_input(contents),
         input_messages=contents,
