@@ -67,7 +67,13 @@ class Observed:
 
 
 class StreamReader(Protocol):
-    """A provider's view of one stream: told about every chunk, asked for the result once."""
+    """A provider's view of one stream: told about every chunk, asked for the result once.
+
+    A stream planned with :attr:`RequestSpec.usage_expected` is skimmed: after its first output
+    chunk the reader is not told about each chunk, only about the last four when the stream ends.
+    A reader that must see every chunk (Gemini's running usage) defines ``read_lightly()``
+    instead: it is called once, and the reader is told about every chunk but may read less of it.
+    """
 
     def feed(self, chunk: Any) -> bool:
         """Take one chunk; True when it carries generated output (text, tool args, reasoning...)."""
