@@ -13,7 +13,6 @@ groups (:func:`llmmeter.report.figures.query_figures`), best of the runs, for a 
 
 from __future__ import annotations
 
-import argparse
 import sys
 import tempfile
 import time
@@ -26,7 +25,7 @@ from llmmeter.report.sql import query_report
 from llmmeter.store.read import reading_store
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from report_scale import generate  # the same generated store as the report benchmark
+from report_scale import generate, store_arguments  # the report benchmark's generated store
 
 GROUPINGS = ("model", "team", "user_id")
 
@@ -50,17 +49,7 @@ def best_times(store: Path, by: str, runs: int) -> tuple[float, float, int]:
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(
-        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
-    )
-    parser.add_argument("--records", type=int, default=200_000)
-    parser.add_argument("--runs", type=int, default=3)
-    parser.add_argument(
-        "--store", type=Path, help="generate here (reused if it exists) instead of a temp dir"
-    )
-    parser.add_argument("--quick", action="store_true", help="20,000 records, 1 run")
-    args = parser.parse_args()
-    records, runs = (20_000, 1) if args.quick else (args.records, args.runs)
+    args, records, runs = store_arguments(__doc__, 200_000)
     with tempfile.TemporaryDirectory(prefix="llmmeter-report-figures-") as tmp:
         store = args.store or Path(tmp) / "records.sqlite3"
         if not store.exists():

@@ -198,11 +198,13 @@ def _layout(store: Path) -> str:
     return f"schema {meta.get('schema_version', '?')}, {known}"
 
 
-def main() -> None:
+def store_arguments(description: str | None, default_records: int) -> tuple[argparse.Namespace, int, int]:
+    """The options of a benchmark over a generated store (``--records``, ``--runs``, ``--store``,
+    ``--quick``), parsed: (arguments, records, runs)."""
     parser = argparse.ArgumentParser(
-        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+        description=description, formatter_class=argparse.RawDescriptionHelpFormatter
     )
-    parser.add_argument("--records", type=int, default=1_000_000)
+    parser.add_argument("--records", type=int, default=default_records)
     parser.add_argument("--runs", type=int, default=3)
     parser.add_argument(
         "--store", type=Path, help="generate here (reused if it exists) instead of a temp dir"
@@ -210,6 +212,11 @@ def main() -> None:
     parser.add_argument("--quick", action="store_true", help="20,000 records, 1 run")
     args = parser.parse_args()
     records, runs = (20_000, 1) if args.quick else (args.records, args.runs)
+    return args, records, runs
+
+
+def main() -> None:
+    args, records, runs = store_arguments(__doc__, 1_000_000)
     with tempfile.TemporaryDirectory(prefix="llmmeter-report-scale-") as tmp:
         store = args.store or Path(tmp) / "records.sqlite3"
         if not store.exists():
