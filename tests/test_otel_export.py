@@ -25,10 +25,10 @@ from openai.types.chat.chat_completion_chunk import ChoiceDelta
 from opentelemetry import metrics, trace
 from opentelemetry.sdk.metrics import AlwaysOnExemplarFilter, MeterProvider
 from opentelemetry.sdk.metrics.export import HistogramDataPoint, InMemoryMetricReader
-from opentelemetry.sdk.trace import TracerProvider
+from opentelemetry.sdk.trace import SpanProcessor, TracerProvider
 from opentelemetry.sdk.trace.export import SimpleSpanProcessor
 from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
-from opentelemetry.sdk.trace.sampling import ALWAYS_OFF
+from opentelemetry.sdk.trace.sampling import ALWAYS_OFF, Decision, Sampler, SamplingResult
 from opentelemetry.trace import SpanKind, StatusCode
 
 import llmmeter
@@ -721,3 +721,74 @@ def test_configuring_again_with_the_same_meter_provider_keeps_the_token_counters
     assert cached == [12]
     llmmeter.configure(store=None, pricing=None)
     meter_provider.shutdown()
+
+
+# --- the sampling-relevant attributes at span start ---------------------------------------------
+_IDENTITY = {"gen_ai.operation.name", "gen_ai.provider.name", "gen_ai.request.model"}
+
+
+class _AttributeReadingSampler(Sampler):
+    """A sampler of the user's own, deciding on the span's attributes (as the conventions allow)."""
+
+    def __init__(self) -> None:
+        self.seen: list[dict[str, Any]] = []
+
+    def should_sample(
+        self, parent_context: Any, trace_id: int, name: str, *args: Any, **kwargs: Any
+    ) -> SamplingResult:
+        attributes = (
+            kwargs.get("attributes") if "attributes" in kwargs else (args[1] if len(args) > 1 else None)
+        )
+        self.seen.append(dict(attributes or {}))
+        return SamplingResult(Decision.RECORD_AND_SAMPLE)
+
+    def get_description(self) -> str:
+        return "attribute-reading test sampler"
+
+
+class _StartReadingProcessor(SpanProcessor):
+    """A span processor of the user's own that reads attributes in ``on_start``."""
+
+    def __init__(self) -> None:
+        self.seen: list[dict[str, Any]] = []
+
+    def on_start(self, span: Any, parent_context: Any = None) -> None:
+        self.seen.append(dict(span.attributes or {}))
+
+
+def _finished_identity(spans: InMemorySpanExporter) -> dict[str, Any]:
+    [span] = spans.get_finished_spans()
+    return {key: value for key, value in (span.attributes or {}).items() if key in _IDENTITY}
+
+
+def test_a_sampler_of_your_own_sees_the_sampling_relevant_attributes_at_span_start(
+    own_providers: Any,
+) -> None:
+    sampler, spans = _AttributeReadingSampler(), InMemorySpanExporter()
+    tracer_provider = own_providers(TracerProvider(sampler=sampler))
+    tracer_provider.add_span_processor(SimpleSpanProcessor(spans))
+    llmmeter.configure(store=None, pricing=None, tracer_provider=tracer_provider)
+    chat(RICH_USAGE)
+    assert llmmeter.flush()
+    [at_start] = [seen for seen in sampler.seen if seen.get("gen_ai.operation.name") == "chat"]
+    assert set(at_start) >= _IDENTITY
+    assert _finished_identity(spans) == {key: at_start[key] for key in _IDENTITY}
+
+
+def test_a_processor_reading_on_start_sees_them_too_and_the_sdks_own_setup_gets_them_at_the_end(
+    own_providers: Any,
+) -> None:
+    spans, reader = InMemorySpanExporter(), _StartReadingProcessor()
+    tracer_provider = own_providers(TracerProvider())
+    tracer_provider.add_span_processor(SimpleSpanProcessor(spans))
+    llmmeter.configure(store=None, pricing=None, tracer_provider=tracer_provider)
+    chat(RICH_USAGE)  # the SDK's own sampler and export processor: identity set at the end
+    assert llmmeter.flush()
+    assert set(_finished_identity(spans)) >= _IDENTITY
+    spans.clear()
+    tracer_provider.add_span_processor(reader)  # added later: noticed on the next call
+    chat(RICH_USAGE)
+    assert llmmeter.flush()
+    [at_start] = [seen for seen in reader.seen if seen.get("gen_ai.operation.name") == "chat"]
+    assert set(at_start) >= _IDENTITY
+    assert set(_finished_identity(spans)) >= _IDENTITY

@@ -54,6 +54,8 @@ class OtelTelemetry:
     ) -> None:
         version = _version()
         self.tracer = trace.get_tracer(_INSTRUMENTATION_NAME, version, tracer_provider=tracer_provider)
+        self._checked_processors: object = _NOT_CHECKED
+        self._reads_at_start = True
         meter = metrics.get_meter(_INSTRUMENTATION_NAME, version, meter_provider=meter_provider)
         # For counters outside METRICS (routes, feedback, budgets: llmmeter.routing and friends).
         self.meter, self.meter_provider = meter, meter_provider or metrics.get_meter_provider()
@@ -90,11 +92,34 @@ class OtelTelemetry:
                 kind=SpanKind.INTERNAL,
                 attributes={sc.OPERATION_NAME: record.operation, sc.CALL_KIND: "step"},
             )
+        name = f"{record.operation} {record.request_model}" if record.request_model else record.operation
+        if not self._start_reads_attributes():
+            # Nothing at span start looks at attributes (the SDK's own samplers decide on the
+            # trace id and the parent; its export processors do nothing on start): they are set
+            # with the rest at the span's end, on the pipeline's thread, not the caller's
+            # (≈ 40 k instructions per call, benchmarks/caller_thread.py).
+            return self.tracer.start_span(name, kind=self.span_kind(record))
         attributes = call_identity(record)
         if record.streaming:
             attributes[sc.REQUEST_STREAM] = True
-        name = f"{record.operation} {record.request_model}" if record.request_model else record.operation
         return self.tracer.start_span(name, kind=self.span_kind(record), attributes=attributes)
+
+    def _start_reads_attributes(self) -> bool:
+        """Whether a sampler or span processor may read a span's attributes when it starts (the
+        semantic conventions' sampling-relevant attributes must be there then). Anything llmmeter
+        does not know to be blind to them -- a sampler of your own, a processor with an
+        ``on_start``, a tracer that is not the SDK's -- counts as reading them."""
+        tracer = self.tracer
+        processors = getattr(getattr(tracer, "span_processor", None), "_span_processors", None)
+        if processors is self._checked_processors:
+            return self._reads_at_start
+        reads = not (
+            isinstance(processors, tuple)
+            and all(type(processor) in _START_BLIND_PROCESSORS for processor in processors)
+            and _sampler_ignores_attributes(getattr(tracer, "sampler", None))
+        )
+        self._checked_processors, self._reads_at_start = processors, reads
+        return reads
 
     @staticmethod
     def span_kind(record: CallRecord) -> SpanKind:
@@ -120,7 +145,9 @@ class OtelTelemetry:
     def _end_span(self, record: CallRecord, span: Span) -> None:
         end_ns = None
         if span.is_recording():
-            span.set_attributes(span_attributes(record, set_at_start=True))
+            # A span started without attributes (see start_span) gets its identity now.
+            started_with_identity = sc.OPERATION_NAME in (getattr(span, "attributes", None) or ())
+            span.set_attributes(span_attributes(record, set_at_start=started_with_identity))
             if record.error_type is not None:
                 span.set_status(Status(StatusCode.ERROR, record.error_type))
             start_ns = getattr(span, "start_time", None)
@@ -297,6 +324,39 @@ def _observe_dropped_records(provider: object, meter: metrics.Meter) -> None:
 
 _USAGE_ATTRIBUTE_PAIRS: tuple[tuple[str, str], ...] = tuple(sc.USAGE_ATTRIBUTES.items())
 _TOKEN_KIND_PAIRS: tuple[tuple[str, str], ...] = tuple(sc.TOKEN_KINDS.items())
+
+
+_NOT_CHECKED = object()
+
+
+def _start_blind_processors() -> frozenset[type]:
+    try:
+        from opentelemetry.sdk.trace.export import BatchSpanProcessor, SimpleSpanProcessor
+    except ImportError:  # the API alone: no SDK processor to know
+        return frozenset()
+    return frozenset({BatchSpanProcessor, SimpleSpanProcessor})
+
+
+_START_BLIND_PROCESSORS = _start_blind_processors()
+"""The SDK's export processors: their ``on_start`` does nothing."""
+
+
+def _sampler_ignores_attributes(sampler: object) -> bool:
+    """Whether ``sampler`` is one of the SDK's own, which decide on the trace id and the parent
+    (``ParentBased`` when all its delegates are); anything else may read attributes."""
+    try:
+        from opentelemetry.sdk.trace import sampling
+    except ImportError:
+        return False
+    if type(sampler) in (sampling.StaticSampler, sampling.TraceIdRatioBased):
+        return True
+    if (
+        isinstance(sampler, sampling.ParentBased)
+        and type(sampler).should_sample is sampling.ParentBased.should_sample
+    ):
+        delegates = [value for name, value in vars(sampler).items() if name.startswith("_")]
+        return len(delegates) == 5 and all(_sampler_ignores_attributes(delegate) for delegate in delegates)
+    return False
 
 
 def call_identity(record: CallRecord) -> dict[str, AttributeValue]:
