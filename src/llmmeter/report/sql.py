@@ -61,6 +61,7 @@ from llmmeter.report.build import (
     interpolate,
     label,
     parse_group_keys,
+    percentile_ranks,
     sort_and_fold,
     unmatched_keys,
 )
@@ -105,6 +106,10 @@ LatencyValues = dict[str, "array.array[float]"]
 
 Histogram = Counter[int]
 """Latency values counted by bucket: the total's and ``other``'s, whatever their size."""
+
+BucketPiece = Sequence[int] | str
+"""A metric's latency buckets on one result row: a sequence, or their decimal text separated by
+commas, left unparsed until its group is summarized (then parsed once, with its other rows')."""
 
 
 @dataclass(frozen=True)
@@ -182,8 +187,8 @@ class Dialect(Protocol):
         ``latency_rows`` holds, in any form :meth:`read_latency_buckets` reads."""
         ...
 
-    def read_latency_buckets(self, values: Sequence[Any]) -> Sequence[Sequence[int]]:
-        """Per metric, the bucket of each value."""
+    def read_latency_buckets(self, values: Sequence[Any]) -> Sequence[BucketPiece | None]:
+        """Per metric, the bucket of each value (``None``: no value)."""
         ...
 
 
@@ -399,22 +404,19 @@ class SQLiteDialect:
         return f"llmmeter_decimal_sum({amount})"
 
     def latency_buckets(self, metrics: Sequence[str], latency_rows: str) -> tuple[str, ...]:
-        """The metrics' stored buckets (computed here for older rows) as one JSON text, a list
-        of integers per metric: one parse per result row."""
+        """Each metric's stored buckets (computed here for older rows) as decimal text separated
+        by commas, NULL for none: parsed once per group, when it is summarized."""
         buckets = (
             f"{metric}_bucket"
             if self.report_form
             else f"CASE WHEN report_form IS NULL THEN {_old_row_bucket(metric)} ELSE {metric}_bucket END"
             for metric in metrics
         )
-        lists = (f"COALESCE(group_concat({bucket}) FILTER (WHERE {latency_rows}), '')" for bucket in buckets)
-        return ("'[[' || " + " || '],[' || ".join(lists) + " || ']]'",)
+        return tuple(f"group_concat({bucket}) FILTER (WHERE {latency_rows})" for bucket in buckets)
 
-    def read_latency_buckets(self, values: Sequence[Any]) -> Sequence[Sequence[int]]:
-        """See :meth:`Dialect.read_latency_buckets`."""
-        # JSON's C parser reads the comma-separated integers a third faster than int() per value.
-        buckets: list[list[int]] = json.loads(values[0])
-        return buckets
+    def read_latency_buckets(self, values: Sequence[Any]) -> Sequence[BucketPiece | None]:
+        """See :meth:`Dialect.read_latency_buckets`: the texts, as they are."""
+        return values
 
 
 SQLITE: Final = SQLiteDialect()
@@ -630,18 +632,21 @@ _COUNTS: Final = _AFTER_TOKENS + 4
 def _add_row(stats: GroupStats, status: str, values: Sequence[Any]) -> None:
     """Add one result row's counts and token sums to ``stats`` (a group has a row per cost
     status and currency)."""
-    # int(): PostgreSQL's SUM of a BIGINT expression (a step's rolled-up calls) is NUMERIC.
-    calls, errors, aborted, llm_calls = (int(value or 0) for value in values[:4])
-    missing, estimated, priced, unpriced = (int(value or 0) for value in values[_AFTER_TOKENS:_COUNTS])
+    calls, errors, aborted, llm_calls = values[:4]
+    missing, estimated, priced, unpriced = values[_AFTER_TOKENS:_COUNTS]
+    # int(): PostgreSQL's SUM of a BIGINT expression (a step's rolled-up calls) is NUMERIC; the
+    # counts that are SUMs for a report of steps are NULL over no rows.
+    calls = int(calls)
     stats.calls += calls
-    stats.errors += errors
-    stats.aborted += aborted
-    stats.llm_calls += llm_calls
-    stats.usage_missing_calls += missing
-    stats.usage_estimated_calls += estimated
-    stats.priced_calls += priced
-    stats.unpriced_calls += unpriced
-    stats.cost_status[status] = stats.cost_status.get(status, 0) + calls
+    stats.errors += int(errors)
+    stats.aborted += int(aborted)
+    stats.llm_calls += int(llm_calls or 0)
+    stats.usage_missing_calls += int(missing)
+    stats.usage_estimated_calls += int(estimated)
+    stats.priced_calls += int(priced or 0)
+    stats.unpriced_calls += int(unpriced or 0)
+    cost_status = stats.cost_status
+    cost_status[status] = cost_status.get(status, 0) + calls
     tokens = stats.tokens
     for name, count in zip(USAGE_COUNT_FIELDS, values[_TOKENS], strict=True):
         if count is not None:
@@ -657,8 +662,8 @@ def _no_histograms() -> dict[str, Histogram]:
     return {metric: Counter() for metric in LATENCY_METRICS}
 
 
-def _no_buckets() -> dict[str, array.array[int]]:
-    return {metric: array.array("i") for metric in LATENCY_METRICS}
+def _no_pieces() -> dict[str, list[BucketPiece]]:
+    return {metric: [] for metric in LATENCY_METRICS}
 
 
 @dataclass
@@ -666,15 +671,28 @@ class _Group:
     """A group as the scan returns it: its sums, and its latency buckets until they are ranked."""
 
     stats: GroupStats
-    latency: dict[str, array.array[int]] = field(default_factory=_no_buckets)
+    latency: dict[str, list[BucketPiece]] = field(default_factory=_no_pieces)
+    """Per metric, the pieces the group's result rows brought (:func:`_buckets` reads them)."""
+
+
+def _buckets(pieces: Sequence[BucketPiece]) -> list[int]:
+    """A group's buckets of one metric, from its rows' pieces, in no particular order."""
+    texts = [piece for piece in pieces if isinstance(piece, str)]
+    # JSON's C parser reads comma-separated integers faster than int() per value; one call per
+    # group and metric, and no array kept between the scan and the percentiles.
+    values: list[int] = json.loads(f"[{','.join(texts)}]") if texts else []
+    if len(texts) < len(pieces):
+        for piece in pieces:
+            if not isinstance(piece, str):
+                values.extend(piece)
+    return values
 
 
 @dataclass
 class _Scan:
-    """The groups of a report being added up from the scan's rows, and the total's histograms."""
+    """The groups of a report being added up from the scan's rows."""
 
     groups: dict[tuple[str | None, ...], _Group] = field(default_factory=dict)
-    total_latency: dict[str, Histogram] = field(default_factory=_no_histograms)
     decimal_rows: int = 0
     """Rows whose amount the integer sums left out (see :meth:`Dialect.exact_cost`)."""
 
@@ -741,21 +759,21 @@ class _Query:
         return scan
 
     def _add_rows(self, scan: _Scan, rows: Iterable[Sequence[Any]], cost_width: int) -> None:
-        width = len(self.keys)
+        width, latency_at = len(self.keys), _COUNTS + cost_width
         read_cost, read_buckets = self.dialect.read_exact_cost, self.dialect.read_latency_buckets
-        total = scan.total_latency
+        group, previous_key = None, None
         for row in rows:
-            group = scan.group(self._label(row[:width]))
+            raw_key = row[:width]
+            if group is None or raw_key != previous_key:  # a group's rows mostly come together
+                group, previous_key = scan.group(self._label(raw_key)), raw_key
             currency, values = row[width + 1], row[width + 2 :]
             _add_row(group.stats, row[width], values)
-            amount, left = read_cost(values[_COUNTS : _COUNTS + cost_width])
+            amount, left = read_cost(values[_COUNTS:latency_at])
             _add_cost(group.stats, currency, amount)
             scan.decimal_rows += left
-            buckets = read_buckets(values[_COUNTS + cost_width :])
-            for metric, observed in zip(LATENCY_METRICS, buckets, strict=True):
-                if observed:
-                    group.latency[metric].extend(observed)
-                    total[metric].update(observed)
+            for pieces, piece in zip(group.latency.values(), read_buckets(values[latency_at:]), strict=True):
+                if piece:
+                    pieces.append(piece)
 
     def add_decimal_costs(self, scan: _Scan, run: Run) -> None:
         """Add the amounts the integer sums left out, exactly (a second, narrower statement)."""
@@ -815,18 +833,47 @@ def _empty_summary() -> LatencySummary:
     return LatencySummary(count=0, percentiles=dict.fromkeys(PERCENTILES))
 
 
+class _Percentiles:
+    """Percentiles of bucketed latencies, for one report: each bucket's value computed once, and
+    the ranks each percentile lies between once per count (a report's groups repeat both)."""
+
+    def __init__(self) -> None:
+        self._values: dict[int, float] = {}
+        self._ranks: dict[int, list[tuple[int, int, int, float]]] = {}
+
+    def _value(self, bucket: int) -> float:
+        value = self._values.get(bucket)
+        if value is None:
+            value = self._values[bucket] = bucket_value(bucket)
+        return value
+
+    def _ranks_of(self, count: int) -> list[tuple[int, int, int, float]]:
+        ranks = self._ranks.get(count)
+        if ranks is None:
+            ranks = self._ranks[count] = [(p, *percentile_ranks(count, p)) for p in PERCENTILES]
+        return ranks
+
+    def summarize(self, buckets: Sequence[int]) -> LatencySummary:
+        """The percentiles of ``buckets``, one per value: :func:`summarize`."""
+        if not buckets:
+            return _empty_summary()
+        ordered = sorted(buckets)
+        if ordered[0] not in _ORDINARY or ordered[-1] not in _ORDINARY:
+            ordered.sort(key=_value_order)  # zero, negative or non-finite values: rare
+        value = self._value
+        percentiles: dict[int, float | None] = {}
+        for p, low, high, fraction in self._ranks_of(len(ordered)):
+            # interpolate()'s arithmetic, term for term: the same float.
+            low_value = value(ordered[low])
+            percentiles[p] = (
+                low_value + fraction * (value(ordered[high]) - low_value) if fraction else low_value
+            )
+        return LatencySummary(count=len(ordered), percentiles=percentiles)
+
+
 def summarize(buckets: Sequence[int]) -> LatencySummary:
     """The percentiles of bucketed latencies, one bucket per value (within 0.05 % of exact)."""
-    if not buckets:
-        return _empty_summary()
-    ordered = sorted(buckets)
-    if ordered[0] not in _ORDINARY or ordered[-1] not in _ORDINARY:
-        ordered.sort(key=_value_order)  # zero, negative or non-finite values: rare
-    count = len(ordered)
-    return LatencySummary(
-        count=count,
-        percentiles={p: interpolate(count, p, lambda i: bucket_value(ordered[i])) for p in PERCENTILES},
-    )
+    return _Percentiles().summarize(buckets)
 
 
 def summarize_histogram(histogram: Histogram) -> LatencySummary:
@@ -843,20 +890,30 @@ def summarize_histogram(histogram: Histogram) -> LatencySummary:
     return LatencySummary(count=count, percentiles={p: interpolate(count, p, value_at) for p in PERCENTILES})
 
 
-def _summaries(buckets: dict[str, array.array[int]]) -> dict[str, LatencySummary]:
-    return {metric: summarize(buckets[metric]) for metric in LATENCY_METRICS}
-
-
 def _histogram_summaries(histograms: dict[str, Histogram]) -> dict[str, LatencySummary]:
     return {metric: summarize_histogram(histograms[metric]) for metric in LATENCY_METRICS}
 
 
-def _merged(groups: Iterable[_Group]) -> dict[str, Histogram]:
-    merged = _no_histograms()
-    for group in groups:
-        for metric, buckets in group.latency.items():
-            merged[metric].update(buckets)
-    return merged
+def _rank_latencies(
+    groups: dict[tuple[str | None, ...], _Group], folded: set[tuple[str | None, ...]]
+) -> tuple[dict[str, Histogram], dict[str, Histogram]]:
+    """Set each shown group's latency percentiles; the histograms of the total and of the folded
+    groups (``other``). Each group's buckets are parsed once, here, and dropped once counted."""
+    total, other, percentiles = _no_histograms(), _no_histograms(), _Percentiles()
+    for key, group in groups.items():
+        shown = key not in folded
+        latency = {}
+        for metric, pieces in group.latency.items():
+            buckets = _buckets(pieces)
+            total[metric].update(buckets)
+            if shown:
+                latency[metric] = percentiles.summarize(buckets)
+            else:
+                other[metric].update(buckets)
+        group.latency = _no_pieces()
+        if shown:
+            group.stats.latency = latency
+    return total, other
 
 
 # ---------------------------------------------------------------------------------------------
@@ -910,18 +967,17 @@ def query_report(
         query.add_decimal_costs(scan, run)
     step("percentiles")
     groups = scan.groups
-    total = GroupStats(key=(), latency=_histogram_summaries(scan.total_latency))
+    total = GroupStats(key=())
     for group in groups.values():
         total.add_counts(group.stats)
     kept, rest = sort_and_fold((group.stats for group in groups.values()), sort, top)
+    total_latency, other_latency = _rank_latencies(groups, {stats.key for stats in rest})
+    total.latency = _histogram_summaries(total_latency)
     other: GroupStats | None = None
     if rest:
-        other = GroupStats(key=(), folded_groups=len(rest))
+        other = GroupStats(key=(), folded_groups=len(rest), latency=_histogram_summaries(other_latency))
         for stats in rest:
             other.add_counts(stats)
-        other.latency = _histogram_summaries(_merged(groups[stats.key] for stats in rest))
-    for stats in kept:
-        stats.latency = _summaries(groups[stats.key].latency)
     return Report(
         group_by=group_by,
         kind=kind,
