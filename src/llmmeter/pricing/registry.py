@@ -41,10 +41,13 @@ from llmmeter.pricing.sources import (
 from llmmeter.record import CallKind, CallRecord, Cost, CostStatus, MediaUnits, Usage, UsageSource
 
 __all__ = [
+    "CacheRates",
     "CacheTokens",
     "PricingRegistry",
     "UsageInconsistentError",
     "cache_figures",
+    "cache_parts_fit",
+    "cache_rates",
     "is_self_hosted",
     "normalize_provider",
 ]
@@ -774,6 +777,61 @@ class CacheTokens:
     """The part of ``cache_write`` written with a one-hour TTL."""
 
 
+def cache_parts_fit(
+    input_tokens: int, cache_read: int, audio_cache_read: int, cache_write: int, cache_write_1h: int
+) -> bool:
+    """Whether cache parts fit their totals: no part negative, the audio reads within the reads,
+    the one-hour writes within the writes, reads and writes within the input (else what caching
+    changed is unknown)."""
+    return (
+        0 <= audio_cache_read <= cache_read
+        and 0 <= cache_write_1h <= cache_write
+        and cache_read + cache_write <= input_tokens
+    )
+
+
+@dataclasses.dataclass(frozen=True, slots=True)
+class CacheRates:
+    """What prompt caching changes per million tokens at one price, service tier and prompt-size
+    tier: the rate card the cost engine bills with, exact. Token prices are linear, so the cache
+    figures of a sum of calls priced alike are these rates times the summed counts."""
+
+    currency: str
+    text_read_savings: Decimal
+    """Full input rate minus the cached input rate."""
+    audio_read_savings: Decimal
+    """Full audio input rate minus the cached audio input rate."""
+    write_premium: Decimal
+    """The (five-minute) cache write rate minus the full input rate."""
+    write_1h_premium: Decimal
+    """The one-hour cache write rate minus the full input rate."""
+
+
+def cache_rates(
+    resolved: ResolvedPrice, *, service_tier: str | None = None, prompt_tokens: int | None = None
+) -> CacheRates | None:
+    """The :class:`CacheRates` of ``resolved`` for requests of ``prompt_tokens`` input tokens
+    (``None``: no prompt-size tier) under ``service_tier``; ``None`` for a price not per token
+    (GPU time)."""
+    price = resolved.price
+    if not isinstance(price, ModelPrice):
+        return None
+    plan = _plan_of(resolved)
+    if prompt_tokens is None or prompt_tokens <= plan.untiered_up_to:
+        card = plan.cards.get(service_tier) or plan._untiered_card(price, service_tier)
+    else:
+        card = plan._card(price, prompt_tokens, service_tier)
+    rates = card[0]
+    full = rates["input_per_mtok"]
+    return CacheRates(
+        currency=price.currency,
+        text_read_savings=full - rates["cached_input_per_mtok"],
+        audio_read_savings=rates["audio_input_per_mtok"] - rates["cached_audio_input_per_mtok"],
+        write_premium=rates["cache_write_per_mtok"] - full,
+        write_1h_premium=rates["cache_write_1h_per_mtok"] - full,
+    )
+
+
 def cache_figures(
     resolved: ResolvedPrice,
     tokens: CacheTokens,
@@ -788,33 +846,23 @@ def cache_figures(
 
     ``prompt_tokens`` is one request's input size, which picks its prompt-size tier (``None``:
     no tier, for a sum of requests that are all below them). ``None`` for a price not per token
-    (GPU time) and for cache parts larger than their totals.
+    (GPU time) and for cache parts larger than their totals (:func:`cache_parts_fit`).
     """
-    price = resolved.price
-    if not isinstance(price, ModelPrice):
+    rates = cache_rates(resolved, service_tier=service_tier, prompt_tokens=prompt_tokens)
+    read, audio_read, write, write_1h = (
+        tokens.cache_read,
+        tokens.audio_cache_read,
+        tokens.cache_write,
+        tokens.cache_write_1h,
+    )
+    if rates is None or not cache_parts_fit(tokens.input_tokens, read, audio_read, write, write_1h):
         return None
-    text_reads = tokens.cache_read - tokens.audio_cache_read
-    writes_5m = tokens.cache_write - tokens.cache_write_1h
-    if min(text_reads, tokens.audio_cache_read, writes_5m, tokens.cache_write_1h) < 0 or (
-        tokens.cache_read + tokens.cache_write > tokens.input_tokens
-    ):
-        return None
-    plan = _plan_of(resolved)
-    if prompt_tokens is None or prompt_tokens <= plan.untiered_up_to:
-        card = plan.cards.get(service_tier) or plan._untiered_card(price, service_tier)
-    else:
-        card = plan._card(price, prompt_tokens, service_tier)
-    rates = card[0]
-    full = rates["input_per_mtok"]
     read_savings = _add(
-        _multiply(text_reads, full - rates["cached_input_per_mtok"]),
-        _multiply(
-            tokens.audio_cache_read, rates["audio_input_per_mtok"] - rates["cached_audio_input_per_mtok"]
-        ),
+        _multiply(read - audio_read, rates.text_read_savings),
+        _multiply(audio_read, rates.audio_read_savings),
     )
     write_premium = _add(
-        _multiply(writes_5m, rates["cache_write_per_mtok"] - full),
-        _multiply(tokens.cache_write_1h, rates["cache_write_1h_per_mtok"] - full),
+        _multiply(write - write_1h, rates.write_premium), _multiply(write_1h, rates.write_1h_premium)
     )
     return _divide(read_savings, _MILLION), _divide(write_premium, _MILLION)
 

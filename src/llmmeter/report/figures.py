@@ -5,14 +5,18 @@ share of fine-tunes' training costs (issue 14 §3 and §6).
 group, model (response and request model, provider: the names the call was priced by), price
 period and service tier. A price period is a run of UTC days over which no called model's price
 changes (every day each model's rows span is looked up): one period, and one scan, unless a
-price changed within the window; then a second scan cuts the window at the changes. Each sum's
-cache parts are priced at that model's price of that period with the rate card the cost engine
-bills with
-(:func:`~llmmeter.pricing.registry.cache_figures`: the same amounts as pricing the usage with
-and without its cache parts). Token prices are linear in every count and the arithmetic is exact
-``Decimal``, so this equals pricing each call and adding up. A call above the smallest
-prompt-size threshold of any price the registry lists gets a row of its own (its tier depends on
-its own prompt size).
+price changed within the window; then a second scan cuts the window at the changes. On a local
+store the scan reads the rows its summary covers as the report does (their report columns, only
+the token kinds they have). Each sum's cache parts are priced at that model's price of that
+period with the rate card the cost engine bills with
+(:func:`~llmmeter.pricing.registry.cache_rates`, as
+:func:`~llmmeter.pricing.registry.cache_figures` prices: the same amounts as pricing the usage
+with and without its cache parts). Token prices are linear in every count, so each group's
+counts times each rate are summed as exact integers (the rates in units of ``10**-15`` per
+million tokens, or finer where a rate has more places) and turned into ``Decimal`` once per
+group: equal to the last digit to pricing each call and adding up. Calls above a prompt-size
+threshold of a price the registry lists are summed apart, by the largest such threshold they
+are above: the calls of one such bucket are in the same tier at every price.
 
 * ``cache_read_savings``: what the cache reads would have cost at the full input rate, minus
   what they cost at the cached rate;
@@ -48,11 +52,12 @@ from fractions import Fraction
 from typing import Any, Final
 
 from llmmeter.pricing.models import GpuHourPrice, ModelPrice
-from llmmeter.pricing.registry import CacheTokens, PricingRegistry, cache_figures
+from llmmeter.pricing.registry import CacheRates, PricingRegistry, cache_parts_fit, cache_rates
 from llmmeter.pricing.sources import PriceEntry, ResolvedPrice
 from llmmeter.report.build import Report, ReportKind, parse_group_keys
-from llmmeter.report.sql import SQLITE, Dialect, GroupLabels, Run, sum_present, time_window
+from llmmeter.report.sql import SQLITE, Dialect, GroupLabels, Run, SQLiteDialect, sum_present, time_window
 from llmmeter.report.sql import _key as group_key_sql  # the report's own group keys and labels
+from llmmeter.report.sql import _rows_summary as rows_summary_of  # what the store's rows hold
 from llmmeter.store.read import SQLiteRun
 
 __all__ = [
@@ -304,26 +309,96 @@ def _amortize(
 
 
 # ---------------------------------------------------------------------------------------------
-# Cache savings of one row
+# Cache savings of summed rows
 
 
-def _add_cache(
-    group: GroupFigures,
-    resolved: ResolvedPrice,
-    tokens: CacheTokens,
-    service_tier: str | None,
-    prompt_tokens: int | None,
-) -> None:
-    """Add one row's cache read savings and cache write premium at ``resolved``."""
-    found = cache_figures(resolved, tokens, service_tier=service_tier, prompt_tokens=prompt_tokens)
-    if found is None:  # not priced per token, or parts above totals: unknown, left out
-        return
-    read_savings, write_premium = found
-    currency = resolved.price.currency
-    if tokens.cache_read:
-        _added(group.cache_read_savings, currency, read_savings)
-    if tokens.cache_write:
-        _added(group.cache_write_premium, currency, write_premium)
+def _integer_at(value: Decimal, exponent: int) -> int:
+    """``value`` as a whole number of ``10**exponent`` (at most its own exponent), exactly."""
+    sign, digits, own = value.as_tuple()
+    assert isinstance(own, int)  # prices are finite
+    whole = int("".join(map(str, digits)) + "0" * (own - exponent))
+    return -whole if sign else whole
+
+
+_RATE_EXPONENT: Final = -15
+"""The unit of every rate finer than it: a group's sums at all its prices then add up as one
+integer (a rate with more decimal places gets a unit, and a sum, of its own)."""
+
+
+@dataclass(frozen=True, slots=True)
+class _UnitRates:
+    """A price's :class:`~llmmeter.pricing.registry.CacheRates` as whole numbers of
+    ``10**exponent`` per million tokens: a row's figures are then integer sums, exact."""
+
+    currency: str
+    exponent: int
+    text_read: int
+    audio_read: int
+    write_5m: int
+    write_1h: int
+
+    @classmethod
+    def of(cls, rates: CacheRates | None) -> _UnitRates | None:
+        """The rates in units (``None``: not priced per token, or a rate that is not a number)."""
+        if rates is None:
+            return None
+        values = (
+            rates.text_read_savings,
+            rates.audio_read_savings,
+            rates.write_premium,
+            rates.write_1h_premium,
+        )
+        if not all(value.is_finite() for value in values):
+            return None
+        exponent = min(_RATE_EXPONENT, *(int(value.as_tuple().exponent) for value in values))
+        return cls(rates.currency, exponent, *(_integer_at(value, exponent) for value in values))
+
+
+def _amount(units: int, exponent: int) -> Decimal:
+    """``units`` of ``10**exponent`` per million tokens, in money (exact: no context rounds it)."""
+    return Decimal(f"{units}E{exponent - 6}")
+
+
+@dataclass(frozen=True, slots=True)
+class _RowPrice:
+    """What pricing a result row needs, the same for every row of one model, provider, price
+    period, service tier and prompt-size bucket."""
+
+    resolved: ResolvedPrice
+    rates: _UnitRates | None
+    """``None``: not priced per token (GPU time): caching changes no token bill."""
+
+
+class _CacheSums:
+    """Cache read savings and write premiums per raw group key, currency and rate exponent, as
+    exact integers: prices are linear in the token counts, so the rows' counts times the rates
+    summed are each row priced and added up."""
+
+    def __init__(self) -> None:
+        self.reads: dict[tuple[Any, str, int], int] = {}
+        self.writes: dict[tuple[Any, str, int], int] = {}
+
+    def add(self, raw_key: Any, rates: _UnitRates, counts: Sequence[int]) -> None:
+        """Add one row's cache parts (``counts``: input, output, cache read, audio cache read,
+        cache write, one-hour cache write); parts that do not fit their totals are left out, as
+        :func:`~llmmeter.pricing.registry.cache_figures` leaves them."""
+        input_tokens, _, read, audio_read, write, write_1h = counts
+        if not cache_parts_fit(input_tokens, read, audio_read, write, write_1h):
+            return
+        at = (raw_key, rates.currency, rates.exponent)
+        if read:
+            units = (read - audio_read) * rates.text_read + audio_read * rates.audio_read
+            self.reads[at] = self.reads.get(at, 0) + units
+        if write:
+            units = (write - write_1h) * rates.write_5m + write_1h * rates.write_1h
+            self.writes[at] = self.writes.get(at, 0) + units
+
+    def add_to(self, figures: Figures, label: GroupLabels) -> None:
+        """Add the sums to the groups of ``figures``, each raw key labelled as the report does."""
+        for sums, figure in ((self.reads, "cache_read_savings"), (self.writes, "cache_write_premium")):
+            for (raw_key, currency, exponent), units in sums.items():
+                group = figures.groups.setdefault(label(raw_key), GroupFigures())
+                _added(getattr(group, figure), currency, _amount(units, exponent))
 
 
 # ---------------------------------------------------------------------------------------------
@@ -346,45 +421,102 @@ class _Window:
     until: dt.datetime | None
 
 
-def _tier_floor(entries: Sequence[PriceEntry]) -> int | None:
-    """The smallest prompt-size threshold of any listed price: calls at most this big are in no tier."""
+@dataclass(frozen=True)
+class _Rows:
+    """Rows of the store read one way: those the store's summary covers (their report columns
+    alone, only the token kinds they have), or the others, in full."""
+
+    dialect: Dialect
+    where: str = "1 = 1"
+    params: tuple[object, ...] = ()
+    token_kinds: frozenset[str] | None = None
+    """The token kinds these rows may have (the others are NULL on every one); ``None``: any."""
+
+
+def _rows_of(run: Run, dialect: Dialect) -> list[_Rows]:
+    """The store's rows in the ways to read them: a local store's summary of what its rows hold
+    covers the rows from its first id up to the last one when it is read (later rows, and a store
+    without a summary, are read in full, as is the fleet store)."""
+    if not isinstance(run, SQLiteRun):
+        return [_Rows(dialect)]
+    ((last,),) = list(run("SELECT max(id) FROM records", []))
+    summary = rows_summary_of(run)  # after max(id): it covers every row up to it
+    if last is None or summary is None:
+        return [_Rows(dialect)]
+    return [  # row id ranges apart: SQLite reads each range of the table alone (none: at once)
+        _Rows(dialect, "id < ?", (summary.from_id,)),
+        _Rows(dialect, "id > ?", (last,)),
+        _Rows(
+            SQLiteDialect(report_form=summary.report_form),
+            "id >= ? AND id <= ?",
+            (summary.from_id, last),
+            summary.token_kinds,
+        ),
+    ]
+
+
+def _tier_thresholds(entries: Sequence[PriceEntry]) -> list[int]:
+    """Every prompt-size threshold of a listed price, largest first: calls at most the smallest
+    are in no tier."""
     prices = [entry.price for entry in entries if isinstance(entry.price, ModelPrice)]
-    return min((tier.above_input_tokens for price in prices for tier in price.tiers), default=None)
+    return sorted({tier.above_input_tokens for price in prices for tier in price.tiers}, reverse=True)
 
 
-def _filtered_window(dialect: Dialect, cache_only: bool, window: _Window) -> tuple[str, list[object]]:
-    """The ``WHERE`` of the rows the figures read, and its parameters."""
-    where, params = llm_window(dialect.param, window.since, window.until)
-    if cache_only:
-        where += " AND (" + " OR ".join(f"{name} > 0" for name in _CACHE_FIELDS) + ")"
-    return where, params
+def _bucket_sql(thresholds: Sequence[int]) -> str:
+    """The largest threshold a call's input is above (NULL: none). Every price's tiers are cut at
+    some of these, so the calls of one bucket are in the same tier at every price."""
+    if not thresholds:
+        return "NULL"
+    above = " ".join(f"WHEN input_tokens > {int(t)} THEN {int(t)}" for t in thresholds)
+    return f"CASE WHEN input_tokens > {int(thresholds[-1])} THEN CASE {above} END END"
+
+
+def _summed(name: str, token_kinds: frozenset[str] | None) -> str:
+    """The sum of a token count, 0 without any (the counts are only multiplied)."""
+    if token_kinds is not None and name not in token_kinds:
+        return "0"
+    return f"COALESCE({sum_present(name)}, 0)"
+
+
+def _cache_condition(token_kinds: frozenset[str] | None) -> str:
+    """Rows with cache reads or writes (of the kinds the rows may have)."""
+    names = [name for name in _CACHE_FIELDS if token_kinds is None or name in token_kinds]
+    return "(" + " OR ".join(f"{name} > 0" for name in names) + ")" if names else "0 = 1"
 
 
 def _figures_sql(
-    dialect: Dialect,
+    rows: _Rows,
     keys: Sequence[Any],
-    floor: int | None,
+    thresholds: Sequence[int],
     cache_only: bool,
     window: _Window,
     period: str,
 ) -> tuple[str, list[object]]:
-    where, where_params = _filtered_window(dialect, cache_only, window)
+    where, where_params = llm_window(rows.dialect.param, window.since, window.until)
+    if cache_only:
+        where += " AND " + _cache_condition(rows.token_kinds)
+    bucket = _bucket_sql(thresholds)
     labels = [
-        *(key.sql for key in keys),
-        "response_model",
-        "request_model",
-        "provider",
-        period,
-        "service_tier",
-        "NULL" if floor is None else f"CASE WHEN input_tokens > {dialect.param} THEN record_id END",
+        *((key.sql, True) for key in keys),
+        ("response_model", True),
+        ("request_model", True),
+        ("provider", True),
+        (period, period != _ONE_PERIOD),  # a constant is selected, not grouped by
+        ("service_tier", True),
+        (bucket, bucket != "NULL"),
     ]
-    aggregates = [f"MIN({_DAY})", f"MAX({_DAY})", "COUNT(*)", *(sum_present(name) for name in _SUMMED)]
+    aggregates = [
+        f"MIN(start_time_unix_ns) / {DAY_NS}",  # the first time's day is the first day
+        f"MAX(start_time_unix_ns) / {DAY_NS}",
+        "COUNT(*)",
+        *(_summed(name, rows.token_kinds) for name in _SUMMED),
+    ]
+    grouped = ", ".join(str(i + 1) for i, (_, varies) in enumerate(labels) if varies)
     sql = (
-        f"SELECT {', '.join(labels)}, {', '.join(aggregates)} FROM records WHERE {where} "
-        f"GROUP BY {', '.join(str(i + 1) for i in range(len(labels)))}"
+        f"SELECT {', '.join(sql for sql, _ in labels)}, {', '.join(aggregates)} FROM records "
+        f"WHERE {where} AND {rows.where} GROUP BY {grouped}"
     )
-    floor_params: list[object] = [] if floor is None else [floor]
-    return sql, [*(p for key in keys for p in key.params), *floor_params, *where_params]
+    return sql, [*(p for key in keys for p in key.params), *where_params, *rows.params]
 
 
 class _Resolver:
@@ -409,24 +541,71 @@ class _Resolver:
         return self._memo[key]
 
 
+class _RowPrices:
+    """The price of each result row, looked up once per model, provider, price period, service
+    tier and prompt-size bucket: within a period no model's price changes, so any day of it
+    (the row's first) gives the price of every call of that row."""
+
+    def __init__(self, resolve: _Resolver, width: int) -> None:
+        self._resolve, self._width = resolve, width
+        self._memo: dict[tuple[Any, ...], _RowPrice | None] = {}
+
+    def __call__(self, row: Sequence[Any]) -> _RowPrice | None:
+        """The row's price (``None``: unpriced)."""
+        width = self._width
+        at = tuple(row[width : width + 6])
+        try:
+            return self._memo[at]
+        except KeyError:
+            found = self._memo[at] = self._look_up(at, int(row[width + _FIRST_DAY]))
+            return found
+
+    def _look_up(self, at: tuple[Any, ...], day: int) -> _RowPrice | None:
+        response_model, request_model, provider, _, service_tier, bucket = at
+        resolved = self._resolve((response_model, request_model), provider, day)
+        if resolved is None:
+            return None
+        # A bucket's calls are all above its threshold and in the same tier: one above it stands for them.
+        prompt_tokens = None if bucket is None else int(bucket) + 1
+        rates = cache_rates(resolved, service_tier=service_tier, prompt_tokens=prompt_tokens)
+        return _RowPrice(resolved, _UnitRates.of(rates))
+
+
+_ONE_PERIOD: Final = "0"
+"""The price period of every row when no price changes within the window."""
+
+
 def _period_sql(changes: Sequence[int]) -> str:
     """A row's price period: ``0`` before the first day of ``changes``, ``1`` from it, and so on."""
     if not changes:
-        return "0"
+        return _ONE_PERIOD
     cases = " ".join(f"WHEN {_DAY} < {int(day)} THEN {i}" for i, day in enumerate(changes))
     return f"CASE {cases} ELSE {len(changes)} END"
+
+
+def _spans(rows: Iterable[Sequence[Any]], width: int) -> dict[tuple[Any, ...], list[int]]:
+    """The first and last day of each model and provider the rows name."""
+    spans: dict[tuple[Any, ...], list[int]] = {}
+    first_at, last_at = width + _FIRST_DAY, width + _LAST_DAY
+    for row in rows:
+        names = tuple(row[width : width + 3])
+        first, last = row[first_at], row[last_at]
+        span = spans.get(names)
+        if span is None:
+            spans[names] = [first, last]
+        else:
+            if first < span[0]:
+                span[0] = first
+            if last > span[1]:
+                span[1] = last
+    return spans
 
 
 def _price_changes(rows: Iterable[Sequence[Any]], width: int, resolve: _Resolver) -> list[int] | None:
     """Every day on which the price of a model the rows name differs from the day before, within
     the days the rows span for that model (a price source may be plugged in and cannot list its
     prices: each day is looked up); ``None`` when the spans are too long to look each day up."""
-    spans: dict[tuple[Any, ...], tuple[int, int]] = {}
-    for row in rows:
-        names = tuple(row[width : width + 3])
-        first, last = int(row[width + _FIRST_DAY]), int(row[width + _LAST_DAY])
-        known = spans.get(names)
-        spans[names] = (first, last) if known is None else (min(known[0], first), max(known[1], last))
+    spans = {names: (int(first), int(last)) for names, (first, last) in _spans(rows, width).items()}
     if sum(last - first + 1 for first, last in spans.values()) > _MAX_LOOKUP_DAYS:
         return None
     changes: set[int] = set()
@@ -458,7 +637,7 @@ class FiguresScan:
     :meth:`start` runs the scan on a connection and a thread of its own; passed as
     :func:`~llmmeter.report.sql.query_report`'s ``scanned``, the database reads it while the
     report does its Python work on its own rows (SQLite releases the GIL; at a million records
-    each takes 1.5-2 s). :meth:`result` then prices the rows. A store without a second
+    each takes 1-1.5 s). :meth:`result` then prices the rows. A store without a second
     connection (the fleet store) is scanned in :meth:`result`, as :func:`query_figures` does.
     """
 
@@ -469,7 +648,6 @@ class FiguresScan:
         self._registry = registry or PricingRegistry.default()
         self._entries = self._registry.entries()
         self._declared = [entry for entry in self._entries if entry.price.training_cost is not None]
-        self._keys = [group_key_sql(dialect, key) for key in window.group_by]
         self._started: Future[list[Sequence[Any]]] | None = None
 
     @classmethod
@@ -488,20 +666,25 @@ class FiguresScan:
         arguments."""
         return cls(run, _Window(parse_group_keys(by), kind, since, until), dialect=dialect, registry=registry)
 
-    def _statement(self, period: str) -> tuple[str, list[object]]:
-        floor, cache_only = _tier_floor(self._entries), not self._declared
-        return _figures_sql(self._dialect, self._keys, floor, cache_only, self._window, period)
+    def _scan(self, run: Run, period: str) -> list[Sequence[Any]]:
+        """The result rows of the window's LLM calls, each part of the store read as it may be."""
+        thresholds, cache_only = _tier_thresholds(self._entries), not self._declared
+        found: list[Sequence[Any]] = []
+        for rows in _rows_of(run, self._dialect):
+            keys = [group_key_sql(rows.dialect, key) for key in self._window.group_by]
+            found.extend(run(*_figures_sql(rows, keys, thresholds, cache_only, self._window, period)))
+        return found
 
     def start(self) -> None:
         """Run the first scan on a connection and thread of its own (once; a report of steps,
         which has no figures, or a store without a second connection: nothing)."""
         if self._started is not None or self._window.kind == "step" or not isinstance(self._run, SQLiteRun):
             return
-        another, statement = self._run.another(), self._statement(_period_sql(()))
+        another = self._run.another()
 
         def scan() -> list[Sequence[Any]]:
             try:
-                return list(another(*statement))
+                return self._scan(another, _ONE_PERIOD)
             finally:
                 another.close()
 
@@ -523,42 +706,49 @@ class FiguresScan:
             return figures  # nothing to compute
         # One scan when no called model's price changed within the window (the usual case), else a
         # second one cut at the changes.
-        rows = started if started is not None else list(self._run(*self._statement(_period_sql(()))))
+        rows = started if started is not None else self._scan(self._run, _ONE_PERIOD)
         resolve = _Resolver(self._registry)
-        changes = _price_changes(rows, len(self._keys), resolve)
+        width = len(window.group_by)
+        changes = _price_changes(rows, width, resolve)
         if changes is None or changes:
             period = _DAY if changes is None else _period_sql(changes)  # None: odd dates, each day apart
-            rows = list(self._run(*self._statement(period)))
-        return self._priced(figures, rows, resolve, report, now)
+            rows = self._scan(self._run, period)
+        return self._priced(figures, rows, _RowPrices(resolve, width), report, now)
 
     def _priced(
         self,
         figures: Figures,
         rows: list[Sequence[Any]],
-        resolve: _Resolver,
+        price_of: _RowPrices,
         report: Report,
         now: dt.datetime | None,
     ) -> Figures:
         """The cache figures and training shares of the scan's ``rows``, added to ``figures``."""
-        label, width = GroupLabels(self._dialect, self._keys), len(self._keys)
+        width = len(self._window.group_by)
+        label = GroupLabels(
+            self._dialect, [group_key_sql(self._dialect, key) for key in self._window.group_by]
+        )
+        sums = _CacheSums()
         used: dict[tuple[Any, ...], _Training] = {}
         for row in rows:
-            response_model, request_model, provider, _, service_tier, own_row = row[width : width + 6]
-            # The period's first day the row's calls were made: any of its days has the same price.
-            resolved = resolve((response_model, request_model), provider, int(row[width + _FIRST_DAY]))
-            if resolved is None:
+            price = price_of(row)
+            if price is None:
                 continue
-            key = label(row[:width])
-            calls, input_tokens, output_tokens, *cache = (int(value or 0) for value in row[width + _COUNTS :])
-            tokens = CacheTokens(input_tokens, *cache)
-            if tokens.cache_read or tokens.cache_write:
-                prompt_tokens = None if own_row is None else input_tokens  # own row: one call above a tier
-                group = figures.groups.setdefault(key, GroupFigures())
-                _add_cache(group, resolved, tokens, service_tier, prompt_tokens)
-            price = resolved.price
-            if price.training_cost is not None:
-                identity = _declaration(resolved.model, resolved.provider, price)
-                training = used.setdefault(identity, _Training(resolved.model, resolved.provider, price))
-                training.add(key, input_tokens + output_tokens, calls)
+            calls, *counts = map(int, row[width + _COUNTS :])
+            if price.rates is not None and (counts[2] or counts[4]):  # cache reads or writes
+                sums.add(row[:width], price.rates, counts)
+            if price.resolved.price.training_cost is not None:
+                self._add_training(used, label(row[:width]), price.resolved, counts[0] + counts[1], calls)
+        sums.add_to(figures, label)
         _amortize(figures, self._declared, used, report.since, report.until or now or dt.datetime.now(dt.UTC))
         return figures
+
+    @staticmethod
+    def _add_training(
+        used: dict[tuple[Any, ...], _Training], key: Key, resolved: ResolvedPrice, tokens: int, calls: int
+    ) -> None:
+        """Count a row's tokens and calls on the fine-tune whose price declares a training cost."""
+        price = resolved.price
+        identity = _declaration(resolved.model, resolved.provider, price)
+        training = used.setdefault(identity, _Training(resolved.model, resolved.provider, price))
+        training.add(key, tokens, calls)
