@@ -95,11 +95,23 @@ def random_call(rng: random.Random, i: int) -> CallRecord:
         if has_usage
         else CostStatus.NO_USAGE,
         outcome=outcome,
-        attributes={"user_id": rng.choice([*USERS, 7, True]), "team": rng.choice(["search", "ads"])}
-        if rng.random() < 0.9
-        else {},
+        attributes=random_attributes(rng),
         record_id=f"r-{i}",
     )
+
+
+def random_attributes(rng: random.Random) -> dict[str, object]:
+    """Group keys as applications set them: absent, JSON null (the ``user`` key then reads
+    ``user.id``), numbers, booleans, hostile strings."""
+    if rng.random() < 0.1:
+        return {}
+    attributes: dict[str, object] = {
+        "user_id": rng.choice([*USERS, 7, True, None]),
+        "team": rng.choice(["search", "ads", None]),
+    }
+    if rng.random() < 0.3:
+        attributes["user.id"] = rng.choice(["fallback-1", None])
+    return attributes
 
 
 def random_step(rng: random.Random, i: int) -> CallRecord:

@@ -330,7 +330,9 @@ class SQLiteDialect:
 
     def attribute_label(self, value: Any) -> str | None:
         """See :meth:`Dialect.attribute_label`."""
-        return None if value is None else label(json.loads(value))
+        if value is None or value == _JSON_NULL:
+            return None
+        return label(json.loads(value))
 
     def cost_and_latency(self, amount: str, metrics: Sequence[str], latency_rows: str) -> tuple[str, ...]:
         """One aggregate (a Python one: exact decimal sums, float arrays), called once per row."""
@@ -463,13 +465,15 @@ def _key(dialect: Dialect, key: str) -> _Key:
     if name is not None:
         if not name or '"' in name or "\\" in name:
             raise ValueError(f"not a valid attribute key: {key!r}")
-        return _Key(*_present(dialect, name), is_attribute=True)
+        return _Key(*dialect.attribute(name), is_attribute=True)
     column = _COLUMN_KEYS.get(key)
     if column is not None:
         return _Key(column, [], is_attribute=False)
-    parts = [_present(dialect, attribute) for attribute in _ATTRIBUTE_KEYS[key]]
-    if len(parts) == 1:
-        return _Key(*parts[0], is_attribute=True)
+    attributes = _ATTRIBUTE_KEYS[key]
+    if len(attributes) == 1:  # JSON null is labelled None: no NULLIF per row
+        return _Key(*dialect.attribute(attributes[0]), is_attribute=True)
+    # JSON null made NULL: the next of ``user``'s keys is then used.
+    parts = [_present(dialect, attribute) for attribute in attributes]
     sql = f"COALESCE({', '.join(sql for sql, _ in parts)})"
     return _Key(sql, [p for _, params in parts for p in params], is_attribute=True)
 
