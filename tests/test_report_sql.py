@@ -19,6 +19,7 @@ from collections import defaultdict
 from collections.abc import Iterator
 from decimal import Decimal
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -100,12 +101,13 @@ def random_call(rng: random.Random, i: int) -> CallRecord:
     )
 
 
-def random_attributes(rng: random.Random) -> dict[str, object]:
-    """Group keys as applications set them: absent, JSON null (the ``user`` key then reads
-    ``user.id``), numbers, booleans, hostile strings."""
+def random_attributes(rng: random.Random) -> dict[str, Any]:
+    """Group keys as applications set them: absent, JSON null (outside the declared type, but
+    any writer may store it; the ``user`` key then reads ``user.id``), numbers, booleans,
+    hostile strings."""
     if rng.random() < 0.1:
         return {}
-    attributes: dict[str, object] = {
+    attributes: dict[str, Any] = {
         "user_id": rng.choice([*USERS, 7, True, None]),
         "team": rng.choice(["search", "ads", None]),
     }
