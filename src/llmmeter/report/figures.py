@@ -52,7 +52,7 @@ from fractions import Fraction
 from typing import Any, Final
 
 from llmmeter.pricing.models import GpuHourPrice, ModelPrice
-from llmmeter.pricing.registry import CacheRates, PricingRegistry, cache_parts_fit, cache_rates
+from llmmeter.pricing.registry import CacheRates, PricingRegistry, cache_rates
 from llmmeter.pricing.sources import PriceEntry, ResolvedPrice
 from llmmeter.report.build import Report, ReportKind, parse_group_keys
 from llmmeter.report.sql import SQLITE, Dialect, GroupLabels, Run, SQLiteDialect, sum_present, time_window
@@ -88,6 +88,12 @@ _SUMMED: Final = (
     "cache_write_1h_input_tokens",
 )
 """The token counts a row sums, in this order."""
+_CACHE_PARTS: Final = (
+    "cache_read_input_tokens",
+    "audio_cache_read_input_tokens",
+    "cache_write_input_tokens",
+    "cache_write_1h_input_tokens",
+)
 _FIRST_DAY, _LAST_DAY, _COUNTS = 6, 7, 8
 """Where a row's first and last day and its counts follow its group key."""
 _MAX_LOOKUP_DAYS: Final = 100_000
@@ -380,11 +386,9 @@ class _CacheSums:
 
     def add(self, raw_key: Any, rates: _UnitRates, counts: Sequence[int]) -> None:
         """Add one row's cache parts (``counts``: input, output, cache read, audio cache read,
-        cache write, one-hour cache write); parts that do not fit their totals are left out, as
-        :func:`~llmmeter.pricing.registry.cache_figures` leaves them."""
-        input_tokens, _, read, audio_read, write, write_1h = counts
-        if not cache_parts_fit(input_tokens, read, audio_read, write, write_1h):
-            return
+        cache write, one-hour cache write: of calls whose parts fit, as
+        :func:`~llmmeter.pricing.registry.cache_figures` prices only those)."""
+        _, _, read, audio_read, write, write_1h = counts
         at = (raw_key, rates.currency, rates.exponent)
         if read:
             units = (read - audio_read) * rates.text_read + audio_read * rates.audio_read
@@ -471,10 +475,33 @@ def _bucket_sql(thresholds: Sequence[int]) -> str:
     return f"CASE WHEN input_tokens > {int(thresholds[-1])} THEN CASE {above} END END"
 
 
+def _count(name: str, token_kinds: frozenset[str] | None) -> str:
+    """A row's token count, 0 when it has none (``"0"``: no row of these has any)."""
+    return "0" if token_kinds is not None and name not in token_kinds else f"COALESCE({name}, 0)"
+
+
+def _cache_parts_fit(token_kinds: frozenset[str] | None) -> str:
+    """SQL of :func:`~llmmeter.pricing.registry.cache_parts_fit` on one call: a call whose cache
+    parts exceed their totals is left out of the cache sums on its own, not hidden in a sum."""
+    read, audio_read, write, write_1h = (_count(name, token_kinds) for name in _CACHE_PARTS)
+    cached = " + ".join(count for count in (read, write) if count != "0") or "0"
+    bounds = [
+        ("0", audio_read),
+        (audio_read, read),
+        ("0", write_1h),
+        (write_1h, write),
+        (cached, "input_tokens"),
+    ]
+    return " AND ".join(f"{low} <= {high}" for low, high in bounds if low != high)
+
+
 def _summed(name: str, token_kinds: frozenset[str] | None) -> str:
-    """The sum of a token count, 0 without any (the counts are only multiplied)."""
+    """The sum of a token count, 0 without any (the counts are only multiplied); a cache part
+    only over the calls whose cache parts fit."""
     if token_kinds is not None and name not in token_kinds:
         return "0"
+    if name in _CACHE_PARTS:
+        return f"COALESCE(SUM({name}) FILTER (WHERE {_cache_parts_fit(token_kinds)}), 0)"
     return f"COALESCE({sum_present(name)}, 0)"
 
 
