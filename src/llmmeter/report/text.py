@@ -24,9 +24,9 @@ import io
 import json
 import re
 import textwrap
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
-from decimal import Decimal
+from decimal import Decimal, getcontext
 from typing import TYPE_CHECKING, Any, Final
 
 from llmmeter.record import USAGE_COUNT_FIELDS
@@ -34,6 +34,7 @@ from llmmeter.report.build import (
     LATENCY_METRICS,
     PERCENTILES,
     GroupStats,
+    LatencySummary,
     Report,
 )
 from llmmeter.report.labels import LATENCY_LABELS, token_label
@@ -177,31 +178,49 @@ class _Column:
     """Among optional columns, those with the lowest ``keep`` are left out first."""
 
 
-def _row_figures(report: Report, figures: Figures) -> dict[int, GroupFigures]:
-    """Each row's figures (a group, the ``other`` row, the total), by ``id()`` of its stats."""
-    rows = {id(stats): figures.of([stats.key]) for stats in report.groups}
-    if report.other is not None:
-        shown = {stats.key for stats in report.groups}
-        rows[id(report.other)] = figures.of(key for key in figures.groups if key not in shown)
-    rows[id(report.total)] = figures.total()
-    return rows
+@dataclass(frozen=True, slots=True)
+class _RowFigures:
+    """Each row's figures (a group, the ``other`` row, the total) and the currencies they are
+    in, worked out once per report: ``Figures.cache_currencies`` and ``training_currencies``
+    each add up every group again, and a group's own figures need no adding up."""
+
+    by_row: dict[int, GroupFigures]
+    """By ``id()`` of the row's stats."""
+    cache_currencies: tuple[str, ...]
+    training_currencies: tuple[str, ...]
+
+    @classmethod
+    def of(cls, report: Report, figures: Figures) -> _RowFigures:
+        """The figures of ``report``'s rows."""
+        no_figures = figures.of(())
+        by_row = {id(stats): figures.groups.get(stats.key, no_figures) for stats in report.groups}
+        if report.other is not None:
+            shown = {stats.key for stats in report.groups}
+            by_row[id(report.other)] = figures.of(key for key in figures.groups if key not in shown)
+        total = figures.total()
+        by_row[id(report.total)] = total
+        cache = tuple(sorted(set(total.cache_read_savings) | set(total.cache_write_premium)))
+        return cls(by_row, cache, tuple(sorted(total.training_cost_share)))
+
+    def __getitem__(self, stats: GroupStats) -> GroupFigures:
+        return self.by_row[id(stats)]
 
 
 def _figure_columns(report: Report, figures: Figures | None) -> list[_Column]:
     """``cache saved`` and ``training`` money columns, when some row has such a figure."""
     if figures is None:
         return []
-    rows = _row_figures(report, figures)
+    rows = _RowFigures.of(report, figures)
     columns = []
     for title, currencies, amounts in (
-        ("cache saved", figures.cache_currencies, lambda g: g.cache_savings),
-        ("training", figures.training_currencies, lambda g: g.training_cost_share),
+        ("cache saved", rows.cache_currencies, lambda g: g.cache_savings),
+        ("training", rows.training_currencies, lambda g: g.training_cost_share),
     ):
         for currency in currencies:
             columns.append(
                 _Column(
                     title if len(currencies) == 1 else f"{title} ({currency})",
-                    lambda s, c=currency, of=amounts: _format_cost(of(rows[id(s)]).get(c)),  # type: ignore[misc]
+                    lambda s, c=currency, of=amounts: _format_cost(of(rows[s]).get(c)),  # type: ignore[misc]
                     optional=True,
                     keep=1,
                 )
@@ -429,50 +448,153 @@ def _figure_notes(figures: Figures) -> list[str]:
 # JSON and CSV
 
 
-def _group_json(
-    stats: GroupStats, group_by: Sequence[str], report: Report, extra: dict[str, Any] | None = None
-) -> dict[str, Any]:
-    return {
-        "key": dict(zip(group_by, stats.key, strict=True)),
-        "calls": stats.calls,
-        "llm_calls": stats.llm_calls,
-        "errors": stats.errors,
-        "aborted": stats.aborted,
-        "tokens": {kind: stats.tokens.get(kind) for kind in report.token_kinds},
-        "usage_missing_calls": stats.usage_missing_calls,
-        "usage_estimated_calls": stats.usage_estimated_calls,
-        "cost": {c: None if c not in stats.cost else decimal_text(stats.cost[c]) for c in report.currencies},
-        "priced_calls": stats.priced_calls,
-        "unpriced_calls": stats.unpriced_calls,
-        **(extra or {}),
-        "cost_status": dict(sorted(stats.cost_status.items())),
-        "latency_s": {
-            metric: {"count": summary.count, **{f"p{p}": v for p, v in summary.percentiles.items()}}
-            for metric, summary in stats.latency.items()
-        },
-    }
+_COMPACT: Final = json.JSONEncoder(ensure_ascii=False, separators=(", ", ": "))
+"""One encoder, in C: ``indent`` would switch ``json`` to its pure-Python encoder, which takes
+seconds for thousands of groups."""
 
 
-def _other_json(report: Report, extra: dict[str, Any] | None) -> dict[str, Any] | None:
-    if report.other is None:
-        return None
-    document = _group_json(report.other, (), report, extra)
-    del document["key"]
-    return {"groups": report.other.folded_groups, **document}
+def _json_value(value: object) -> str:
+    """``value`` as compact JSON text, a lone surrogate as its escape (see :func:`json_text`)."""
+    text = _COMPACT.encode(value)
+    return text if text.isascii() else json_text(text)
 
 
-def _amounts_json(amounts: dict[str, Decimal], currencies: Sequence[str]) -> dict[str, str | None]:
-    return {c: None if c not in amounts else decimal_text(amounts[c]) for c in currencies}
+def _exact_amount(value: object) -> str:
+    """What :data:`_VALUES` writes for a ``Decimal``: its exact decimal text (a JSON string)."""
+    if isinstance(value, Decimal):
+        return decimal_text(value)
+    raise TypeError(f"Object of type {type(value).__name__} is not JSON serializable")
 
 
-def _figures_json(group: GroupFigures, cache: tuple[str, ...], training: tuple[str, ...]) -> dict[str, Any]:
-    """A group's figures, each by currency: every group has the same currencies (``null``: none)."""
-    return {
-        "cache_savings": _amounts_json(group.cache_savings, cache),
-        "cache_read_savings": _amounts_json(group.cache_read_savings, cache),
-        "cache_write_premium": _amounts_json(group.cache_write_premium, cache),
-        "training_cost_share": _amounts_json(group.training_cost_share, training),
-    }
+_VALUES: Final = json.JSONEncoder(
+    ensure_ascii=False, separators=("\n", ": "), check_circular=False, default=_exact_amount
+)
+"""Encodes a list of plain values (numbers, ``None``, text, ``Decimal``) one per line: the JSON
+of a plain value never has a raw line break (a string's is escaped), so the lines split apart."""
+
+
+def _object_template(fields: Iterable[tuple[str, str]]) -> str:
+    """A JSON object of ``(name, value template)`` fields, for ``%`` formatting: the names
+    encoded as JSON, a ``%`` in them doubled."""
+    members = (f"{_json_value(name).replace('%', '%%')}: {value}" for name, value in fields)
+    return "{" + ", ".join(members) + "}"
+
+
+def _slots(names: Iterable[str]) -> str:
+    """A JSON object template with a ``%s`` slot for the value of each of ``names``."""
+    return _object_template((name, "%s") for name in names)
+
+
+_JsonShape = tuple[Any, ...]
+"""What a row's JSON template depends on beyond the report: how the row opens (a group's key,
+the ``other`` row's count of groups, the total), its cost statuses, its latency metrics and
+their percentiles."""
+
+
+class _JsonRows:
+    """Rows of a report (groups, ``other``, the total) as compact JSON objects: what
+    ``json.dumps`` with ``separators=(", ", ": ")`` gives for each row's document.
+
+    Thousands of groups render in a fraction of a second: the keys of a row are the same in every
+    row, so they are a text template made once (per set of cost statuses); the values of all
+    rows are encoded in one call of the C encoder, then put into the templates' slots.
+    """
+
+    def __init__(self, report: Report, figures: _RowFigures | None) -> None:
+        self._key_opening = '{"key": ' + _slots(report.group_by) + ", "
+        self._key_length = len(report.group_by)
+        self._token_kinds = report.token_kinds
+        self._currencies = report.currencies
+        self._figures = figures
+        self._templates: dict[_JsonShape, str] = {}
+        self._values: list[object] = []
+
+    def group(self, stats: GroupStats) -> str:
+        """Add a group's row; its template."""
+        if len(stats.key) != self._key_length:
+            raise ValueError(f"group key {stats.key!r} does not match the report's keys")
+        self._values += stats.key
+        return self._add(self._key_opening, stats)
+
+    def other(self, stats: GroupStats) -> str:
+        """Add the ``other`` row (the groups after the top ones); its template."""
+        self._values.append(stats.folded_groups)
+        return self._add('{"groups": %s, ', stats)
+
+    def total(self, stats: GroupStats) -> str:
+        """Add the total row; its template."""
+        return self._add('{"key": {}, ', stats)
+
+    def fill(self, template: str) -> str:
+        """``template``, with the templates of the rows added in their order, with their values."""
+        encoded = _VALUES.encode(self._values)
+        if not encoded.isascii():
+            encoded = json_text(encoded)
+        texts = encoded.split("\n")
+        texts[0] = texts[0].removeprefix("[")  # the list's brackets: not copying the whole text
+        texts[-1] = texts[-1].removesuffix("]")
+        return template % tuple(texts)
+
+    def _add(self, opening: str, stats: GroupStats) -> str:
+        values, cost_status, figures = self._values, stats.cost_status, self._figures
+        statuses = sorted(cost_status)
+        values += (stats.calls, stats.llm_calls, stats.errors, stats.aborted)
+        values += map(stats.tokens.get, self._token_kinds)
+        values += (stats.usage_missing_calls, stats.usage_estimated_calls)
+        values += map(stats.cost.get, self._currencies)
+        values += (stats.priced_calls, stats.unpriced_calls)
+        if figures is not None:
+            group, cache = figures.by_row[id(stats)], figures.cache_currencies
+            reads, writes = group.cache_read_savings, group.cache_write_premium
+            # Without cache writes the savings are the read savings (less nothing): the same
+            # amounts, without building a cache_savings dictionary for each of thousands of groups.
+            values += map((group.cache_savings if writes else reads).get, cache)
+            values += map(reads.get, cache)
+            values += map(writes.get, cache)
+            values += map(group.training_cost_share.get, figures.training_currencies)
+        values += map(cost_status.__getitem__, statuses)
+        # Unambiguous as one flat tuple: statuses (text) end at None; a metric's name (text)
+        # is followed by its percentiles (numbers).
+        shape: list[object] = [opening, *statuses, None]
+        for metric, summary in stats.latency.items():
+            percentiles = summary.percentiles
+            values.append(summary.count)
+            values += percentiles.values()
+            shape.append(metric)
+            shape += percentiles
+        key = tuple(shape)
+        return self._templates.get(key) or self._template(key, opening, statuses, stats.latency)
+
+    def _template(
+        self, shape: _JsonShape, opening: str, statuses: list[str], latency: dict[str, LatencySummary]
+    ) -> str:
+        figure_fields = []
+        if self._figures is not None:
+            cache, training = self._figures.cache_currencies, self._figures.training_currencies
+            figure_fields = [
+                ("cache_savings", _slots(cache)),
+                ("cache_read_savings", _slots(cache)),
+                ("cache_write_premium", _slots(cache)),
+                ("training_cost_share", _slots(training)),
+            ]
+        latency_fields = (
+            (metric, _slots(("count", *(f"p{p}" for p in summary.percentiles))))
+            for metric, summary in latency.items()
+        )
+        fields = [
+            *((name, "%s") for name in ("calls", "llm_calls", "errors", "aborted")),
+            ("tokens", _slots(self._token_kinds)),
+            ("usage_missing_calls", "%s"),
+            ("usage_estimated_calls", "%s"),
+            ("cost", _slots(self._currencies)),
+            ("priced_calls", "%s"),
+            ("unpriced_calls", "%s"),
+            *figure_fields,
+            ("cost_status", _slots(statuses)),
+            ("latency_s", _object_template(latency_fields)),
+        ]
+        template = self._templates[shape] = opening + _object_template(fields).removeprefix("{")
+        return template
 
 
 def _amortizations_json(figures: Figures) -> list[dict[str, Any]]:
@@ -496,17 +618,7 @@ def render_json(report: Report, figures: Figures | None = None) -> str:
     has the same token and currency keys (``null`` where unobserved). With ``figures``, every
     group has ``cache_savings``, ``cache_read_savings``, ``cache_write_premium`` and
     ``training_cost_share`` too, and the document lists the ``training_costs`` it amortized."""
-    rows = _row_figures(report, figures) if figures is not None else {}
-
-    # Once, not per group: each currency list adds up every group's figures.
-    cache, training = (
-        (figures.cache_currencies, figures.training_currencies) if figures is not None else ((), ())
-    )
-
-    def extra(stats: GroupStats) -> dict[str, Any] | None:
-        return None if figures is None else _figures_json(rows[id(stats)], cache, training)
-
-    document = {
+    header = {
         "kind": report.kind,
         "since": report.since.isoformat() if report.since else None,
         "until": report.until.isoformat() if report.until else None,
@@ -515,74 +627,35 @@ def render_json(report: Report, figures: Figures | None = None) -> str:
         "percentile_method": report.percentile_method,
         "latency_outcome": report.latency_outcome,
         **({} if figures is None else {"training_costs": _amortizations_json(figures)}),
-        "groups": [_group_json(g, report.group_by, report, extra(g)) for g in report.groups],
-        "other": _other_json(report, None if report.other is None else extra(report.other)),
-        "total": _group_json(report.total, (), report, extra(report.total)),
     }
-    return json_text(_json_lines(document)) + "\n"
-
-
-_COMPACT: Final = json.JSONEncoder(ensure_ascii=False, separators=(", ", ": "))
-"""One encoder, in C: ``indent`` would switch ``json`` to its pure-Python encoder, which takes
-seconds for thousands of groups."""
-
-
-def _json_lines(document: dict[str, Any]) -> str:
-    """The document with one key per line, and one group per line."""
-    lines = []
-    for name, value in document.items():
-        if name == "groups" and value:
-            items = ",\n".join(f"    {_COMPACT.encode(item)}" for item in value)
-            lines.append(f"  {_COMPACT.encode(name)}: [\n{items}\n  ]")
-        else:
-            lines.append(f"  {_COMPACT.encode(name)}: {_COMPACT.encode(value)}")
-    return "{\n" + ",\n".join(lines) + "\n}"
+    rows = _JsonRows(report, None if figures is None else _RowFigures.of(report, figures))
+    groups = [rows.group(stats) for stats in report.groups]
+    other = "null" if report.other is None else rows.other(report.other)
+    total = rows.total(report.total)
+    # The whole document is one template, filled in one go: one key per line, one group per line.
+    lines = [f"  {_COMPACT.encode(name)}: {_COMPACT.encode(value)}" for name, value in header.items()]
+    head = json_text(",\n".join(lines)).replace("%", "%%")
+    groups_line = '  "groups": [\n    ' + ",\n    ".join(groups) + "\n  ]" if groups else '  "groups": []'
+    return rows.fill(f'{{\n{head},\n{groups_line},\n  "other": {other},\n  "total": {total}\n}}\n')
 
 
 _LATENCY_CSV_PARTS: Final = ("count", *(f"p{p}_s" for p in PERCENTILES))
-
-
-_FigureCurrencies = tuple[tuple[str, ...], tuple[str, ...]]
-"""(cache figures' currencies, training shares' currencies), worked out once per report: each
-property sums every group, so asking per row would make a report of many groups quadratic."""
-
-
-def _figure_currencies(figures: Figures | None) -> _FigureCurrencies | None:
-    if figures is None:
-        return None
-    return figures.cache_currencies or ("USD",), figures.training_currencies or ("USD",)
-
-
-def _figure_csv_columns(currencies: _FigureCurrencies | None) -> list[str]:
-    if currencies is None:
-        return []
-    cache, training = currencies
-    return [
-        *(f"{name}_{c}" for c in cache for name in _CACHE_CSV_FIGURES),
-        *(f"training_cost_share_{c}" for c in training),
-    ]
-
-
 _CACHE_CSV_FIGURES: Final = ("cache_savings", "cache_read_savings", "cache_write_premium")
 
 
-def _figure_csv_cells(group: GroupFigures | None, currencies: _FigureCurrencies | None) -> list[object]:
-    if currencies is None or group is None:
-        return []
-    cache, training = currencies
-    amounts = {
-        "cache_savings": group.cache_savings,
-        "cache_read_savings": group.cache_read_savings,
-        "cache_write_premium": group.cache_write_premium,
-    }
-    return [
-        *(_blank(amounts[name].get(c)) for c in cache for name in _CACHE_CSV_FIGURES),
-        *(_blank(group.training_cost_share.get(c)) for c in training),
-    ]
+def _figure_csv_currencies(figures: _RowFigures) -> tuple[tuple[str, ...], tuple[str, ...]]:
+    """The currencies of the cache figures' columns and of the training shares' (``USD``: none)."""
+    return figures.cache_currencies or ("USD",), figures.training_currencies or ("USD",)
 
 
-def _csv_columns(report: Report, figure_currencies: _FigureCurrencies | None = None) -> list[str]:
-    currencies = report.currencies or ("USD",)
+def _csv_columns(report: Report, figures: _RowFigures | None) -> list[str]:
+    figure_columns = []
+    if figures is not None:
+        cache, training = _figure_csv_currencies(figures)
+        figure_columns = [
+            *(f"{name}_{c}" for c in cache for name in _CACHE_CSV_FIGURES),
+            *(f"training_cost_share_{c}" for c in training),
+        ]
     return [
         *(csv_text_cell(key) for key in report.group_by),
         "calls",
@@ -592,59 +665,67 @@ def _csv_columns(report: Report, figure_currencies: _FigureCurrencies | None = N
         *USAGE_COUNT_FIELDS,
         "usage_missing_calls",
         "usage_estimated_calls",
-        *(f"cost_{currency}" for currency in currencies),
+        *(f"cost_{currency}" for currency in report.currencies or ("USD",)),
         "priced_calls",
         "unpriced_calls",
-        *_figure_csv_columns(figure_currencies),
+        *figure_columns,
         *(f"{metric}_{part}" for metric in LATENCY_METRICS for part in _LATENCY_CSV_PARTS),
     ]
 
 
-def _csv_row(
-    stats: GroupStats,
-    key_cells: Sequence[object],
-    report: Report,
-    figure_currencies: _FigureCurrencies | None = None,
-    group: GroupFigures | None = None,
-) -> list[object]:
-    currencies = report.currencies or ("USD",)
-    latency: list[object] = []
-    for metric in LATENCY_METRICS:
-        summary = stats.latency[metric]
-        latency += [summary.count, *(_blank(summary.percentiles[p]) for p in PERCENTILES)]
-    return [
-        *key_cells,
-        stats.calls,
-        stats.llm_calls,
-        stats.errors,
-        stats.aborted,
-        *(_blank(stats.token(kind)) for kind in USAGE_COUNT_FIELDS),
-        stats.usage_missing_calls,
-        stats.usage_estimated_calls,
-        *(_blank(stats.cost.get(currency)) for currency in currencies),
-        stats.priced_calls,
-        stats.unpriced_calls,
-        *_figure_csv_cells(group, figure_currencies),
-        *latency,
-    ]
+def _amount_cell(amount: Decimal | None) -> str | None:
+    return None if amount is None else decimal_text(amount)
 
 
-def _blank(value: object) -> object:
-    """CSV cell: an unobserved value is an empty cell, never 0."""
-    if value is None:
-        return ""
-    if isinstance(value, float):
-        return repr(value)
-    if isinstance(value, Decimal):
-        return decimal_text(value)
-    return value
+class _CsvRows:
+    """The cells of a report's rows, in the order of :func:`_csv_columns`. An unobserved value is
+    ``None``, which ``csv`` writes as an empty cell (never 0); a float is written as its
+    ``repr``, the shortest text that reads back as the same number."""
+
+    def __init__(self, report: Report, figures: _RowFigures | None) -> None:
+        self._currencies = report.currencies or ("USD",)
+        self._figures = figures
+        self._figure_currencies = None if figures is None else _figure_csv_currencies(figures)
+
+    def cells(self, key_cells: Sequence[str | None], stats: GroupStats) -> list[object]:
+        """The row of ``stats``, after its ``key_cells``."""
+        cells: list[object] = [*key_cells, stats.calls, stats.llm_calls, stats.errors, stats.aborted]
+        cells += map(stats.tokens.get, USAGE_COUNT_FIELDS)
+        cells += (stats.usage_missing_calls, stats.usage_estimated_calls)
+        cells += map(_amount_cell, map(stats.cost.get, self._currencies))
+        cells += (stats.priced_calls, stats.unpriced_calls)
+        if self._figures is not None and self._figure_currencies is not None:
+            _add_figure_cells(cells, self._figures.by_row[id(stats)], *self._figure_currencies)
+        for metric in LATENCY_METRICS:
+            summary = stats.latency[metric]
+            cells.append(summary.count)
+            cells += map(summary.percentiles.__getitem__, PERCENTILES)
+        return cells
+
+
+def _add_figure_cells(
+    cells: list[object], group: GroupFigures, cache: tuple[str, ...], training: tuple[str, ...]
+) -> None:
+    reads, writes = group.cache_read_savings, group.cache_write_premium
+    savings = group.cache_savings if writes else reads  # see _JsonRows._add
+    for currency in cache:
+        cells += map(_amount_cell, (savings.get(currency), reads.get(currency), writes.get(currency)))
+    cells += map(_amount_cell, map(group.training_cost_share.get, training))
 
 
 def decimal_text(amount: Decimal) -> str:
     """An exact amount as plain decimal text without trailing zeros: ``0.03``, ``12``, ``0.00000015``
     (never ``1.5E-7``), the same whichever source summed it."""
+    text = str(amount)
+    # Already that text when it has no exponent nor trailing zero, and fewer digits than the
+    # context's precision (normalize() would round): most sums, at a tenth of the cost.
+    if text[-1] in _NONZERO_DIGITS and "E" not in text and len(text) <= getcontext().prec:
+        return text
     normalized = amount.normalize()
     return f"{normalized:f}" if normalized else "0"
+
+
+_NONZERO_DIGITS: Final = frozenset("123456789")
 
 
 def render_csv(report: Report, figures: Figures | None = None) -> str:
@@ -652,20 +733,15 @@ def render_csv(report: Report, figures: Figures | None = None) -> str:
     Empty cell = not observed; text cells are neutralised against formula injection. With
     ``figures``: ``cache_savings_<CUR>``, ``cache_read_savings_<CUR>``,
     ``cache_write_premium_<CUR>`` and ``training_cost_share_<CUR>`` columns."""
-    rows = _row_figures(report, figures) if figures is not None else {}
-    currencies = _figure_currencies(figures)
+    row_figures = None if figures is None else _RowFigures.of(report, figures)
+    rows = _CsvRows(report, row_figures)
     buffer = io.StringIO()
     writer = csv.writer(buffer, lineterminator="\n")
-    writer.writerow(_csv_columns(report, currencies))
-    for stats in report.groups:
-        keys = [_blank(_csv_key(v)) for v in stats.key]
-        writer.writerow(_csv_row(stats, keys, report, currencies, rows.get(id(stats))))
+    writer.writerow(_csv_columns(report, row_figures))
+    writer.writerows(rows.cells([_csv_key(v) for v in stats.key], stats) for stats in report.groups)
     if report.other is not None:
         label = f"(other: {report.other.folded_groups} groups)"
-        other = report.other
-        writer.writerow(
-            _csv_row(other, [label] * len(report.group_by), report, currencies, rows.get(id(other)))
-        )
+        writer.writerow(rows.cells([label] * len(report.group_by), report.other))
     return buffer.getvalue()
 
 
