@@ -15,13 +15,13 @@ import sys
 import threading
 import time
 from collections.abc import Callable, Iterator, Sequence
+from concurrent.futures import Future, ThreadPoolExecutor
 from datetime import datetime, timedelta
 from pathlib import Path
-from typing import NoReturn, cast
+from typing import TYPE_CHECKING, Any, NoReturn, cast
 
 from llmmeter._arguments import whole_number
 from llmmeter.record import CallKind, CallRecord
-from llmmeter.report import finops
 from llmmeter.report.build import (
     GROUP_KEYS,
     LATENCY_OUTCOMES,
@@ -47,6 +47,9 @@ from llmmeter.store import STORE_ENV_VAR, StoreError, read_records, resolve_stor
 from llmmeter.store import cli as store_cli
 from llmmeter.store.quarantine import quarantine_count
 from llmmeter.store.read import reading_store
+
+if TYPE_CHECKING:
+    from llmmeter.report.figures import FiguresScan
 
 __all__ = ["main", "parse_time"]
 
@@ -142,7 +145,7 @@ def _add_report_command(subparsers: argparse._SubParsersAction[argparse.Argument
         "--prices",
         action="append",
         default=[],
-        type=finops.price_file_argument,
+        type=_price_file,
         metavar="FILE",
         help="also price with this price file (repeatable): cache savings, training costs, baseline",
     )
@@ -224,13 +227,17 @@ def _local_report(args: argparse.Namespace) -> str:
         path = resolve_store_path(args.store)
         records = read_records(path, since=args.since, until=args.until, kind=_record_kind(kind))
         report = _report_of_records(records, args)
+        from llmmeter.report import finops
+
         sections, figures = finops.routing_sections(path, args), finops.store_figures(path, report, args)
         with reading_store(path) as run:
             _note_quarantine(run)
         return render_html(report, records, sections, figures=figures)  # + routes, figures (issue 14)
     with _sql_source(args.store) as (run, dialect), _progress_line() as progress:
         _check_keys(run, dialect, args)
-        figures_scan = finops.figures_scan(run, dialect, args)  # issue 14: cache, training
+        # The figures (issue 14: cache, training) need the price table: it loads while the
+        # database scans (which holds no GIL), then their own scan runs beside the report's Python.
+        figures_scan = _in_background(lambda: _figures_scan(run, dialect, args))
         report = query_report(
             run,
             dialect=dialect,
@@ -242,10 +249,34 @@ def _local_report(args: argparse.Namespace) -> str:
             top=args.top,
             sort=sort,
             progress=progress,
-            scanned=figures_scan.start,  # the figures' scan runs beside the report's Python work
+            scanned=lambda: figures_scan.result().start(),
         )
         _note_quarantine(run)
-        return finops.render(report, args.format, figures_scan.result(report))
+        from llmmeter.report import finops
+
+        return finops.render(report, args.format, figures_scan.result().result(report))
+
+
+def _figures_scan(run: Run, dialect: Dialect, args: argparse.Namespace) -> FiguresScan:
+    from llmmeter.report import finops  # with the price table: imported off the report's path
+
+    return finops.figures_scan(run, dialect, args)
+
+
+def _in_background(make: Callable[[], Any]) -> Future[Any]:
+    """``make()`` on a thread of its own; its result (or exception) from ``.result()``."""
+    pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix="llmmeter-report-prepare")
+    try:
+        return pool.submit(make)
+    finally:
+        pool.shutdown(wait=False)  # the thread ends with ``make``
+
+
+def _price_file(value: str) -> str:
+    """``--prices FILE``, checked as it is parsed (see :func:`llmmeter.report.finops.price_file_argument`)."""
+    from llmmeter.report import finops
+
+    return finops.price_file_argument(value)
 
 
 def _report_of_records(records: list[CallRecord], args: argparse.Namespace) -> Report:
@@ -278,6 +309,8 @@ def _fleet_html_report(args: argparse.Namespace, url: str) -> str:
         kind = _record_kind(cast(ReportKind, args.kind))
         records = read_fleet_records(url, since=args.since, until=args.until, kind=kind)
         report = _report_of_records(records, args)
+        from llmmeter.report import finops
+
         figures = finops.report_figures(run, dialect, report, args)
         _note_quarantine(run)
     return render_html(report, records, figures=figures)
@@ -398,6 +431,8 @@ def _finops_report(args: argparse.Namespace) -> str:
         raise _Failure("--kind route shows every group, most requests first: --top does not apply")
     if args.kind not in ("llm", "route"):
         raise _Failure("--baseline-model applies to LLM calls: leave out --kind")
+    from llmmeter.report import finops
+
     with _sql_source(args.store) as (run, dialect):
         try:
             if args.kind == "route":

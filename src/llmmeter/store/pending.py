@@ -9,12 +9,14 @@ the price table in force there (the configured one, else the bundled table).
 
 from __future__ import annotations
 
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from llmmeter._log import internal_error
-from llmmeter.pricing import PricingRegistry
 from llmmeter.record import CostStatus
 from llmmeter.store.schema import COLUMN_NAMES, record_from_row, record_to_row
+
+if TYPE_CHECKING:
+    from llmmeter.pricing import PricingRegistry
 
 __all__ = ["price_pending"]
 
@@ -40,7 +42,10 @@ def price_pending(row: tuple[Any, ...]) -> tuple[Any, ...]:
 
 
 def _registry() -> PricingRegistry | None:
+    # Imported here: reading a store (``llmmeter report``) needs the price table only for a
+    # record journaled before it was priced, and loading it takes longer than a small report.
     from llmmeter import config
+    from llmmeter.pricing import PricingRegistry
 
     settings = config.current_settings()  # never configures: a report must not start a store
     return settings.pricing if settings is not None else PricingRegistry.default()
