@@ -462,6 +462,38 @@ def test_a_cost_is_stored_as_integer_units_only_when_exact(amount: str | None, u
         assert units_to_decimal(units) == Decimal(amount or 0)
 
 
+def test_costs_past_what_64_bits_of_units_hold_still_add_up_exactly(tmp_path: Path) -> None:
+    # 5 million USD is 5 * 10^18 units, which fits; two of them overflow SQLite's integer SUM,
+    # and that group's part of the scan is run again with sums that cannot overflow.
+    path = tmp_path / "records.sqlite3"
+    writer = SQLiteStore(path)
+    for i, (team, amount) in enumerate([("big", "5000000"), ("big", "5000000.000001"), ("small", "0.25")]):
+        writer.write(
+            CallRecord(
+                operation="chat",
+                provider="openai",
+                request_model="gpt-4o",
+                usage=Usage(input_tokens=10),
+                cost=Cost(amount=Decimal(amount)),
+                cost_status=CostStatus.PRICED,
+                timings=Timings(start_time_unix_ns=NOW_NS, duration_s=1.0),
+                attributes={"team": team},
+                record_id=f"r-{i}",
+            )
+        )
+    assert writer.flush()
+    writer.close()
+
+    with reading_store(path) as run:
+        report = query_report(run, by="team")
+
+    assert {group.key[0]: group.cost for group in report.groups} == {
+        "big": {"USD": Decimal("10000000.000001")},
+        "small": {"USD": Decimal("0.25")},
+    }
+    assert report.total.cost == {"USD": Decimal("10000000.250001")}
+
+
 def test_every_latency_reads_back_within_the_stated_bound() -> None:
     rng = random.Random(5)
     values = [rng.lognormvariate(-3, 3) for _ in range(20_000)] + [1e-9, 0.3, 1.0, 3600.0, 1e-300, 1.7e308]

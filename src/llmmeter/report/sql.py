@@ -30,6 +30,7 @@ from __future__ import annotations
 
 import array
 import contextlib
+import dataclasses
 import itertools
 import json
 import math
@@ -178,6 +179,11 @@ class Dialect(Protocol):
         """The sum (``None``: no amount) and the rows left, from :meth:`exact_cost`'s values."""
         ...
 
+    def widened(self, error: Exception) -> Dialect | None:
+        """When ``error`` says a sum overflowed, a dialect whose sums cannot (the statement is
+        then run again with it); else ``None``."""
+        ...
+
     def decimal_sum(self, amount: str) -> str:
         """An aggregate giving the exact sum of the decimal ``amount``, read with ``Decimal(str())``."""
         ...
@@ -307,6 +313,10 @@ class SQLiteDialect:
     report_form: bool = False
     """Every row read has its report columns (:mod:`llmmeter.store.report_columns`): read those
     alone, without the per-row test for a row an older llmmeter wrote."""
+    wide_sums: bool = False
+    """Costs summed as two halves, which cannot overflow 64 bits; otherwise as one ``SUM``
+    (SQLite stops with "integer overflow" past 9.2 million of a currency in one result row,
+    and the statement is run again with this set: :meth:`widened`)."""
 
     def prepare(self, run: Run) -> None:
         """Register the report's Python functions (used on rows older llmmeters wrote) on the
@@ -385,21 +395,28 @@ class SQLiteDialect:
         return parts
 
     def exact_cost(self, amount: str, units: str) -> tuple[str, ...]:
-        """The integer units summed in two halves (exact at any size, no Python per row), and
-        the count of rows whose amount is not a whole number of units."""
+        """The integer units summed (exact, no Python per row: in two halves with
+        :attr:`wide_sums`, else in one ``SUM`` and ``NULL``), and the count of rows whose
+        amount is not a whole number of units."""
+        left = _count_where(f"{amount} IS NOT NULL AND {units} IS NULL")
+        if not self.wide_sums:
+            return f"SUM({units})", "NULL", left
         mask = (1 << _UNITS_SPLIT) - 1
-        return (
-            f"SUM({units} >> {_UNITS_SPLIT})",
-            f"SUM({units} & {mask})",
-            _count_where(f"{amount} IS NOT NULL AND {units} IS NULL"),
-        )
+        return f"SUM({units} >> {_UNITS_SPLIT})", f"SUM({units} & {mask})", left
 
     def read_exact_cost(self, values: Sequence[Any]) -> tuple[Decimal | None, int]:
-        """See :meth:`Dialect.read_exact_cost`."""
+        """See :meth:`Dialect.read_exact_cost` (either form of :meth:`exact_cost`)."""
         high, low, left = values
         if high is None:
             return None, int(left or 0)
-        return units_to_decimal((int(high) << _UNITS_SPLIT) + int(low)), int(left or 0)
+        units = int(high) if low is None else (int(high) << _UNITS_SPLIT) + int(low)
+        return units_to_decimal(units), int(left or 0)
+
+    def widened(self, error: Exception) -> SQLiteDialect | None:
+        """See :meth:`Dialect.widened`: the costs summed in two halves."""
+        if self.wide_sums or "integer overflow" not in str(error):
+            return None
+        return dataclasses.replace(self, wide_sums=True)
 
     def decimal_sum(self, amount: str) -> str:
         """A Python aggregate, for the few rows whose amount has no integer form."""
@@ -744,9 +761,8 @@ class _Query:
         latency = dialect.latency_buckets(LATENCY_METRICS, _LATENCY_CONDITIONS[self.latency_outcome])
         return [*_counts(kind, token_kinds), *cost, *latency], len(cost)
 
-    def _part_statement(self, part: Part) -> tuple[str, list[object]]:
-        """The scan's statement over ``part``'s rows, read as its dialect says."""
-        dialect = part.dialect or self.dialect
+    def _part_statement(self, part: Part, dialect: Dialect) -> tuple[str, list[object]]:
+        """The scan's statement over ``part``'s rows, read as ``dialect`` says."""
         keys = [_key(dialect, key) for key in self.group_by]
         aggregates, _ = self._aggregates(dialect, part.token_kinds)
         return self._statement(aggregates, part.where, part.params, keys)
@@ -756,11 +772,21 @@ class _Query:
         window, its parts on threads of their own (the database works without the GIL);
         ``scanned`` is called once the database has returned every part's rows."""
         _, cost_width = self._aggregates(self.dialect, None)
-        statements = [self._part_statement(part) for part in parts]
         scan = _Scan()
-        for rows in _fetch_in_parts(parts, statements, scanned):
+        for rows in _fetch_in_parts(parts, self._fetch_part, scanned):
             self._add_rows(scan, rows, cost_width)
         return scan
+
+    def _fetch_part(self, part: Part) -> list[Sequence[Any]]:
+        """``part``'s result rows; again with wider sums if a sum overflowed."""
+        dialect = part.dialect or self.dialect
+        try:
+            return list(part.run(*self._part_statement(part, dialect)))
+        except Exception as error:  # the database's own error type
+            wider = dialect.widened(error)
+            if wider is None:
+                raise
+            return list(part.run(*self._part_statement(part, wider)))
 
     def _add_rows(self, scan: _Scan, rows: Iterable[Sequence[Any]], cost_width: int) -> None:
         width, latency_at = len(self.keys), _COUNTS + cost_width
@@ -793,25 +819,18 @@ class _Query:
                 _add_cost(scan.group(self._label(row[:width])).stats, row[width + 1], Decimal(str(total)))
 
 
-def _fetch_all(run: Run, sql: str, params: Sequence[object]) -> list[Sequence[Any]]:
-    return list(run(sql, params))
-
-
 def _fetch_in_parts(
-    parts: Sequence[Part], statements: Sequence[tuple[str, Sequence[object]]], scanned: Callable[[], None]
+    parts: Sequence[Part], fetch: Callable[[Part], list[Sequence[Any]]], scanned: Callable[[], None]
 ) -> Iterator[list[Sequence[Any]]]:
-    """The rows of each part's statement, part by part, the parts running at once on threads of
-    their own (the database works without the GIL); ``scanned`` is called when all are in."""
+    """``fetch(part)`` of each part, part by part, the parts running at once on threads of their
+    own (the database works without the GIL); ``scanned`` is called when all are in."""
     if len(parts) == 1:
-        rows = _fetch_all(parts[0].run, *statements[0])
+        rows = fetch(parts[0])
         scanned()
         yield rows
         return
     with ThreadPoolExecutor(max_workers=len(parts), thread_name_prefix="llmmeter-report") as pool:
-        results = [
-            pool.submit(_fetch_all, part.run, *statement)
-            for part, statement in zip(parts, statements, strict=True)
-        ]
+        results = [pool.submit(fetch, part) for part in parts]
         wait(results)
         scanned()
         for result in results:

@@ -116,6 +116,10 @@ class PostgresDialect:
         (total,) = values
         return (None if total is None else Decimal(total)), 0
 
+    def widened(self, error: Exception) -> None:
+        """``NUMERIC`` sums do not overflow: nothing to widen."""
+        return None
+
     def decimal_sum(self, amount: str) -> str:
         """``SUM`` of the ``NUMERIC`` amount."""
         return f"SUM({amount})"
