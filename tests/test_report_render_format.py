@@ -278,6 +278,31 @@ def test_decimal_text_of_more_digits_than_the_context_holds_is_rounded_as_normal
     assert decimal_text(long) == "1.234567890123456789012345679"  # the default 28 digits
 
 
+@pytest.mark.parametrize("precision", [28, 10])
+def test_decimal_text_is_the_normalized_amount_in_plain_notation_whatever_its_form(precision: int) -> None:
+    amounts = [
+        Decimal(f"{sign}{digits}").scaleb(exponent)
+        for sign in ("", "-")
+        for digits in (
+            "0",
+            "7",
+            "120",
+            "1050",
+            "123456789",
+            "9" * 27,
+            "1" + "0" * 30,
+            "31415926535897932384626433832795",
+        )
+        for exponent in range(-36, 6, 3)
+    ]
+
+    with localcontext() as context:
+        context.prec = precision
+        for amount in amounts:
+            normalized = amount.normalize()
+            assert decimal_text(amount) == (f"{normalized:f}" if normalized else "0"), amount
+
+
 def test_csv_has_a_row_per_group_with_exact_cells_and_empty_ones_for_unobserved_values() -> None:
     report = build_report(varied_calls(), by="team", top=7)
     figures = varied_figures(report)

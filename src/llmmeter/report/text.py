@@ -473,16 +473,41 @@ _VALUES: Final = json.JSONEncoder(
 of a plain value never has a raw line break (a string's is escaped), so the lines split apart."""
 
 
+def _json_texts(values: list[object]) -> list[str]:
+    """The JSON text of each of ``values``, from one call of the C encoder."""
+    if not values:
+        return []
+    encoded = _VALUES.encode(values)
+    if not encoded.isascii():
+        encoded = json_text(encoded)
+    texts = encoded.split("\n")
+    texts[0] = texts[0].removeprefix("[")  # the list's brackets: not copying the whole text
+    texts[-1] = texts[-1].removesuffix("]")
+    return texts
+
+
+# A row template is filled twice: its counts first (an int's str() is its JSON, and 60 % of a
+# row's values are counts), then its other values' JSON texts.
+_COUNT: Final = "%s"
+"""A count's slot in a row template."""
+_VALUE: Final = "%%s"
+"""Any other value's slot: ``%s`` once the counts are in."""
+
+
+def _template_text(text: str) -> str:
+    """``text`` as it stands in a row template: each ``%`` as one once both fillings are done."""
+    return text.replace("%", "%%%%")
+
+
 def _object_template(fields: Iterable[tuple[str, str]]) -> str:
-    """A JSON object of ``(name, value template)`` fields, for ``%`` formatting: the names
-    encoded as JSON, a ``%`` in them doubled."""
-    members = (f"{_json_value(name).replace('%', '%%')}: {value}" for name, value in fields)
+    """A JSON object template of ``(name, value template)`` fields, the names encoded as JSON."""
+    members = (f"{_template_text(_json_value(name))}: {value}" for name, value in fields)
     return "{" + ", ".join(members) + "}"
 
 
-def _slots(names: Iterable[str]) -> str:
-    """A JSON object template with a ``%s`` slot for the value of each of ``names``."""
-    return _object_template((name, "%s") for name in names)
+def _slots(names: Iterable[str], slot: str = _VALUE) -> str:
+    """A JSON object template with a ``slot`` for the value of each of ``names``."""
+    return _object_template((name, slot) for name in names)
 
 
 _JsonShape = tuple[Any, ...]
@@ -496,8 +521,9 @@ class _JsonRows:
     ``json.dumps`` with ``separators=(", ", ": ")`` gives for each row's document.
 
     Thousands of groups render in a fraction of a second: the keys of a row are the same in every
-    row, so they are a text template made once (per set of cost statuses); the values of all
-    rows are encoded in one call of the C encoder, then put into the templates' slots.
+    row, so they are a text template made once (per set of cost statuses); the counts of all
+    rows fill their slots in one ``%`` formatting, the other values are encoded in one call of
+    the C encoder and fill theirs in another.
     """
 
     def __init__(self, report: Report, figures: _RowFigures | None) -> None:
@@ -506,7 +532,9 @@ class _JsonRows:
         self._token_kinds = report.token_kinds
         self._currencies = report.currencies
         self._figures = figures
+        self._no_amounts = (None,) * (0 if figures is None else len(figures.cache_currencies))
         self._templates: dict[_JsonShape, str] = {}
+        self._counts: list[object] = []
         self._values: list[object] = []
 
     def group(self, stats: GroupStats) -> str:
@@ -518,52 +546,60 @@ class _JsonRows:
 
     def other(self, stats: GroupStats) -> str:
         """Add the ``other`` row (the groups after the top ones); its template."""
-        self._values.append(stats.folded_groups)
-        return self._add('{"groups": %s, ', stats)
+        self._counts.append(stats.folded_groups)
+        return self._add(f'{{"groups": {_COUNT}, ', stats)
 
     def total(self, stats: GroupStats) -> str:
         """Add the total row; its template."""
         return self._add('{"key": {}, ', stats)
 
     def fill(self, template: str) -> str:
-        """``template``, with the templates of the rows added in their order, with their values."""
-        encoded = _VALUES.encode(self._values)
-        if not encoded.isascii():
-            encoded = json_text(encoded)
-        texts = encoded.split("\n")
-        texts[0] = texts[0].removeprefix("[")  # the list's brackets: not copying the whole text
-        texts[-1] = texts[-1].removesuffix("]")
-        return template % tuple(texts)
+        """``template``, with the templates of the rows added in their order, filled with the
+        rows' counts and values."""
+        counts: Sequence[object] = self._counts
+        if not set(map(type, counts)) <= {int}:  # %s would not write a bool or None as JSON
+            counts = _json_texts(self._counts)
+        return template % tuple(counts) % tuple(_json_texts(self._values))
 
     def _add(self, opening: str, stats: GroupStats) -> str:
-        values, cost_status, figures = self._values, stats.cost_status, self._figures
+        counts, values, cost_status = self._counts, self._values, stats.cost_status
         statuses = sorted(cost_status)
-        values += (stats.calls, stats.llm_calls, stats.errors, stats.aborted)
+        counts += (stats.calls, stats.llm_calls, stats.errors, stats.aborted)
         values += map(stats.tokens.get, self._token_kinds)
-        values += (stats.usage_missing_calls, stats.usage_estimated_calls)
+        counts += (stats.usage_missing_calls, stats.usage_estimated_calls)
         values += map(stats.cost.get, self._currencies)
-        values += (stats.priced_calls, stats.unpriced_calls)
-        if figures is not None:
-            group, cache = figures.by_row[id(stats)], figures.cache_currencies
-            reads, writes = group.cache_read_savings, group.cache_write_premium
-            # Without cache writes the savings are the read savings (less nothing): the same
-            # amounts, without building a cache_savings dictionary for each of thousands of groups.
-            values += map((group.cache_savings if writes else reads).get, cache)
-            values += map(reads.get, cache)
-            values += map(writes.get, cache)
-            values += map(group.training_cost_share.get, figures.training_currencies)
-        values += map(cost_status.__getitem__, statuses)
+        counts += (stats.priced_calls, stats.unpriced_calls)
+        if self._figures is not None:
+            self._add_figures(self._figures.by_row[id(stats)], self._figures)
+        counts += map(cost_status.__getitem__, statuses)
         # Unambiguous as one flat tuple: statuses (text) end at None; a metric's name (text)
         # is followed by its percentiles (numbers).
         shape: list[object] = [opening, *statuses, None]
         for metric, summary in stats.latency.items():
             percentiles = summary.percentiles
-            values.append(summary.count)
+            counts.append(summary.count)
             values += percentiles.values()
             shape.append(metric)
             shape += percentiles
         key = tuple(shape)
         return self._templates.get(key) or self._template(key, opening, statuses, stats.latency)
+
+    def _add_figures(self, group: GroupFigures, figures: _RowFigures) -> None:
+        values, cache = self._values, figures.cache_currencies
+        reads, writes = group.cache_read_savings, group.cache_write_premium
+        if writes:
+            values += map(group.cache_savings.get, cache)
+            values += map(reads.get, cache)
+            values += map(writes.get, cache)
+        else:  # the savings are the read savings (less nothing), without a dictionary per group
+            read_savings = [
+                None if amount is None else decimal_text(amount) for amount in map(reads.get, cache)
+            ]
+            values += read_savings
+            values += read_savings
+            values += self._no_amounts
+        if figures.training_currencies:
+            values += map(group.training_cost_share.get, figures.training_currencies)
 
     def _template(
         self, shape: _JsonShape, opening: str, statuses: list[str], latency: dict[str, LatencySummary]
@@ -578,19 +614,19 @@ class _JsonRows:
                 ("training_cost_share", _slots(training)),
             ]
         latency_fields = (
-            (metric, _slots(("count", *(f"p{p}" for p in summary.percentiles))))
+            (metric, _object_template([("count", _COUNT), *((f"p{p}", _VALUE) for p in summary.percentiles)]))
             for metric, summary in latency.items()
         )
         fields = [
-            *((name, "%s") for name in ("calls", "llm_calls", "errors", "aborted")),
+            *((name, _COUNT) for name in ("calls", "llm_calls", "errors", "aborted")),
             ("tokens", _slots(self._token_kinds)),
-            ("usage_missing_calls", "%s"),
-            ("usage_estimated_calls", "%s"),
+            ("usage_missing_calls", _COUNT),
+            ("usage_estimated_calls", _COUNT),
             ("cost", _slots(self._currencies)),
-            ("priced_calls", "%s"),
-            ("unpriced_calls", "%s"),
+            ("priced_calls", _COUNT),
+            ("unpriced_calls", _COUNT),
             *figure_fields,
-            ("cost_status", _slots(statuses)),
+            ("cost_status", _slots(statuses, _COUNT)),
             ("latency_s", _object_template(latency_fields)),
         ]
         template = self._templates[shape] = opening + _object_template(fields).removeprefix("{")
@@ -634,7 +670,7 @@ def render_json(report: Report, figures: Figures | None = None) -> str:
     total = rows.total(report.total)
     # The whole document is one template, filled in one go: one key per line, one group per line.
     lines = [f"  {_COMPACT.encode(name)}: {_COMPACT.encode(value)}" for name, value in header.items()]
-    head = json_text(",\n".join(lines)).replace("%", "%%")
+    head = _template_text(json_text(",\n".join(lines)))
     groups_line = '  "groups": [\n    ' + ",\n    ".join(groups) + "\n  ]" if groups else '  "groups": []'
     return rows.fill(f'{{\n{head},\n{groups_line},\n  "other": {other},\n  "total": {total}\n}}\n')
 
@@ -717,15 +753,14 @@ def decimal_text(amount: Decimal) -> str:
     """An exact amount as plain decimal text without trailing zeros: ``0.03``, ``12``, ``0.00000015``
     (never ``1.5E-7``), the same whichever source summed it."""
     text = str(amount)
-    # Already that text when it has no exponent nor trailing zero, and fewer digits than the
-    # context's precision (normalize() would round): most sums, at a tenth of the cost.
-    if text[-1] in _NONZERO_DIGITS and "E" not in text and len(text) <= getcontext().prec:
-        return text
+    # Most sums have no exponent: their plain text is str() without trailing zeros, at a third of
+    # the cost of normalize() -- which also rounds to the context's precision: not when shorter.
+    if "E" not in text and amount.is_finite():
+        plain = text.rstrip("0").removesuffix(".") if "." in text else text
+        if plain != "-0" and len(plain) <= getcontext().prec:
+            return plain
     normalized = amount.normalize()
     return f"{normalized:f}" if normalized else "0"
-
-
-_NONZERO_DIGITS: Final = frozenset("123456789")
 
 
 def render_csv(report: Report, figures: Figures | None = None) -> str:
