@@ -494,6 +494,24 @@ def test_costs_past_what_64_bits_of_units_hold_still_add_up_exactly(tmp_path: Pa
     assert report.total.cost == {"USD": Decimal("10000000.250001")}
 
 
+def test_a_bucket_no_llmmeter_writes_reads_as_an_infinite_latency_not_a_crash(tmp_path: Path) -> None:
+    path = tmp_path / "records.sqlite3"
+    writer = SQLiteStore(path)
+    writer.write(
+        CallRecord(operation="chat", provider="openai", timings=Timings(duration_s=1.0), record_id="r-1")
+    )
+    assert writer.flush()
+    writer.close()
+    with sqlite3.connect(path) as conn:  # another tool's hands: a bucket past the largest float
+        conn.execute("UPDATE records SET duration_bucket = 10000000000")
+    conn.close()
+
+    with reading_store(path) as run:
+        report = query_report(run)
+
+    assert report.total.latency["duration"].percentiles[50] == math.inf
+
+
 def test_every_latency_reads_back_within_the_stated_bound() -> None:
     rng = random.Random(5)
     values = [rng.lognormvariate(-3, 3) for _ in range(20_000)] + [1e-9, 0.3, 1.0, 3600.0, 1e-300, 1.7e308]

@@ -157,7 +157,10 @@ def bucket_value(bucket: int) -> float:
         return special
     if abs(bucket - _NEGATIVE) < _NEGATIVE_SPAN:
         return -bucket_value(bucket - _NEGATIVE)
-    return math.exp(bucket * _LOG_GAMMA + _LOG_MIDDLE)
+    try:
+        return math.exp(bucket * _LOG_GAMMA + _LOG_MIDDLE)
+    except OverflowError:  # no bucket this llmmeter writes: a store edited by other hands
+        return math.inf
 
 
 def cost_units(amount: Any) -> int | None:
