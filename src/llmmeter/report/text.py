@@ -564,11 +564,14 @@ class _JsonRows:
     def _add(self, opening: str, stats: GroupStats) -> str:
         counts, values, cost_status = self._counts, self._values, stats.cost_status
         statuses = sorted(cost_status)
-        counts += (stats.calls, stats.llm_calls, stats.errors, stats.aborted)
+        # Each list in the order of its slots: the counts and the other values interleave in a row.
+        counts += (
+            *(stats.calls, stats.llm_calls, stats.errors, stats.aborted),
+            *(stats.usage_missing_calls, stats.usage_estimated_calls),
+            *(stats.priced_calls, stats.unpriced_calls),
+        )
         values += map(stats.tokens.get, self._token_kinds)
-        counts += (stats.usage_missing_calls, stats.usage_estimated_calls)
         values += map(stats.cost.get, self._currencies)
-        counts += (stats.priced_calls, stats.unpriced_calls)
         if self._figures is not None:
             self._add_figures(self._figures.by_row[id(stats)], self._figures)
         counts += map(cost_status.__getitem__, statuses)
@@ -743,9 +746,14 @@ def _add_figure_cells(
     cells: list[object], group: GroupFigures, cache: tuple[str, ...], training: tuple[str, ...]
 ) -> None:
     reads, writes = group.cache_read_savings, group.cache_write_premium
-    savings = group.cache_savings if writes else reads  # see _JsonRows._add
-    for currency in cache:
-        cells += map(_amount_cell, (savings.get(currency), reads.get(currency), writes.get(currency)))
+    if writes:
+        savings = group.cache_savings
+        for currency in cache:
+            cells += map(_amount_cell, (savings.get(currency), reads.get(currency), writes.get(currency)))
+    else:  # the savings are the read savings (see _JsonRows._add_figures)
+        for currency in cache:
+            read_savings = _amount_cell(reads.get(currency))
+            cells += (read_savings, read_savings, None)
     cells += map(_amount_cell, map(group.training_cost_share.get, training))
 
 
