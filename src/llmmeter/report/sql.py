@@ -645,12 +645,25 @@ def sum_present(value: str) -> str:
     return f"SUM({value}) FILTER (WHERE {value} IS NOT NULL)"
 
 
-_TOKENS: Final = slice(4, 4 + len(USAGE_COUNT_FIELDS))
+_TOKENS_AT: Final = 4
 _AFTER_TOKENS: Final = 4 + len(USAGE_COUNT_FIELDS)
 _COUNTS: Final = _AFTER_TOKENS + 4
 
 
-def _add_row(stats: GroupStats, status: str, values: Sequence[Any]) -> None:
+TokenColumns = Sequence[tuple[int, str]]
+"""Where in a result row each token kind a statement sums is, and its name (a kind known to be
+NULL on every row the statement reads is not summed: :func:`_token_sum`)."""
+
+
+def _token_columns(kind: ReportKind, token_kinds: frozenset[str] | None) -> TokenColumns:
+    return [
+        (_TOKENS_AT + i, name)
+        for i, name in enumerate(USAGE_COUNT_FIELDS)
+        if _token_sum(name, kind, token_kinds) != "NULL"
+    ]
+
+
+def _add_row(stats: GroupStats, status: str, values: Sequence[Any], token_columns: TokenColumns) -> None:
     """Add one result row's counts and token sums to ``stats`` (a group has a row per cost
     status and currency)."""
     calls, errors, aborted, llm_calls = values[:4]
@@ -669,7 +682,8 @@ def _add_row(stats: GroupStats, status: str, values: Sequence[Any]) -> None:
     cost_status = stats.cost_status
     cost_status[status] = cost_status.get(status, 0) + calls
     tokens = stats.tokens
-    for name, count in zip(USAGE_COUNT_FIELDS, values[_TOKENS], strict=True):
+    for at, name in token_columns:
+        count = values[at]
         if count is not None:
             tokens[name] = tokens.get(name, 0) + int(count)
 
@@ -773,8 +787,8 @@ class _Query:
         ``scanned`` is called once the database has returned every part's rows."""
         _, cost_width = self._aggregates(self.dialect, None)
         scan = _Scan()
-        for rows in _fetch_in_parts(parts, self._fetch_part, scanned):
-            self._add_rows(scan, rows, cost_width)
+        for part, rows in zip(parts, _fetch_in_parts(parts, self._fetch_part, scanned), strict=True):
+            self._add_rows(scan, rows, cost_width, _token_columns(self.window.kind, part.token_kinds))
         return scan
 
     def _fetch_part(self, part: Part) -> list[Sequence[Any]]:
@@ -788,7 +802,9 @@ class _Query:
                 raise
             return list(part.run(*self._part_statement(part, wider)))
 
-    def _add_rows(self, scan: _Scan, rows: Iterable[Sequence[Any]], cost_width: int) -> None:
+    def _add_rows(
+        self, scan: _Scan, rows: Iterable[Sequence[Any]], cost_width: int, token_columns: TokenColumns
+    ) -> None:
         width, latency_at = len(self.keys), _COUNTS + cost_width
         read_cost, read_buckets = self.dialect.read_exact_cost, self.dialect.read_latency_buckets
         group, previous_key = None, None
@@ -797,7 +813,7 @@ class _Query:
             if group is None or raw_key != previous_key:  # a group's rows mostly come together
                 group, previous_key = scan.group(self._label(raw_key)), raw_key
             currency, values = row[width + 1], row[width + 2 :]
-            _add_row(group.stats, row[width], values)
+            _add_row(group.stats, row[width], values, token_columns)
             amount, left = read_cost(values[_COUNTS:latency_at])
             _add_cost(group.stats, currency, amount)
             scan.decimal_rows += left
