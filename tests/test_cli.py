@@ -422,10 +422,13 @@ def test_a_slow_report_shows_a_progress_line_on_a_terminal_only(
     assert err.endswith("\r\x1b[K")  # the line is cleared before the report is printed
 
 
-def test_the_report_command_starts_without_loading_the_price_table() -> None:
+def test_the_report_command_parses_its_arguments_without_loading_the_price_table() -> None:
     # The price table (pydantic models, the bundled prices) loads on a thread of its own while the
     # database scans: importing it up front put ≈ 0.2 s before every report's first query.
-    code = "import sys, llmmeter.cli; print(sorted(m for m in sys.modules if 'llmmeter.pricing' in m))"
+    code = (
+        "import sys, llmmeter.cli; llmmeter.cli._parser('report'); "
+        "print(sorted(m for m in sys.modules if 'llmmeter.pricing' in m))"
+    )
     result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
 
     assert result.stdout.strip() == "[]"

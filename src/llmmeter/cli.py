@@ -480,25 +480,38 @@ def _fail(message: str) -> int:
     return 2
 
 
-def _parser() -> argparse.ArgumentParser:
+def _parser(command: str | None = None) -> argparse.ArgumentParser:
     parser: argparse.ArgumentParser = _OneLineParser(
         prog="llmmeter", description="Per-request LLM cost and latency telemetry."
     )
     subparsers = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
     _add_report_command(subparsers)
-    try:
-        from llmmeter.pricing.cli import add_subcommand
-    except ImportError:
-        pass
-    else:
-        add_subcommand(subparsers)
+    _add_prices_command(subparsers, command)
     store_cli.add_subcommand(subparsers)
     return parser
 
 
+def _add_prices_command(subparsers: Any, command: str | None) -> None:
+    """``llmmeter prices`` in full when it is the command run; otherwise only its line in
+    ``--help``: its arguments import the price table (≈ 0.2 s), which a report loads beside
+    its scan instead."""
+    if command == "prices":
+        from llmmeter.pricing.cli import add_subcommand
+
+        add_subcommand(subparsers)
+    else:
+        subparsers.add_parser("prices", help="show, list and diff prices, check a price file")
+
+
+def _command(argv: Sequence[str]) -> str | None:
+    """The subcommand ``argv`` runs (its first word that is not an option)."""
+    return next((word for word in argv if not word.startswith("-")), None)
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     """Run the ``llmmeter`` command line; returns the exit code."""
-    parser = _parser()
+    argv = sys.argv[1:] if argv is None else argv
+    parser = _parser(_command(argv))
     try:
         args = parser.parse_args(argv)
         handler: Callable[[argparse.Namespace], int | None] = args.func

@@ -363,7 +363,9 @@ class SQLiteDialect:
     def parts(self, run: Run) -> list[Part]:
         """Row-id ranges, one per CPU (at most 4), each on a read-only connection of its own, cut
         where the store's summary of what its rows hold starts (rows it covers are read leaner)."""
-        low, high = next(iter(run("SELECT min(id), max(id) FROM records", [])))
+        # Two subqueries: SQLite reads min() or max() of a rowid from the b-tree's ends, but
+        # scans every row for the two in one query (0.17 s at a million).
+        low, high = next(iter(run("SELECT (SELECT min(id) FROM records), (SELECT max(id) FROM records)", [])))
         if low is None:
             return [Part(run)]
         summary = _rows_summary(run)  # after max(id): it covers every row up to it
