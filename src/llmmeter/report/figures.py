@@ -44,7 +44,6 @@ from __future__ import annotations
 
 import datetime as dt
 import math
-import os
 from collections.abc import Iterable, Sequence
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
@@ -97,9 +96,6 @@ _CACHE_PARTS: Final = (
 )
 _FIRST_DAY, _LAST_DAY, _COUNTS = 6, 7, 8
 """Where a row's first and last day and its counts follow its group key."""
-_SORT_THREADS: Final = min(os.cpu_count() or 1, 4)
-"""Threads SQLite may sort the scan's rows with (its ``GROUP BY``'s sorter): at a million records
-the sort takes a quarter less time, for a few percent more CPU."""
 _MAX_LOOKUP_DAYS: Final = 100_000
 """Most model-days looked up for price changes (6 models over 30 days: 180); beyond, as with
 timestamps years apart, the scan groups by day instead."""
@@ -706,8 +702,6 @@ class FiguresScan:
     def _scan(self, run: Run, period: str) -> list[Sequence[Any]]:
         """The result rows of the window's LLM calls, each part of the store read as it may be."""
         thresholds, cache_only = _tier_thresholds(self._entries), not self._declared
-        if isinstance(run, SQLiteRun):
-            run.connection.execute(f"PRAGMA threads = {_SORT_THREADS}")
         found: list[Sequence[Any]] = []
         for rows in _rows_of(run, self._dialect):
             keys = [group_key_sql(rows.dialect, key) for key in self._window.group_by]
