@@ -342,6 +342,8 @@ class SQLiteDialect:
         """See :meth:`Dialect.attribute_label`."""
         if value is None or value == _JSON_NULL:
             return None
+        if isinstance(value, str) and len(value) >= 2 and value[0] == value[-1] == '"' and "\\" not in value:
+            return value[1:-1]  # a JSON string without escapes is its own text: no parse
         return label(json.loads(value))
 
     def cost_and_latency(self, amount: str, metrics: Sequence[str], latency_rows: str) -> tuple[str, ...]:
