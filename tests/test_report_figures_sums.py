@@ -18,8 +18,8 @@ import pytest
 from llmmeter.pricing.models import ModelPrice, PromptTier, ServiceTierPrice
 from llmmeter.pricing.registry import CacheTokens, PricingRegistry, cache_figures
 from llmmeter.record import CallRecord, Timings, Usage, UsageSource
-from llmmeter.report.figures import Figures, query_figures
-from llmmeter.report.sql import query_report
+from llmmeter.report.figures import Figures, _read, query_figures
+from llmmeter.report.sql import SQLITE, query_report
 from llmmeter.store import SQLiteStore
 from llmmeter.store.read import reading_store
 from llmmeter.store.schema import COLUMN_NAMES, record_to_row
@@ -247,3 +247,15 @@ def test_the_fleet_store_sums_the_same_figures(
         figures = query_figures(run, report, dialect=POSTGRESQL_DIALECT, registry=prices)
 
     assert by_team(figures) == each_call_priced(calls, prices)
+
+
+def test_the_figures_rows_come_back_as_one_text_equal_to_the_rows_and_a_blob_is_read_row_by_row(
+    calls: list[CallRecord], tmp_path: Path
+) -> None:
+    # One text: the figures' thread reads its rows without waiting for the GIL row by row.
+    path = written(tmp_path / "records.sqlite3", calls[:80])
+    grouped = "SELECT request_model, service_tier, COUNT(*), SUM(input_tokens) FROM records GROUP BY 1, 2"
+    blob = "SELECT CAST(request_model AS BLOB), COUNT(*) FROM records GROUP BY 1"
+    with reading_store(path) as run:
+        assert _read(run, grouped, [], 4, SQLITE) == [tuple(row) for row in run(grouped, [])]
+        assert _read(run, blob, [], 2, SQLITE) == [tuple(row) for row in run(blob, [])]
