@@ -83,6 +83,7 @@ from llmmeter.store.schema import StoreError
 __all__ = [
     "BUCKETED_PERCENTILE_METHOD",
     "SQLITE",
+    "BucketPiece",
     "Dialect",
     "GroupLabels",
     "Histogram",
