@@ -18,7 +18,7 @@ from collections.abc import Callable, Iterator, Sequence
 from concurrent.futures import Future, ThreadPoolExecutor
 from datetime import datetime, timedelta
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, NoReturn, cast
+from typing import TYPE_CHECKING, Any, NoReturn, TypeVar, cast
 
 from llmmeter._arguments import whole_number
 from llmmeter.record import CallKind, CallRecord
@@ -53,6 +53,7 @@ if TYPE_CHECKING:
 
 __all__ = ["main", "parse_time"]
 
+_T = TypeVar("_T")
 _RELATIVE = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*([smhdw])\s*$")
 _UNIT_SECONDS = {"s": 1, "m": 60, "h": 3600, "d": 86_400, "w": 604_800}
 
@@ -263,7 +264,7 @@ def _figures_scan(run: Run, dialect: Dialect, args: argparse.Namespace) -> Figur
     return finops.figures_scan(run, dialect, args)
 
 
-def _in_background(make: Callable[[], Any]) -> Future[Any]:
+def _in_background(make: Callable[[], _T]) -> Future[_T]:
     """``make()`` on a thread of its own; its result (or exception) from ``.result()``."""
     pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix="llmmeter-report-prepare")
     try:
