@@ -12,6 +12,7 @@ and reports its wall time and peak RSS (``ru_maxrss`` of the child), best and me
     python benchmarks/report_scale.py --records 10000000 --runs 1
     python benchmarks/report_scale.py --quick              # 20,000 records: seconds
     python benchmarks/report_scale.py --store PATH         # keep (or reuse) the generated store
+    python benchmarks/report_scale.py --store PATH --timeline   # and when each phase of one run ends
 
 Rows are written straight into SQLite in the store's own layout (``llmmeter.store.schema``, with
 the report's columns the writer adds, and the store's trigger keeping what the rows hold) from one
@@ -186,6 +187,62 @@ def run_report(store: Path) -> tuple[float, float, float, int]:
     return elapsed, float(cpu_s), int(peak_kib) / 1024, len(json.loads(done.stdout)["groups"])
 
 
+_TIMELINE_CODE = """
+import json, sys, time
+started = time.perf_counter()
+ends = {}
+def mark(phase):
+    ends[phase] = (time.perf_counter() - started, time.process_time())
+import llmmeter.cli as cli
+import llmmeter.report.sql as sql
+mark("imports")
+def marked(owner, name, phase, at_start=None):
+    function = getattr(owner, name)
+    def wrapped(*args, **kwargs):
+        if at_start:
+            mark(at_start)
+        result = function(*args, **kwargs)
+        mark(phase)
+        return result
+    setattr(owner, name, wrapped)
+marked(sql._Query, "_fetch_part", "the report's SQL (both parts)")
+marked(sql, "_rank_latencies", "percentiles (parsed, sorted, counted)", at_start="rows into groups")
+figures_scan = cli._figures_scan
+def figures(*args, **kwargs):
+    scan = figures_scan(*args, **kwargs)
+    mark("the price table (on its own thread)")
+    marked(scan, "result", "the figures (their SQL beside the report's Python)")
+    from llmmeter.report import finops
+    marked(finops, "render", "JSON")
+    return scan
+cli._figures_scan = figures
+code = cli.main(sys.argv[1:])
+mark("exit")
+print(json.dumps(sorted(ends.items(), key=lambda item: item[1][0])), file=sys.stderr)
+sys.exit(code)
+"""
+"""One report in a fresh process with a time mark where each phase ends. It wraps private
+functions of ``llmmeter.report.sql`` and ``llmmeter.cli``: update it with them."""
+
+
+def timeline(store: Path) -> str:
+    """When each phase of one ``llmmeter report`` ends (wall and CPU seconds from its start), as
+    a table."""
+    done = subprocess.run(
+        [sys.executable, "-c", _TIMELINE_CODE, "report", "--store", str(store), *REPORT_ARGS],
+        capture_output=True,
+        text=True,
+        check=False,
+    )
+    if done.returncode != 0:
+        raise SystemExit(f"llmmeter report failed ({done.returncode}): {done.stderr.strip()}")
+    ends = json.loads(done.stderr.strip().splitlines()[-1])
+    rows = [f"| {phase} | {wall:.2f} | {cpu:.2f} |" for phase, (wall, cpu) in ends]
+    return "\n".join(
+        ["| phase of one run | ends at (wall s) | CPU s so far (all threads) |", "|---|---|---|", *rows]
+    )
+
+
 def _layout(store: Path) -> str:
     """The store's schema version and where its rows summary starts (what the report can skip)."""
     conn = sqlite3.connect(f"file:{store}?mode=ro", uri=True)
@@ -210,6 +267,7 @@ def store_arguments(description: str | None, default_records: int) -> tuple[argp
         "--store", type=Path, help="generate here (reused if it exists) instead of a temp dir"
     )
     parser.add_argument("--quick", action="store_true", help="20,000 records, 1 run")
+    parser.add_argument("--timeline", action="store_true", help="then one more run, phase by phase")
     args = parser.parse_args()
     records, runs = (20_000, 1) if args.quick else (args.records, args.runs)
     return args, records, runs
@@ -226,6 +284,7 @@ def main() -> None:
         size_mb = os.path.getsize(store) / 1e6
         layout = _layout(store)
         results = [run_report(store) for _ in range(runs)]
+        phases = timeline(store) if args.timeline else None
     times, cpus, peaks = ([r[i] for r in results] for i in range(3))
     groups = results[0][3]
     print(f"## llmmeter report {' '.join(REPORT_ARGS)}\n")
@@ -238,6 +297,8 @@ def main() -> None:
     )
     load = os.getloadavg()[0]
     print(f"\nmachine: {os.cpu_count()} CPUs, load average {load:.1f} (other processes share the CPUs)")
+    if phases is not None:
+        print(f"\n{phases}")
 
 
 if __name__ == "__main__":

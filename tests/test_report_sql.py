@@ -269,12 +269,18 @@ def test_the_scale_benchmark_runs_and_prints_its_table() -> None:
 
     script = Path(__file__).resolve().parent.parent / "benchmarks" / "report_scale.py"
     done = subprocess.run(
-        [sys.executable, str(script), "--quick"], capture_output=True, text=True, timeout=300, check=False
+        [sys.executable, str(script), "--quick", "--timeline"],
+        capture_output=True,
+        text=True,
+        timeout=300,
+        check=False,
     )
 
     assert done.returncode == 0, done.stderr[-2000:]
     assert "| records | wall s (best) | wall s (median) | CPU s (median) | peak RSS MB (max) |" in done.stdout
     assert "| 20,000 |" in done.stdout
+    phases = ("imports", "the report's SQL (both parts)", "rows into groups", "the figures", "JSON", "exit")
+    assert all(f"| {phase}" in done.stdout for phase in phases)
 
 
 # -- stores written by an older llmmeter ------------------------------------------------------
